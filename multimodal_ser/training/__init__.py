@@ -1,0 +1,1 @@
+"""Reproducible training of the packaged heads from real data (``mser train ...``)."""
