@@ -1,0 +1,297 @@
+"""Speech recognition from an already-encoded window: segments with word timestamps.
+
+Two engines decode the same :class:`~multimodal_ser.encoder.EncodedWindow` (the encoder runs once,
+upstream): ``ctranslate2`` (the faster-whisper runtime, int8 decoder; the default, measured faster
+here) and ``openai-whisper`` (the PyTorch reference decoder). Both share the tokenizer, the
+timestamp-token parsing and the word timing from cross-attention alignment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from .encoder import FRAMES_PER_SECOND, EncodedWindow
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("ctranslate2", "openai-whisper")
+
+_PUNCTUATION_BEFORE = "\"'“¿([{-"
+_PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclasses.dataclass(frozen=True)
+class Word:
+    word: str
+    """as Whisper writes it, with its leading space."""
+    start: float
+    """seconds on the recording's clock."""
+    end: float
+    probability: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrSegment:
+    start: float
+    """seconds on the recording's clock (the first word's start when words are timed)."""
+    end: float
+    text: str
+    words: tuple[Word, ...]
+    avg_logprob: float
+    no_speech_prob: float
+
+
+@dataclasses.dataclass(frozen=True)
+class AsrOptions:
+    """Decoding settings shared by both engines."""
+
+    language: str | None = None
+    """ISO code such as ``"en"``; None detects it on the first window with speech."""
+    beam_size: int = 5
+    word_timestamps: bool = True
+    no_speech_threshold: float = 0.6
+    """a window whose no-speech probability exceeds this and whose ``avg_logprob`` is below
+    ``logprob_threshold`` is treated as silence (Whisper's rule against hallucinated text)."""
+    logprob_threshold: float = -1.0
+
+    def __post_init__(self):
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be at least 1, not {self.beam_size}")
+        if not 0 < self.no_speech_threshold <= 1:
+            raise ValueError(f"no_speech_threshold must be in (0, 1], not {self.no_speech_threshold}")
+
+
+class Transcriber(Protocol):
+    """What the pipeline needs from an ASR engine."""
+
+    name: str
+    language: str | None
+
+    def transcribe(self, window: EncodedWindow) -> list[AsrSegment]: ...
+
+
+def _tokenizer(multilingual: bool, language: str | None):
+    from whisper.tokenizer import get_tokenizer
+
+    return get_tokenizer(multilingual, num_languages=99 if multilingual else 1, language=language, task="transcribe")
+
+
+def _split_segments(tokens: list[int], tokenizer, duration: float) -> list[tuple[float, float, list[int]]]:
+    """Cut a decoded token sequence at its timestamp tokens: ``(start, end, text tokens)`` in window seconds."""
+    begin = tokenizer.timestamp_begin
+    segments, text, start = [], [], None
+    for token in tokens:
+        if token == tokenizer.eot:
+            break
+        if token >= begin:
+            t = (token - begin) * 0.02
+            if start is None:
+                start = t
+            elif text:
+                segments.append((start, t, text))
+                text, start = [], None
+            else:
+                start = t
+        else:
+            text.append(token)
+    if text:
+        segments.append((start or 0.0, duration, text))
+    return segments
+
+
+def _words_from_path(
+    tokenizer, text_tokens: list[int], text_indices: np.ndarray, time_indices: np.ndarray, token_probs: list[float]
+) -> list[tuple[str, int, float, float, float]]:
+    """Words with ``(word, first token index, start s, end s, probability)`` from a DTW path."""
+    words, word_tokens = tokenizer.split_to_word_tokens(text_tokens + [tokenizer.eot])
+    if len(word_tokens) <= 1:
+        return []
+    boundaries = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
+    jumps = np.pad(np.diff(text_indices), (1, 0), constant_values=1).astype(bool)
+    jump_times = time_indices[jumps] / FRAMES_PER_SECOND
+    return [
+        (word, int(i), float(jump_times[i]), float(jump_times[j]), float(np.mean(token_probs[i:j])))
+        for word, i, j in zip(words, boundaries[:-1], boundaries[1:])
+    ]
+
+
+def _merge_punctuation(words: list[list]) -> list[list]:
+    """Attach leading punctuation to the next word and trailing punctuation to the previous one."""
+    merged: list[list] = []
+    for w in words:
+        if merged and w[0].strip() and all(c in _PUNCTUATION_AFTER for c in w[0].strip()) and not w[0].startswith(" "):
+            merged[-1][0] += w[0]
+            merged[-1][3] = w[3]
+        else:
+            merged.append(list(w))
+    out: list[list] = []
+    carry = ""
+    for w in merged:
+        if w[0].strip() and all(c in _PUNCTUATION_BEFORE for c in w[0].strip()) and w is not merged[-1]:
+            carry += w[0]
+            continue
+        if carry:
+            w[0] = (" " if carry.startswith(" ") else "") + carry.strip() + w[0].lstrip()
+            carry = ""
+        out.append(w)
+    return out
+
+
+def _assemble(
+    window: EncodedWindow, tokenizer, segments: list[tuple[float, float, list[int]]], words, avg_logprob: float, no_speech_prob: float
+) -> list[AsrSegment]:
+    """Place segments and words on the recording's clock; a segment's times follow its words."""
+    out = []
+    first_token = 0
+    words = _merge_punctuation(words) if words else []
+    for start, end, tokens in segments:
+        last_token = first_token + len(tokens)
+        seg_words = tuple(
+            Word(word=w, start=round(window.offset + s, 3), end=round(window.offset + max(e, s), 3), probability=p)
+            for w, i, s, e, p in words
+            if first_token <= i < last_token
+        )
+        first_token = last_token
+        text = tokenizer.decode(tokens).strip()
+        if not text:
+            continue
+        seg_start = seg_words[0].start if seg_words else window.offset + start
+        seg_end = seg_words[-1].end if seg_words else window.offset + min(end, window.duration)
+        out.append(
+            AsrSegment(
+                start=round(seg_start, 3),
+                end=round(max(seg_end, seg_start + 0.02), 3),
+                text=text,
+                words=seg_words,
+                avg_logprob=avg_logprob,
+                no_speech_prob=no_speech_prob,
+            )
+        )
+    return out
+
+
+class CTranslate2Transcriber:
+    """Whisper decoding with CTranslate2 (the faster-whisper runtime) from a shared encoder output.
+
+    Args:
+        model_dir: a CTranslate2 Whisper folder (``model.bin``, ``config.json``, ...).
+        multilingual: whether the model has language tokens (base: yes; tiny.en: no).
+        compute_type: CTranslate2 quantisation, ``"int8"`` by default.
+        threads: CPU threads for decoding.
+    """
+
+    name = "ctranslate2"
+
+    def __init__(self, model_dir: str | Path, *, multilingual: bool, options: AsrOptions = AsrOptions(), compute_type: str = "int8", threads: int = 2):
+        import ctranslate2
+
+        self._ct2 = ctranslate2
+        self.model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads)
+        self.multilingual = multilingual
+        self.options = options
+        self.language = options.language if multilingual else "en"
+
+    def _detect_language(self, features) -> str:
+        (ranked,) = self.model.detect_language(features)
+        token, probability = ranked[0]
+        log.info("detected language %s (p=%.2f)", token.strip("<|>"), probability)
+        return token.strip("<|>")
+
+    def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
+        if self.language is None:
+            self.language = self._detect_language(features)
+        tokenizer = _tokenizer(self.multilingual, self.language)
+        prompt = list(tokenizer.sot_sequence)
+        (result,) = self.model.generate(
+            features,
+            [prompt],
+            beam_size=self.options.beam_size,
+            return_scores=True,
+            return_no_speech_prob=True,
+            max_length=448,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            max_initial_timestamp_index=50,
+        )
+        tokens = result.sequences_ids[0]
+        n_text = sum(1 for t in tokens if t < tokenizer.eot)
+        avg_logprob = float(result.scores[0]) if result.scores else 0.0
+        if result.no_speech_prob > self.options.no_speech_threshold and avg_logprob < self.options.logprob_threshold:
+            return []
+        segments = _split_segments(tokens, tokenizer, window.duration)
+        words = []
+        text_tokens = [t for _, _, seg in segments for t in seg]
+        if self.options.word_timestamps and text_tokens and n_text:
+            (alignment,) = self.model.align(
+                features, prompt, [text_tokens], window.n_frames * 2, median_filter_width=7
+            )
+            path = np.array(alignment.alignments)
+            words = _words_from_path(tokenizer, text_tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
+        return _assemble(window, tokenizer, segments, words, avg_logprob, float(result.no_speech_prob))
+
+
+class OpenAIWhisperTranscriber:
+    """Whisper decoding with openai-whisper's PyTorch decoder from a shared encoder output."""
+
+    name = "openai-whisper"
+
+    def __init__(self, model, *, options: AsrOptions = AsrOptions()):
+        self.model = model
+        self.multilingual = model.is_multilingual
+        self.options = options
+        self.language = options.language if self.multilingual else "en"
+
+    @torch.inference_mode()
+    def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
+        from whisper.decoding import DecodingOptions, decode, detect_language
+
+        features = window.output[None]
+        if self.language is None:
+            _, (probs,) = detect_language(self.model, features)
+            self.language = max(probs, key=probs.get)
+            log.info("detected language %s (p=%.2f)", self.language, probs[self.language])
+        tokenizer = _tokenizer(self.multilingual, self.language)
+        (result,) = decode(
+            self.model,
+            features,
+            DecodingOptions(language=self.language, beam_size=self.options.beam_size, fp16=False, without_timestamps=False),
+        )
+        if result.no_speech_prob > self.options.no_speech_threshold and result.avg_logprob < self.options.logprob_threshold:
+            return []
+        segments = _split_segments(result.tokens, tokenizer, window.duration)
+        text_tokens = [t for _, _, seg in segments for t in seg]
+        words = self._align(window, tokenizer, text_tokens) if self.options.word_timestamps and text_tokens else []
+        return _assemble(window, tokenizer, segments, words, float(result.avg_logprob), float(result.no_speech_prob))
+
+    def _align(self, window: EncodedWindow, tokenizer, text_tokens: list[int]):
+        """Cross-attention DTW alignment of ``text_tokens`` (whisper's method, on the shared encoder output)."""
+        from whisper.model import disable_sdpa
+        from whisper.timing import dtw, median_filter
+
+        tokens = torch.tensor([*tokenizer.sot_sequence, tokenizer.no_timestamps, *text_tokens, tokenizer.eot])
+        qks: list[torch.Tensor | None] = [None] * len(self.model.decoder.blocks)
+        hooks = [
+            block.cross_attn.register_forward_hook(lambda _m, _i, outputs, index=i: qks.__setitem__(index, outputs[-1][0]))
+            for i, block in enumerate(self.model.decoder.blocks)
+        ]
+        try:
+            with disable_sdpa():
+                logits = self.model.decoder(tokens[None], window.output[None])[0]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        probs = logits[len(tokenizer.sot_sequence) :, : tokenizer.eot].softmax(dim=-1)
+        token_probs = probs[np.arange(len(text_tokens)), text_tokens].tolist()
+        weights = torch.stack([qks[layer][head] for layer, head in self.model.alignment_heads.indices().T])
+        weights = weights[:, :, : window.n_frames].softmax(dim=-1)
+        std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
+        matrix = median_filter((weights - mean) / std, 7).mean(axis=0)[len(tokenizer.sot_sequence) : -1]
+        text_indices, time_indices = dtw(-matrix)
+        return _words_from_path(tokenizer, text_tokens, text_indices, time_indices, token_probs)

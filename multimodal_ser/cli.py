@@ -1,0 +1,185 @@
+"""The ``mser`` command line: a thin layer over the library.
+
+Logging is configured here and only here. Each input of a batch is analysed on its own: a bad
+file is reported in one line and the rest still run; the exit status is non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MserError
+from .labels import MODALITIES
+
+log = logging.getLogger("multimodal_ser.cli")
+
+DEFAULT_DATA = Path(os.environ.get("MSER_DATA", "../shared/data"))
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    return path
+
+
+def _existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return path
+
+
+def _modalities(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    unknown = [m for m in names if m not in MODALITIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"modalities must be a comma-separated subset of {','.join(MODALITIES)}, not {text!r}")
+    return names
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mser", description="Emotion timelines from the voice, the words and the face of recorded speech.")
+    parser.add_argument("--version", action="version", version=f"multimodal-ser {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    a = commands.add_parser(
+        "analyze",
+        help="write segments/words/frames Parquet timelines for media files",
+        description="Analyse each MEDIA file and write segments.parquet, words.parquet and frames.parquet "
+        "into OUT (one input) or OUT/<input stem>/ (several inputs).",
+    )
+    a.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="video (mp4, mov, mkv, webm, avi, flv) or audio (wav, flac, mp3, m4a, ogg) files")
+    a.add_argument("--out", required=True, type=Path, help="output folder")
+    a.add_argument("--transcript", type=_existing_file, help="SRT, WebVTT, JSON or CSV (start,end,speaker,text) transcript that replaces ASR; only with one MEDIA")
+    a.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated branches to run (default: audio,text,face)")
+    a.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
+    a.add_argument("--fusion", choices=("late", "attention"), default="late", help="how modalities are combined (default: late)")
+    a.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en), a CTranslate2 folder, a .pt checkpoint, or a hub name (needs a network)")
+    a.add_argument("--asr-engine", choices=("ctranslate2", "openai-whisper"), default="ctranslate2", help="decoder for the shared encoder pass (default: ctranslate2, the faster one here)")
+    a.add_argument("--language", help="spoken language as an ISO code (default: detect)")
+    a.add_argument("--beam-size", type=int, default=5, help="ASR beam size (default: 5)")
+    a.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="CPU threads (default: up to 4)")
+    a.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    t = commands.add_parser("train", help="reproduce a packaged head from data")
+    t.add_argument("what", choices=("text", "audio"), help="which head")
+    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
+    t.add_argument("--out", type=Path, help="head file to write (default: the packaged one, with its checksum and model card)")
+    t.add_argument("--seed", type=int, default=0)
+
+    m = commands.add_parser("manifest", help="print a labelled manifest (CSV) for a known dataset layout")
+    m.add_argument("kind", choices=("ravdess", "crema-d", "meld", "folder"))
+    m.add_argument("directory", type=_existing_dir)
+
+    cv = commands.add_parser("crossval", help="speaker-independent cross-validation of the audio head on RAVDESS")
+    cv.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
+    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--seed", type=int, default=0)
+    cv.add_argument("--no-noise", action="store_true", help="skip the noise-robustness runs")
+    cv.add_argument("--out", type=Path, help="also write the metrics as JSON here")
+    return parser
+
+
+def _analyze(args) -> int:
+    from .pipeline import AnalysisOptions, Analyzer
+
+    if args.transcript is not None and len(args.media) > 1:
+        log.error("--transcript belongs to one recording; give a single MEDIA with it")
+        return 2
+    try:
+        options = AnalysisOptions(
+            modalities=args.modalities,
+            asr_model=args.asr_model,
+            asr_engine=args.asr_engine,
+            language=args.language,
+            beam_size=args.beam_size,
+            fps=args.fps,
+            fusion=args.fusion,
+            threads=args.threads,
+        )
+    except ValueError as e:
+        log.error("%s", e)
+        return 2
+    analyzer = Analyzer(options)
+    several = len(args.media) > 1
+    failed = 0
+    for media in args.media:
+        out = args.out / media.stem if several else args.out
+        try:
+            timeline = analyzer.analyze(media, transcript=args.transcript, progress=not args.no_progress)
+            timeline.save(out)
+        except MserError as e:
+            failed += 1
+            print(f"mser: {e}", file=sys.stderr)
+            continue
+        speech = int(timeline.segments["speech"].sum()) if len(timeline.segments) else 0
+        log.info("%s: %d segments (%d with speech), %d words, %d frame rows -> %s", media, len(timeline.segments), speech, len(timeline.words), len(timeline.frames), out)
+    if failed:
+        print(f"mser: {failed} of {len(args.media)} input(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _train(args) -> int:
+    from .heads import MODELS_DIR
+
+    out = args.out or MODELS_DIR / f"{args.what}_head.safetensors"
+    card = MODELS_DIR / f"{args.what}_head.md" if args.out is None else None
+    if args.what == "text":
+        from .training.text import train_text_head as train
+    else:
+        from .training.audio import train_audio_head as train
+    metrics = train(args.data, out, seed=args.seed, card_path=card)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _manifest(args) -> int:
+    from . import manifest
+
+    build = {"ravdess": manifest.ravdess_manifest, "crema-d": manifest.crema_d_manifest, "meld": manifest.meld_manifest, "folder": manifest.folder_manifest}[args.kind]
+    build(args.directory).to_csv(sys.stdout, index=False)
+    return 0
+
+
+def _crossval(args) -> int:
+    from .training.audio import cross_validate_audio
+
+    metrics = cross_validate_audio(args.data, folds=args.folds, seed=args.seed, noise=not args.no_noise)
+    text = json.dumps(metrics, indent=2, default=str)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    handler = {"analyze": _analyze, "train": _train, "manifest": _manifest, "crossval": _crossval}[args.command]
+    try:
+        return handler(args)
+    except MserError as e:
+        print(f"mser: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

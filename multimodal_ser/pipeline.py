@@ -1,0 +1,425 @@
+"""The analysis pipeline: one streaming pass over a recording, every branch on one segment grid.
+
+    media ─► audio 16 kHz ─► VAD regions (or the user's transcript) ─► windows of ≤30 s
+                                   └─► Whisper encoder, once per window ─┬─► ASR: segments + words
+                                                                          └─► voice emotion per segment
+    segments + silent stretches ─► grid ─► text emotion, face expression ─► fusion ─► Timeline
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import MserError
+from .files import sha256_file
+from .fusion import LateFusion, fused_columns
+from .grid import absent_table, make_grid, modality_table
+from .labels import EMOTIONS, MODALITIES
+from .media import MediaInfo, iter_audio, probe
+from .timeline import WORD_COLUMNS, Timeline
+from .transcript import TranscriptSegment, read_transcript
+from .windows import KnownRegions, windows
+
+log = logging.getLogger(__name__)
+
+FUSIONS = ("late", "attention")
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisOptions:
+    """Everything that decides an analysis; recorded in every output file."""
+
+    modalities: tuple[str, ...] = MODALITIES
+    """which branches run: any of audio, text, face."""
+    asr_model: str = "base"
+    """packaged Whisper name (base, tiny.en), a CTranslate2 folder, an openai-whisper .pt, or a hub name."""
+    asr_engine: str = "ctranslate2"
+    """``ctranslate2`` (faster) or ``openai-whisper``; both decode the same encoder pass."""
+    language: str | None = None
+    """spoken language (ISO code); None detects it."""
+    beam_size: int = 5
+    fps: float = 4.0
+    """video frames analysed per second by the face branch."""
+    fusion: str = "late"
+    gap_window: float = 5.0
+    """seconds: silent stretches are covered by windows at most this long, so faces seen while
+    nobody speaks still have rows."""
+    threads: int = 2
+
+    def __post_init__(self):
+        from .asr import ENGINES
+
+        unknown = set(self.modalities) - set(MODALITIES)
+        if unknown or not self.modalities:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, not {self.modalities}")
+        if self.asr_engine not in ENGINES:
+            raise ValueError(f"asr_engine must be one of {ENGINES}, not {self.asr_engine!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
+        if not 0 < self.fps <= 30:
+            raise ValueError(f"fps must be in (0, 30], not {self.fps}")
+        if self.gap_window <= 0:
+            raise ValueError(f"gap_window must be positive, not {self.gap_window}")
+        if self.threads < 1:
+            raise ValueError(f"threads must be at least 1, not {self.threads}")
+
+
+@dataclasses.dataclass
+class _SpeechSegment:
+    """A stretch of speech found while streaming, before it takes its place on the grid."""
+
+    start: float
+    end: float
+    speaker: str | None
+    text: str
+    words: list = dataclasses.field(default_factory=list)
+    voice: dict | None = None
+    """audio-branch outputs for this segment: emotions (7,), arousal, valence, embedding (d,)."""
+
+
+class Analyzer:
+    """Loads the models once and analyses any number of recordings with the same options.
+
+    Models are loaded on first use, so constructing an Analyzer is cheap and does no I/O.
+    """
+
+    def __init__(self, options: AnalysisOptions = AnalysisOptions()):
+        self.options = options
+        self._models: dict[str, object] = {}
+
+    # --- models, loaded on demand -------------------------------------------------------------
+
+    def _whisper(self):
+        if "whisper" not in self._models:
+            from .weights import load_openai_whisper
+
+            torch.set_num_threads(self.options.threads)
+            self._models["whisper"] = load_openai_whisper(self.options.asr_model)
+        return self._models["whisper"]
+
+    def _encoder(self):
+        if "encoder" not in self._models:
+            from .encoder import SpeechEncoder
+
+            self._models["encoder"] = SpeechEncoder(self._whisper())
+        return self._models["encoder"]
+
+    def _transcriber(self):
+        """A fresh transcriber per recording (it remembers the detected language)."""
+        from .asr import AsrOptions, CTranslate2Transcriber, OpenAIWhisperTranscriber
+        from .weights import PACKAGED_WHISPER, ctranslate2_dir
+
+        o = self.options
+        asr_options = AsrOptions(language=o.language, beam_size=o.beam_size)
+        if o.asr_engine == "openai-whisper":
+            return OpenAIWhisperTranscriber(self._whisper(), options=asr_options)
+        if "ct2" not in self._models:
+            if o.asr_model in PACKAGED_WHISPER:
+                folder = ctranslate2_dir(o.asr_model)
+            elif (Path(o.asr_model) / "model.bin").is_file():
+                folder = Path(o.asr_model)
+            else:
+                raise MserError(f"the ctranslate2 engine needs a CTranslate2 model folder; {o.asr_model!r} is not one (use --asr-engine openai-whisper)")
+            self._models["ct2"] = folder
+        return CTranslate2Transcriber(
+            self._models["ct2"], multilingual=self._whisper().is_multilingual, options=asr_options, threads=o.threads
+        )
+
+    def _voice(self):
+        if "voice" not in self._models:
+            from .voice import VoiceEmotionModel
+
+            self._models["voice"] = VoiceEmotionModel()
+        return self._models["voice"]
+
+    def _text(self):
+        if "text" not in self._models:
+            from .text import TextEmotionModel
+
+            self._models["text"] = TextEmotionModel()
+        return self._models["text"]
+
+    def _face(self):
+        if "face" not in self._models:
+            from .face import FaceAnalyzer
+
+            self._models["face"] = FaceAnalyzer(fps=self.options.fps)
+        return self._models["face"]
+
+    def _fusion(self):
+        if "fusion" not in self._models:
+            if self.options.fusion == "attention":
+                from .attention_fusion import load_attention_fusion
+
+                self._models["fusion"] = load_attention_fusion()
+            else:
+                self._models["fusion"] = LateFusion()
+        return self._models["fusion"]
+
+    # --- the pass ------------------------------------------------------------------------------
+
+    def analyze(self, path: str | os.PathLike, *, transcript: str | os.PathLike | None = None, progress: bool = False) -> Timeline:
+        """Analyse one recording.
+
+        Args:
+            path: a video or audio file.
+            transcript: SRT, WebVTT, JSON or CSV transcript that replaces ASR.
+            progress: show a progress bar over the recording's duration.
+
+        Raises:
+            MediaError, TranscriptError: bad input, naming the file and the problem.
+        """
+        info = probe(path)
+        notes: list[str] = []
+        known = read_transcript(transcript, media_duration=info.duration) if transcript is not None else None
+        speech = self._speech_segments(info, known, notes, progress)
+        grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
+        if not speech:
+            notes.append("no speech found: the timeline has no speech segments")
+        tables = [grid, self._audio_columns(grid, speech_rows, speech)]
+        text_table, text_ids = self._text_columns(grid)
+        tables.append(text_table)
+        frames, face_table, face_ids = self._face_columns(info, grid, notes, progress)
+        tables.append(face_table)
+        segments = pd.concat(tables, axis=1)
+        fusion = self._fusion()
+        segments = pd.concat([segments, fused_columns(segments, fusion)], axis=1)
+        words = _words_table(speech, speech_rows, grid)
+        metadata = {
+            "package": "multimodal-ser",
+            "version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "source": {
+                "file": info.path.name,
+                "sha256": sha256_file(info.path),
+                "duration": info.duration,
+                "has_audio": info.has_audio,
+                "has_video": info.has_video,
+            },
+            "transcript": None if transcript is None else {"file": Path(transcript).name, "sha256": sha256_file(transcript)},
+            "options": dataclasses.asdict(self.options),
+            "models": {**self._speech_model_ids(), **text_ids, **face_ids},
+            "fusion": fusion.describe(),
+            "inferred_from": {
+                "audio_*": "the voice (Whisper encoder + prosody)",
+                "text_*, sentiment": "the words (transcript or ASR)",
+                "face_*": "the face (video frames)",
+                "label, confidence, fused_*": "fusion of the modalities named in fused_from",
+            },
+            "notes": notes,
+        }
+        return Timeline(segments=segments, words=words, frames=frames, metadata=metadata)
+
+    def _speech_segments(self, info: MediaInfo, known: list[TranscriptSegment] | None, notes: list[str], progress: bool) -> list[_SpeechSegment]:
+        """Stream the audio once: regions → windows → encoder → ASR (unless transcribed) and voice."""
+        o = self.options
+        if not info.has_audio:
+            notes.append("no audio stream: no speech analysis")
+            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []]
+        run_voice = "audio" in o.modalities
+        if known is not None and not run_voice:
+            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
+        if known is not None:
+            pieces, parents = _split_long(known)
+            parent_of = dict(zip(pieces, parents))
+            source = KnownRegions(pieces)
+            transcriber = None
+        else:
+            from .vad import SpeechDetector
+
+            source, transcriber = SpeechDetector(), self._transcriber()
+        encoder = self._encoder()
+        voice = self._voice() if run_voice else None
+        found: list[_SpeechSegment] = []
+        piece_outputs: list[tuple[int, float, dict]] = []
+        blocks = (block[0] for block in iter_audio(info.path, channels=1))
+        with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
+            for window in windows(blocks, source):
+                encoded = encoder.encode(window.audio, offset=window.offset)
+                if transcriber is not None:
+                    new = [_recognised(s, window.regions) for s in transcriber.transcribe(encoded)]
+                    found += new
+                    spans = [(s.start, s.end) for s in new]
+                else:
+                    spans = list(window.regions)
+                if voice is not None and spans:
+                    prediction = voice.predict(encoded, spans)
+                    outputs = [_voice_row(prediction, i) for i in range(len(spans))]
+                    if transcriber is not None:
+                        for segment, output in zip(new, outputs):
+                            segment.voice = output
+                    else:
+                        piece_outputs += [(parent_of[span], span[1] - span[0], out) for span, out in zip(spans, outputs)]
+                bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
+        if transcriber is not None:
+            return found
+        segments = [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
+        for index, segment in enumerate(segments):
+            mine = [(weight, out) for parent, weight, out in piece_outputs if parent == index]
+            if mine:
+                segment.voice = _weighted_voice(mine)
+        return segments
+
+    def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
+        n = len(grid)
+        if "audio" not in self.options.modalities:
+            return absent_table("audio", n)
+        probs = np.full((n, len(EMOTIONS)), np.nan)
+        present = np.zeros(n, dtype=bool)
+        arousal = np.full(n, np.nan)
+        valence = np.full(n, np.nan)
+        embeddings: list = [None] * n
+        dim = None
+        for segment, row in zip(speech, speech_rows):
+            if segment.voice is None:
+                continue
+            probs[row], present[row] = segment.voice["emotions"], True
+            arousal[row], valence[row] = segment.voice["arousal"], segment.voice["valence"]
+            embeddings[row] = segment.voice["embedding"]
+            dim = len(segment.voice["embedding"])
+        table = modality_table("audio", probs, present, None if dim is None else np.stack([e if e is not None else np.zeros(dim) for e in embeddings]))
+        table["audio_arousal"] = arousal
+        table["audio_valence"] = valence
+        return table
+
+    def _text_columns(self, grid: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        if "text" not in self.options.modalities:
+            table = absent_table("text", len(grid))
+            table["sentiment"] = pd.Series([None] * len(grid), dtype=object)
+            return table, {}
+        from .text import text_table
+
+        model = self._text()
+        return text_table(grid, model), {"text": model.model_ids}
+
+    def _face_columns(self, info: MediaInfo, grid: pd.DataFrame, notes: list[str], progress: bool):
+        from .face import face_segment_table
+
+        if "face" not in self.options.modalities or not info.has_video:
+            if "face" in self.options.modalities:
+                notes.append("no video stream: no face analysis")
+            return pd.DataFrame(), absent_table("face", len(grid)), {}
+        analyzer = self._face()
+        frames = analyzer.analyze(info.path, progress=progress)
+        return frames, face_segment_table(frames, grid), {"face": analyzer.model_ids}
+
+    def _speech_model_ids(self) -> dict:
+        ids = {}
+        if "whisper" in self._models:
+            from .weights import PACKAGED_WHISPER
+
+            name = self.options.asr_model
+            packaged = PACKAGED_WHISPER.get(name)
+            ids["whisper"] = {
+                "name": name,
+                "engine": self.options.asr_engine,
+                "sha256": [sha for _, _, sha in packaged.parts] if packaged else None,
+            }
+        if "voice" in self._models:
+            ids["audio"] = self._models["voice"].model_ids
+        return ids
+
+
+def _voice_row(prediction, i: int) -> dict:
+    return {
+        "emotions": prediction.emotions[i],
+        "arousal": float(prediction.arousal[i]),
+        "valence": float(prediction.valence[i]),
+        "embedding": prediction.embeddings[i],
+    }
+
+
+def _weighted_voice(parts: list[tuple[float, dict]]) -> dict:
+    """Duration-weighted mean of the voice outputs of the pieces of one long segment."""
+    weights = np.array([w for w, _ in parts])
+    weights /= weights.sum()
+    return {
+        key: sum(w * np.asarray(out[key]) for w, (_, out) in zip(weights, parts))
+        for key in ("emotions", "arousal", "valence", "embedding")
+    }
+
+
+_MAX_PIECE = 28.0
+"""seconds: transcript segments longer than this are encoded in pieces."""
+
+
+def _split_long(known: list[TranscriptSegment]) -> tuple[list[tuple[float, float]], list[int]]:
+    """Transcript segments as encoder regions of at most :data:`_MAX_PIECE` s, with each piece's segment index."""
+    pieces, parents = [], []
+    for index, s in enumerate(known):
+        n = int(np.ceil((s.end - s.start) / _MAX_PIECE))
+        edges = np.linspace(s.start, s.end, n + 1)
+        pieces += [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
+        parents += [index] * n
+    return pieces, parents
+
+
+def _recognised(segment, regions) -> _SpeechSegment:
+    """An ASR segment with its words kept inside the speech regions and its times following them."""
+    words = _clip_words(segment.words, regions)
+    start, end = (words[0].start, words[-1].end) if words else (segment.start, segment.end)
+    return _SpeechSegment(start, max(end, start + 0.02), None, segment.text, words=words)
+
+
+def _clip_words(words, regions) -> list:
+    """Keep each word inside the speech region it overlaps most (Whisper stretches words over pauses)."""
+    clipped = []
+    for w in words:
+        overlaps = [min(w.end, e) - max(w.start, s) for s, e in regions]
+        best = int(np.argmax(overlaps)) if regions else None
+        if best is None or overlaps[best] <= 0:
+            clipped.append(w)
+            continue
+        s, e = regions[best]
+        start = min(max(w.start, s), e)
+        clipped.append(dataclasses.replace(w, start=round(start, 3), end=round(max(min(w.end, e), start), 3)))
+    return clipped
+
+
+def _grid(speech: list[_SpeechSegment], duration: float, gap_window: float) -> tuple[pd.DataFrame, np.ndarray]:
+    """The segment grid: speech segments plus fixed windows over silent stretches of 0.5 s or more.
+
+    Returns the grid (with a ``speech`` column) and, for each speech segment, its grid row.
+    """
+    spans = [(s.start, s.end, s.speaker, s.text, i) for i, s in enumerate(speech)]
+    cursor = 0.0
+    for s in sorted(speech, key=lambda s: s.start) + [None]:
+        stop = duration if s is None else s.start
+        if stop - cursor >= 0.5:
+            edges = np.linspace(cursor, stop, int(np.ceil((stop - cursor) / gap_window)) + 1)
+            spans += [(float(a), float(b), None, "", None) for a, b in zip(edges[:-1], edges[1:])]
+        if s is not None:
+            cursor = max(cursor, s.end)
+    spans.sort(key=lambda span: span[0])
+    grid = make_grid([s[0] for s in spans], [s[1] for s in spans], speakers=[s[2] for s in spans], texts=[s[3] for s in spans])
+    grid["speech"] = [s[4] is not None for s in spans]
+    rows = np.empty(len(speech), dtype=np.int64)
+    for row, span in enumerate(spans):
+        if span[4] is not None:
+            rows[span[4]] = row
+    return grid, rows
+
+
+def _words_table(speech: list[_SpeechSegment], rows: np.ndarray, grid: pd.DataFrame) -> pd.DataFrame:
+    records = [
+        {"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability, "segment_id": int(grid.at[row, "segment_id"]), "speaker": s.speaker}
+        for s, row in zip(speech, rows)
+        for w in s.words
+    ]
+    words = pd.DataFrame.from_records(records, columns=list(WORD_COLUMNS))
+    return words.astype({"start": "float64", "end": "float64", "probability": "float64", "segment_id": "int64"})
+
+
+def analyze(path: str | os.PathLike, *, transcript: str | os.PathLike | None = None, progress: bool = False, **options) -> Timeline:
+    """Analyse one recording with :class:`AnalysisOptions` given as keywords (see there)."""
+    return Analyzer(AnalysisOptions(**options)).analyze(path, transcript=transcript, progress=progress)

@@ -1,0 +1,95 @@
+"""The analysis result: segments, words and frames tables, saved as Parquet with provenance.
+
+Each Parquet file carries the same JSON provenance under the key ``multimodal_ser`` in its
+key-value metadata (package version, models and their sha256, options, source file hash, notes),
+so any table can be traced to what made it. Files are written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import MserError
+from .files import atomic_output
+
+TABLES = ("segments", "words", "frames")
+METADATA_KEY = b"multimodal_ser"
+
+WORD_COLUMNS = ("word", "start", "end", "probability", "segment_id", "speaker")
+
+
+@dataclasses.dataclass
+class Timeline:
+    """What :func:`multimodal_ser.analyze` returns: three tables and their provenance."""
+
+    segments: pd.DataFrame
+    """one row per segment of the grid (see DESIGN.md for the columns)."""
+    words: pd.DataFrame
+    """one row per recognised word: word, start, end (s), probability, segment_id, speaker."""
+    frames: pd.DataFrame
+    """one row per sampled video frame and face (a no-face frame is one row with face_present False)."""
+    metadata: dict
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``segments.parquet``, ``words.parquet``, ``frames.parquet`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        provenance = json.dumps(self.metadata, sort_keys=True, default=str).encode()
+        for name in TABLES:
+            table = _to_arrow(getattr(self, name))
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: provenance})
+            with atomic_output(directory / f"{name}.parquet") as tmp:
+                pq.write_table(table, tmp)
+        return directory
+
+
+def _to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """Arrow table whose ``*_embedding`` columns are fixed-size lists of float32 (null where absent)."""
+    table = pa.Table.from_pandas(frame.drop(columns=[c for c in frame if c.endswith("_embedding")]), preserve_index=False)
+    for column in [c for c in frame if c.endswith("_embedding")]:
+        values = frame[column].tolist()
+        sizes = {len(v) for v in values if v is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"column {column} mixes embedding sizes {sorted(sizes)}")
+        kind = pa.list_(pa.float32(), sizes.pop()) if sizes else pa.list_(pa.float32())
+        array = pa.array([None if v is None else np.asarray(v, dtype=np.float32) for v in values], type=kind)
+        table = table.append_column(column, array)
+    return table
+
+
+def load_timeline(directory: str | os.PathLike) -> Timeline:
+    """Read a timeline written by :meth:`Timeline.save`.
+
+    Raises:
+        MserError: a table is missing or was not written by this package.
+    """
+    directory = Path(directory)
+    tables = {}
+    metadata: dict = {}
+    for name in TABLES:
+        path = directory / f"{name}.parquet"
+        if not path.is_file():
+            raise MserError(f"{path}: missing; {directory} is not a complete timeline")
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            raise MserError(f"{path}: no multimodal_ser provenance in its metadata")
+        metadata = json.loads(raw)
+        tables[name] = table.to_pandas()
+    return Timeline(metadata=metadata, **tables)
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The provenance JSON of one Parquet file, without reading its rows."""
+    raw = (pq.read_schema(path).metadata or {}).get(METADATA_KEY)
+    if raw is None:
+        raise MserError(f"{path}: no multimodal_ser provenance in its metadata")
+    return json.loads(raw)

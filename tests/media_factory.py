@@ -1,0 +1,49 @@
+"""Tiny media files made in a test's tmp_path (no data from elsewhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16_000) -> Path:
+    """``samples`` shape ``(n,)`` or ``(n, channels)``, float in [-1, 1]."""
+    sf.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+def tone(seconds: float, *, frequency: float = 220.0, rate: int = 16_000, amplitude: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = (64, 48), audio: np.ndarray | None = None, audio_rate: int = 16_000) -> Path:
+    """An mp4 of grey frames, with a mono AAC track when ``audio`` (shape ``(n,)``) is given."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=audio_rate)
+            sound.layout = "mono"
+        for i in range(int(seconds * fps)):
+            image = np.full((size[1], size[0], 3), 40 + (i * 7) % 180, dtype=np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if sound is not None:
+            step = 1024
+            for start in range(0, len(audio), step):
+                chunk = audio[start : start + step].astype(np.float32)[None]
+                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+                frame.sample_rate = audio_rate
+                frame.pts = start
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+            for packet in sound.encode():
+                container.mux(packet)
+    return path
