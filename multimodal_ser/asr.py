@@ -75,6 +75,8 @@ class Transcriber(Protocol):
 
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]: ...
 
+    def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]: ...
+
 
 def _tokenizer(multilingual: bool, language: str | None):
     from whisper.tokenizer import get_tokenizer
@@ -176,6 +178,31 @@ def _assemble(
     return out
 
 
+def _split_by_text(tokenizer, texts: list[str]) -> tuple[list[int], list[tuple[int, int]]]:
+    """Tokens of several texts joined, with each text's ``[first, last)`` token range."""
+    tokens, ranges = [], []
+    for text in texts:
+        ids = tokenizer.encode(" " + text.strip()) if text.strip() else []
+        ranges.append((len(tokens), len(tokens) + len(ids)))
+        tokens += ids
+    return tokens, ranges
+
+
+def _aligned_words(window: EncodedWindow, words, ranges, spans) -> list[tuple[Word, ...]]:
+    """Words of each text, on the recording's clock, kept inside that text's ``(start, end)`` span."""
+    out = []
+    words = _merge_punctuation(words) if words else []
+    for (first, last), (start, end) in zip(ranges, spans):
+        mine = []
+        for w, i, s, e, p in words:
+            if first <= i < last:
+                s = min(max(window.offset + s, start), end)
+                e = min(max(window.offset + e, s), end)
+                mine.append(Word(word=w, start=round(s, 3), end=round(e, 3), probability=p))
+        out.append(tuple(mine))
+    return out
+
+
 class CTranslate2Transcriber:
     """Whisper decoding with CTranslate2 (the faster-whisper runtime) from a shared encoder output.
 
@@ -236,6 +263,18 @@ class CTranslate2Transcriber:
             words = _words_from_path(tokenizer, text_tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
         return _assemble(window, tokenizer, segments, words, avg_logprob, float(result.no_speech_prob))
 
+    def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]:
+        """Word timings for known ``texts`` said within ``spans`` (recording seconds) of the window."""
+        tokenizer = _tokenizer(self.multilingual, self.language or "en")
+        tokens, ranges = _split_by_text(tokenizer, texts)
+        if not tokens:
+            return [()] * len(texts)
+        features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
+        (alignment,) = self.model.align(features, list(tokenizer.sot_sequence), [tokens], window.n_frames * 2, median_filter_width=7)
+        path = np.array(alignment.alignments)
+        words = _words_from_path(tokenizer, tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
+        return _aligned_words(window, words, ranges, spans)
+
 
 class OpenAIWhisperTranscriber:
     """Whisper decoding with openai-whisper's PyTorch decoder from a shared encoder output."""
@@ -270,6 +309,15 @@ class OpenAIWhisperTranscriber:
         words = self._align(window, tokenizer, text_tokens) if self.options.word_timestamps and text_tokens else []
         return _assemble(window, tokenizer, segments, words, float(result.avg_logprob), float(result.no_speech_prob))
 
+    def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]:
+        """Word timings for known ``texts`` said within ``spans`` (recording seconds) of the window."""
+        tokenizer = _tokenizer(self.multilingual, self.language or "en")
+        tokens, ranges = _split_by_text(tokenizer, texts)
+        if not tokens:
+            return [()] * len(texts)
+        return _aligned_words(window, self._align(window, tokenizer, tokens), ranges, spans)
+
+    @torch.inference_mode()
     def _align(self, window: EncodedWindow, tokenizer, text_tokens: list[int]):
         """Cross-attention DTW alignment of ``text_tokens`` (whisper's method, on the shared encoder output)."""
         from whisper.model import disable_sdpa

@@ -221,53 +221,46 @@ class Analyzer:
         return Timeline(segments=segments, words=words, frames=frames, metadata=metadata)
 
     def _speech_segments(self, info: MediaInfo, known: list[TranscriptSegment] | None, notes: list[str], progress: bool) -> list[_SpeechSegment]:
-        """Stream the audio once: regions → windows → encoder → ASR (unless transcribed) and voice."""
-        o = self.options
+        """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
+        user's transcript) and the voice branch."""
         if not info.has_audio:
             notes.append("no audio stream: no speech analysis")
             return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []]
-        run_voice = "audio" in o.modalities
-        if known is not None and not run_voice:
-            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
         if known is not None:
+            segments = [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
             pieces, parents = _split_long(known)
-            parent_of = dict(zip(pieces, parents))
+            owner = dict(zip(pieces, parents))
             source = KnownRegions(pieces)
-            transcriber = None
         else:
             from .vad import SpeechDetector
 
-            source, transcriber = SpeechDetector(), self._transcriber()
-        encoder = self._encoder()
-        voice = self._voice() if run_voice else None
-        found: list[_SpeechSegment] = []
-        piece_outputs: list[tuple[int, float, dict]] = []
+            segments, source = [], SpeechDetector()
+        transcriber, encoder = self._transcriber(), self._encoder()
+        voice = self._voice() if "audio" in self.options.modalities else None
+        voice_pieces: dict[int, list[tuple[float, dict]]] = {}
         blocks = (block[0] for block in iter_audio(info.path, channels=1))
         with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
             for window in windows(blocks, source):
                 encoded = encoder.encode(window.audio, offset=window.offset)
-                if transcriber is not None:
+                if known is None:
                     new = [_recognised(s, window.regions) for s in transcriber.transcribe(encoded)]
-                    found += new
+                    segments += new
                     spans = [(s.start, s.end) for s in new]
                 else:
+                    new = [segments[owner[piece]] for piece in window.regions]
                     spans = list(window.regions)
+                    whole = [i for i, (s, piece) in enumerate(zip(new, spans)) if (s.start, s.end) == piece]
+                    timed = transcriber.align(encoded, [new[i].text for i in whole], [spans[i] for i in whole])
+                    for i, words in zip(whole, timed):
+                        new[i].words = list(words)
                 if voice is not None and spans:
                     prediction = voice.predict(encoded, spans)
-                    outputs = [_voice_row(prediction, i) for i in range(len(spans))]
-                    if transcriber is not None:
-                        for segment, output in zip(new, outputs):
-                            segment.voice = output
-                    else:
-                        piece_outputs += [(parent_of[span], span[1] - span[0], out) for span, out in zip(spans, outputs)]
+                    for i, (segment, (start, end)) in enumerate(zip(new, spans)):
+                        voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i)))
                 bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
-        if transcriber is not None:
-            return found
-        segments = [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
-        for index, segment in enumerate(segments):
-            mine = [(weight, out) for parent, weight, out in piece_outputs if parent == index]
-            if mine:
-                segment.voice = _weighted_voice(mine)
+        for segment in segments:
+            if id(segment) in voice_pieces:
+                segment.voice = _weighted_voice(voice_pieces[id(segment)])
         return segments
 
     def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
@@ -354,7 +347,8 @@ _MAX_PIECE = 28.0
 
 
 def _split_long(known: list[TranscriptSegment]) -> tuple[list[tuple[float, float]], list[int]]:
-    """Transcript segments as encoder regions of at most :data:`_MAX_PIECE` s, with each piece's segment index."""
+    """Transcript segments as encoder regions of at most :data:`_MAX_PIECE` s, with each piece's
+    segment index. Only segments that fit one piece get word timings."""
     pieces, parents = [], []
     for index, s in enumerate(known):
         n = int(np.ceil((s.end - s.start) / _MAX_PIECE))

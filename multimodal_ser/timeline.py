@@ -52,16 +52,21 @@ class Timeline:
 
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
-    """Arrow table whose ``*_embedding`` columns are fixed-size lists of float32 (null where absent)."""
-    table = pa.Table.from_pandas(frame.drop(columns=[c for c in frame if c.endswith("_embedding")]), preserve_index=False)
-    for column in [c for c in frame if c.endswith("_embedding")]:
-        values = frame[column].tolist()
+    """Arrow table whose ``*_embedding`` columns are lists of float32, null where absent.
+
+    All present rows of a column have one size, recorded as ``dim`` in the field's metadata.
+    (A Parquet fixed-size-list column with nulls cannot be read back by pyarrow 25, so the
+    size is declared in metadata rather than in the type.)
+    """
+    embedding_columns = [c for c in frame if c.endswith("_embedding")]
+    table = pa.Table.from_pandas(frame.drop(columns=embedding_columns), preserve_index=False)
+    for column in embedding_columns:
+        values = [None if v is None else np.asarray(v, dtype=np.float32) for v in frame[column]]
         sizes = {len(v) for v in values if v is not None}
         if len(sizes) > 1:
             raise ValueError(f"column {column} mixes embedding sizes {sorted(sizes)}")
-        kind = pa.list_(pa.float32(), sizes.pop()) if sizes else pa.list_(pa.float32())
-        array = pa.array([None if v is None else np.asarray(v, dtype=np.float32) for v in values], type=kind)
-        table = table.append_column(column, array)
+        field = pa.field(column, pa.list_(pa.float32()), metadata={"dim": str(sizes.pop()) if sizes else "0"})
+        table = table.append_column(field, pa.array(values, type=field.type))
     return table
 
 

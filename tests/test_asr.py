@@ -1,0 +1,89 @@
+"""ASR on real speech: both engines decode the one shared encoder pass."""
+
+import re
+
+import pytest
+
+from multimodal_ser.asr import CTranslate2Transcriber, OpenAIWhisperTranscriber, _split_segments, _tokenizer
+from multimodal_ser.encoder import FRAMES_PER_SECOND, SpeechEncoder
+from multimodal_ser.errors import ModelError
+from multimodal_ser.media import load_audio
+from multimodal_ser.weights import PACKAGED_WHISPER, ctranslate2_dir, load_openai_whisper
+
+
+@pytest.fixture(scope="module")
+def whisper_base():
+    return load_openai_whisper("base")
+
+
+@pytest.fixture(scope="module")
+def interview_window(whisper_base, shared_data):
+    audio = load_audio(shared_data / "talking-heads" / "retalking-1.mp4")
+    return SpeechEncoder(whisper_base).encode(audio, offset=100.0)
+
+
+def _words(text):
+    return re.findall(r"[a-z']+", text.lower())
+
+
+EXPECTED = "my biggest weaknesses is asking for help when i need it i'd like to do better at that"
+
+
+def test_encoder_keeps_every_layer(interview_window):
+    assert FRAMES_PER_SECOND == 50
+    assert interview_window.hidden_states.shape == (7, 1500, 512)
+    assert interview_window.n_frames == pytest.approx(6.1 * 50, abs=2)
+    assert interview_window.frames(101.0, 102.0).shape == (7, 50, 512)
+
+
+@pytest.mark.parametrize("engine", ["ctranslate2", "openai-whisper"])
+def test_both_engines_transcribe_real_speech_with_word_times(engine, whisper_base, interview_window):
+    if engine == "ctranslate2":
+        transcriber = CTranslate2Transcriber(ctranslate2_dir("base"), multilingual=True)
+    else:
+        transcriber = OpenAIWhisperTranscriber(whisper_base)
+    segments = transcriber.transcribe(interview_window)
+    assert transcriber.language == "en"
+    words = [w for s in segments for w in s.words]
+    assert " ".join(_words(" ".join(s.text for s in segments))) == EXPECTED
+    assert [w for word in words for w in _words(word.word)] == EXPECTED.split()
+    starts = [w.start for w in words]
+    assert starts == sorted(starts)
+    assert 100.0 <= words[0].start < 100.3  # speech begins at once in this clip
+    assert all(100.0 <= w.start <= w.end <= 106.2 for w in words)
+    # "weaknesses" is said around 0.4-0.9 s into the clip
+    weak = next(w for w in words if "weakness" in w.word)
+    assert 100.2 < weak.start < 100.7 and 100.6 < weak.end < 101.1
+
+
+def test_timestamp_tokens_cut_segments():
+    tokenizer = _tokenizer(True, "en")
+    t = tokenizer.timestamp_begin
+    hello, world = tokenizer.encode(" hello"), tokenizer.encode(" world")
+    tokens = [t + 0, *hello, t + 50, t + 60, *world, t + 100, tokenizer.eot]
+    assert _split_segments(tokens, tokenizer, 5.0) == [(0.0, 1.0, hello), (1.2, 2.0, world)]
+
+
+def test_packaged_weights_are_verified(tmp_path, monkeypatch):
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path))
+    folder = ctranslate2_dir("tiny.en")
+    assert (folder / "model.bin").stat().st_size > 70_000_000
+    with pytest.raises(ModelError, match="no packaged Whisper model"):
+        ctranslate2_dir("large-v3")
+    assert set(PACKAGED_WHISPER) == {"base", "tiny.en"}
+
+
+def test_a_corrupt_weight_file_is_refused(tmp_path, monkeypatch):
+    from multimodal_ser import weights
+
+    spec = PACKAGED_WHISPER["tiny.en"]
+    fake_root = tmp_path / "pkg"
+    for package, relative, _ in spec.files + spec.parts:
+        copy = fake_root / package / relative
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        data = weights._package_file(package, relative).read_bytes()
+        copy.write_bytes(data[:-1] + b"x" if relative.endswith("model.bin") else data)
+    monkeypatch.setattr(weights, "_package_file", lambda p, r: fake_root / p / r)
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match="sha256"):
+        ctranslate2_dir("tiny.en")

@@ -1,0 +1,62 @@
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from multimodal_ser.errors import MserError
+from multimodal_ser.grid import absent_table, make_grid, modality_table
+from multimodal_ser.labels import EMOTIONS
+from multimodal_ser.timeline import Timeline, load_timeline, read_provenance
+
+
+def _timeline():
+    grid = make_grid([0.0, 2.0], [2.0, 3.5], speakers=["A", None], texts=["hello there", ""])
+    probs = np.tile(np.eye(len(EMOTIONS))[1], (2, 1))
+    audio = modality_table("audio", probs, np.array([True, False]), np.ones((2, 8)))
+    segments = pd.concat([grid, audio, absent_table("face", 2)], axis=1)
+    words = pd.DataFrame({"word": ["hello", "there"], "start": [0.1, 0.6], "end": [0.5, 1.0], "probability": [0.9, 0.8], "segment_id": [0, 0], "speaker": ["A", "A"]})
+    return Timeline(segments=segments, words=words, frames=pd.DataFrame({"time": [0.0], "face_present": [False]}), metadata={"version": "test", "source": {"sha256": "abc"}})
+
+
+def test_round_trip_keeps_rows_and_provenance(tmp_path):
+    _timeline().save(tmp_path / "out")
+    loaded = load_timeline(tmp_path / "out")
+    assert list(loaded.segments["segment_id"]) == [0, 1]
+    assert loaded.segments["audio_present"].tolist() == [True, False]
+    assert pd.isna(loaded.segments.loc[1, "audio_label"]) and np.isnan(loaded.segments.loc[1, "audio_happy"])
+    assert loaded.metadata["source"]["sha256"] == "abc"
+    assert list(loaded.words["word"]) == ["hello", "there"]
+
+
+def test_embeddings_are_float32_lists_of_a_declared_size(tmp_path):
+    _timeline().save(tmp_path)
+    schema = pq.read_schema(tmp_path / "segments.parquet")
+    assert schema.field("audio_embedding").type == pa.list_(pa.float32())
+    assert schema.field("audio_embedding").metadata == {b"dim": b"8"}
+    assert schema.field("face_embedding").metadata == {b"dim": b"0"}  # face absent: all null
+    loaded = load_timeline(tmp_path)
+    assert len(loaded.segments.loc[0, "audio_embedding"]) == 8 and loaded.segments.loc[1, "audio_embedding"] is None
+    assert read_provenance(tmp_path / "frames.parquet")["version"] == "test"
+
+
+def test_a_failed_save_leaves_no_partial_file(tmp_path):
+    timeline = _timeline()
+    timeline.save(tmp_path)
+    before = (tmp_path / "segments.parquet").read_bytes()
+    timeline.segments["audio_embedding"] = [np.ones(8), np.ones(3)]  # inconsistent sizes: write fails
+    timeline.segments["audio_present"] = [True, True]
+    with pytest.raises(ValueError, match="mixes embedding sizes"):
+        timeline.save(tmp_path)
+    assert (tmp_path / "segments.parquet").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_loading_an_incomplete_folder_says_what_is_missing(tmp_path):
+    with pytest.raises(MserError, match="segments.parquet: missing"):
+        load_timeline(tmp_path)
+
+
+def test_modality_table_checks_shapes():
+    with pytest.raises(ValueError, match=r"shape \(2, 7\)"):
+        modality_table("text", np.ones((2, 3)), np.array([True, True]))
