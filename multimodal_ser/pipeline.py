@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import MserError
+from .errors import MediaError, MserError
 from .files import sha256_file
 from .fusion import LateFusion, fused_columns
 from .grid import absent_table, make_grid, modality_table
@@ -168,21 +168,36 @@ class Analyzer:
 
     # --- the pass ------------------------------------------------------------------------------
 
-    def analyze(self, path: str | os.PathLike, *, transcript: str | os.PathLike | None = None, progress: bool = False) -> Timeline:
+    def analyze(
+        self,
+        path: str | os.PathLike,
+        *,
+        transcript: str | os.PathLike | None = None,
+        channel: int | None = None,
+        speaker: str | None = None,
+        progress: bool = False,
+    ) -> Timeline:
         """Analyse one recording.
 
         Args:
             path: a video or audio file.
             transcript: SRT, WebVTT, JSON or CSV transcript that replaces ASR.
+            channel: audio channel to analyse (0 = left, 1 = right), e.g. one side of a stereo
+                call; None mixes all channels down to mono.
+            speaker: name for the ``speaker`` column where the transcript gives none.
             progress: show a progress bar over the recording's duration.
 
         Raises:
             MediaError, TranscriptError: bad input, naming the file and the problem.
         """
         info = probe(path)
+        if channel is not None and not 0 <= channel < max(info.audio_channels, 1):
+            raise MediaError(f"{info.path}: has {info.audio_channels} audio channel(s); channel {channel} does not exist")
         notes: list[str] = []
         known = read_transcript(transcript, media_duration=info.duration) if transcript is not None else None
-        speech = self._speech_segments(info, known, notes, progress)
+        speech = self._speech_segments(info, known, channel, notes, progress)
+        for segment in speech:
+            segment.speaker = segment.speaker or speaker
         grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
         if not speech:
             notes.append("no speech found: the timeline has no speech segments")
@@ -208,6 +223,7 @@ class Analyzer:
             },
             "transcript": None if transcript is None else {"file": Path(transcript).name, "sha256": sha256_file(transcript)},
             "options": dataclasses.asdict(self.options),
+            "channel": channel,
             "models": {**self._speech_model_ids(), **text_ids, **face_ids},
             "fusion": fusion.describe(),
             "inferred_from": {
@@ -220,7 +236,9 @@ class Analyzer:
         }
         return Timeline(segments=segments, words=words, frames=frames, metadata=metadata)
 
-    def _speech_segments(self, info: MediaInfo, known: list[TranscriptSegment] | None, notes: list[str], progress: bool) -> list[_SpeechSegment]:
+    def _speech_segments(
+        self, info: MediaInfo, known: list[TranscriptSegment] | None, channel: int | None, notes: list[str], progress: bool
+    ) -> list[_SpeechSegment]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
         user's transcript) and the voice branch."""
         if not info.has_audio:
@@ -238,7 +256,7 @@ class Analyzer:
         transcriber, encoder = self._transcriber(), self._encoder()
         voice = self._voice() if "audio" in self.options.modalities else None
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
-        blocks = (block[0] for block in iter_audio(info.path, channels=1))
+        blocks = _channel_blocks(info, channel)
         with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
             for window in windows(blocks, source):
                 encoded = encoder.encode(window.audio, offset=window.offset)
@@ -321,6 +339,13 @@ class Analyzer:
         if "voice" in self._models:
             ids["audio"] = self._models["voice"].model_ids
         return ids
+
+
+def _channel_blocks(info: MediaInfo, channel: int | None):
+    """Mono blocks: the mix of all channels, or one channel of the file."""
+    if channel is None:
+        return (block[0] for block in iter_audio(info.path, channels=1))
+    return (block[channel] for block in iter_audio(info.path, channels=None))
 
 
 def _voice_row(prediction, i: int) -> dict:
@@ -414,6 +439,14 @@ def _words_table(speech: list[_SpeechSegment], rows: np.ndarray, grid: pd.DataFr
     return words.astype({"start": "float64", "end": "float64", "probability": "float64", "segment_id": "int64"})
 
 
-def analyze(path: str | os.PathLike, *, transcript: str | os.PathLike | None = None, progress: bool = False, **options) -> Timeline:
-    """Analyse one recording with :class:`AnalysisOptions` given as keywords (see there)."""
-    return Analyzer(AnalysisOptions(**options)).analyze(path, transcript=transcript, progress=progress)
+def analyze(
+    path: str | os.PathLike,
+    *,
+    transcript: str | os.PathLike | None = None,
+    channel: int | None = None,
+    speaker: str | None = None,
+    progress: bool = False,
+    **options,
+) -> Timeline:
+    """Analyse one recording; ``options`` are :class:`AnalysisOptions` fields given as keywords."""
+    return Analyzer(AnalysisOptions(**options)).analyze(path, transcript=transcript, channel=channel, speaker=speaker, progress=progress)

@@ -1,0 +1,1 @@
+"""Use-case pipelines composed from the multimodal_ser library."""

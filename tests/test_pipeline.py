@@ -1,0 +1,134 @@
+"""End to end: real media in, Parquet timelines out, bad input reported per file."""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal_ser import AnalysisOptions, Analyzer, load_timeline
+from multimodal_ser.cli import main
+from multimodal_ser.errors import MediaError, TranscriptError
+from multimodal_ser.labels import EMOTIONS, MODALITIES
+from media_factory import tone, write_video, write_wav
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def analyzer():
+    return Analyzer(AnalysisOptions(language="en"))
+
+
+@pytest.fixture(scope="module")
+def talking_head(analyzer, shared_data):
+    return analyzer.analyze(shared_data / "talking-heads" / "retalking-1.mp4")
+
+
+def test_talking_head_timeline_has_the_spoken_words(talking_head):
+    words = " ".join(talking_head.words["word"]).lower()
+    assert re.sub(r"[^a-z' ]", "", words).split()[:4] == ["my", "biggest", "weaknesses", "is"]
+    assert (talking_head.words["end"] >= talking_head.words["start"]).all()
+    assert talking_head.words["start"].is_monotonic_increasing
+    assert talking_head.words["end"].max() <= 6.2
+
+
+def test_every_branch_fills_its_columns(talking_head):
+    seg = talking_head.segments
+    speech = seg[seg["speech"]]
+    assert len(speech) >= 1
+    for m in MODALITIES:
+        assert speech[f"{m}_present"].all(), m
+        np.testing.assert_allclose(speech[[f"{m}_{e}" for e in EMOTIONS]].sum(axis=1), 1.0, atol=1e-4)
+    assert speech["label"].isin(EMOTIONS).all()
+    assert set(speech["fused_from"]) == {"audio+text+face"}
+    assert speech["sentiment"].isin(["negative", "neutral", "positive"]).all()
+    assert talking_head.frames["face_present"].mean() > 0.9
+
+
+def test_the_grid_covers_the_recording_without_overlap(talking_head):
+    seg = talking_head.segments
+    assert seg["start"].iloc[0] == pytest.approx(0.0, abs=0.3)
+    assert (seg["start"].to_numpy()[1:] >= seg["end"].to_numpy()[:-1] - 1e-6).all()
+    assert seg["end"].iloc[-1] == pytest.approx(talking_head.metadata["source"]["duration"], abs=0.3)
+
+
+def test_saved_timeline_reads_back_with_provenance(talking_head, tmp_path):
+    talking_head.save(tmp_path)
+    back = load_timeline(tmp_path)
+    pd.testing.assert_series_equal(back.segments["text"].astype(object), talking_head.segments["text"].astype(object), check_names=False)
+    meta = back.metadata
+    assert meta["version"] and len(meta["source"]["sha256"]) == 64
+    assert set(meta["models"]) >= {"whisper", "audio", "text", "face"}
+    assert meta["fusion"]["fusion"] == "late"
+
+
+def test_transcript_replaces_asr_and_gets_word_times(analyzer, shared_data, tmp_path):
+    transcript = tmp_path / "t.srt"
+    transcript.write_text("1\n00:00:00,000 --> 00:00:02,700\nANN: My biggest weakness is asking for help.\n\n2\n00:00:03,300 --> 00:00:04,800\nANN: I would like to do better at that.\n")
+    timeline = analyzer.analyze(shared_data / "talking-heads" / "retalking-1.mp4", transcript=transcript)
+    speech = timeline.segments[timeline.segments["speech"]]
+    assert list(speech["text"]) == ["My biggest weakness is asking for help.", "I would like to do better at that."]
+    assert list(speech["speaker"]) == ["ANN", "ANN"]
+    assert speech["audio_present"].all()
+    words = timeline.words
+    assert list(words["word"])[:3] == ["My", "biggest", "weakness"]
+    assert words.groupby("segment_id")["start"].min().tolist() == pytest.approx([0.0, 3.3], abs=0.4)
+
+
+def test_pure_silence_is_a_timeline_without_speech(analyzer, tmp_path):
+    timeline = analyzer.analyze(write_wav(tmp_path / "quiet.wav", np.zeros(16_000 * 3, dtype=np.float32)))
+    assert not timeline.segments["speech"].any()
+    assert not timeline.segments[[f"{m}_present" for m in MODALITIES]].any().any()
+    assert timeline.words.empty and timeline.frames.empty
+    assert any("no speech" in note for note in timeline.metadata["notes"])
+
+
+def test_video_without_audio_track_still_gets_a_face_pass(analyzer, tmp_path):
+    timeline = analyzer.analyze(write_video(tmp_path / "mute.mp4", seconds=2.0))
+    assert any("no audio stream" in note for note in timeline.metadata["notes"])
+    assert not timeline.segments["audio_present"].any()
+    assert len(timeline.frames) >= 7 and not timeline.frames["face_present"].any()
+
+
+def test_transcript_past_the_end_is_refused(analyzer, tmp_path):
+    media = write_wav(tmp_path / "short.wav", tone(2.0))
+    transcript = tmp_path / "long.csv"
+    transcript.write_text("start,end,text\n0,1,hi\n5,9,later\n")
+    with pytest.raises(TranscriptError, match="past the media's end"):
+        analyzer.analyze(media, transcript=transcript)
+
+
+def test_stereo_channels_as_speakers(analyzer, shared_data, tmp_path):
+    from multimodal_ser.media import load_audio
+
+    speech = load_audio(shared_data / "talking-heads" / "retalking-1.mp4")
+    stereo = np.stack([speech, np.zeros_like(speech)], axis=1)
+    path = write_wav(tmp_path / "call.wav", stereo)
+    left = analyzer.analyze(path, channel=0, speaker="agent")
+    right = analyzer.analyze(path, channel=1, speaker="customer")
+    assert left.segments["speech"].any() and set(left.segments.loc[left.segments["speech"], "speaker"]) == {"agent"}
+    assert not right.segments["speech"].any()
+    with pytest.raises(MediaError, match="channel 2 does not exist"):
+        analyzer.analyze(path, channel=2)
+
+
+def test_cli_batch_goes_on_past_a_bad_file(shared_data, tmp_path, capsys):
+    good = shared_data / "talking-heads" / "retalking-5.mp4"
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    status = main(["analyze", str(bad), str(good), "--out", str(tmp_path / "out"), "--modalities", "audio,text", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "broken.mp4" in err and "1 of 2 input(s) failed" in err
+    assert (tmp_path / "out" / "retalking-5" / "segments.parquet").is_file()
+    assert not (tmp_path / "out" / "broken").exists()
+
+
+def test_cli_help_explains_every_option():
+    out = subprocess.run([sys.executable, "-m", "multimodal_ser.cli", "analyze", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for option in ("--out", "--transcript", "--modalities", "--fps", "--fusion", "--asr-model", "--asr-engine", "--language"):
+        assert option in out.stdout
