@@ -16,6 +16,7 @@ import av
 import numpy as np
 
 from .errors import MediaError
+from .video import is_moving_picture
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class MediaInfo:
     """seconds (container duration, else the longest stream's)."""
     has_audio: bool
     has_video: bool
+    """a video stream that is not cover art."""
     audio_channels: int
     """0 when there is no audio stream."""
     audio_sample_rate: int
@@ -60,7 +62,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     try:
         with av.open(str(path)) as container:
             audio = container.streams.audio[0] if container.streams.audio else None
-            video = container.streams.video[0] if container.streams.video else None
+            video = next((s for s in container.streams.video if is_moving_picture(s)), None)
             if audio is None and video is None:
                 raise MediaError(f"{path}: no audio or video stream")
             duration = _duration(container)

