@@ -60,3 +60,14 @@ def test_loading_an_incomplete_folder_says_what_is_missing(tmp_path):
 def test_modality_table_checks_shapes():
     with pytest.raises(ValueError, match=r"shape \(2, 7\)"):
         modality_table("text", np.ones((2, 3)), np.array([True, True]))
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    _timeline().save(tmp_path)
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = stat.S_IMODE((tmp_path / "segments.parquet").stat().st_mode)
+    assert mode == 0o666 & ~mask
