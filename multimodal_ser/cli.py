@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = commands.add_parser("train", help="reproduce a packaged head from data")
     t.add_argument("what", choices=("text", "audio"), help="which head")
     t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
-    t.add_argument("--out", type=Path, help="head file to write (default: the packaged one, with its checksum and model card)")
+    t.add_argument("--out", type=Path, help="head file to write, its model card beside it (default: the packaged head)")
     t.add_argument("--seed", type=int, default=0)
 
     m = commands.add_parser("manifest", help="print a labelled manifest (CSV) for a known dataset layout")
@@ -138,7 +138,7 @@ def _train(args) -> int:
     from .heads import MODELS_DIR
 
     out = args.out or MODELS_DIR / f"{args.what}_head.safetensors"
-    card = MODELS_DIR / f"{args.what}_head.md" if args.out is None else None
+    card = out.with_suffix(".md")
     if args.what == "text":
         from .training.text import train_text_head as train
     else:

