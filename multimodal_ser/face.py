@@ -412,6 +412,9 @@ class FaceAnalyzer:
         expression_weights: a Keras 2 hdf5 expression model; None for the packaged
             FER2013 mini-Xception (see :class:`~multimodal_ser.face_expression.ExpressionModel`).
         expression_sha256: expected sha256 of ``expression_weights``.
+        with_expression: False skips the expression network entirely (no emotion is
+            inferred; expression columns and embeddings stay null), for uses where emotion
+            inference is not allowed, such as EU workplaces and schools (AI Act art. 5(1)(f)).
 
     Raises:
         ValueError: an option is out of range.
@@ -431,8 +434,10 @@ class FaceAnalyzer:
         engagement_window_s: float = 3.0,
         expression_weights: str | os.PathLike | None = None,
         expression_sha256: str | None = None,
+        with_expression: bool = True,
     ):
         self.fps = valid_fps(fps)
+        self.with_expression = bool(with_expression)
         self.min_face_px = _valid_int("min_face_px", min_face_px, 8, 4096)
         self.max_faces = _valid_int("max_faces", max_faces, 1, 32)
         self.min_detection_confidence = _valid_float("min_detection_confidence", min_detection_confidence, 0, 1, closed=False)
@@ -486,7 +491,8 @@ class FaceAnalyzer:
                 ("face_mesh", "face_landmark_with_attention.tflite"),
             )
         }
-        ids["face_expression"] = {"id": self.expression.model_id, "sha256": self.expression.sha256}
+        if self.with_expression:
+            ids["face_expression"] = {"id": self.expression.model_id, "sha256": self.expression.sha256}
         return ids
 
     def _graphs(self) -> _MediaPipe:
@@ -537,28 +543,19 @@ class FaceAnalyzer:
     def _frame_rows(
         self, time: float, frame_size: tuple[int, int], faces: list[_Face], ids: list[int], crops: np.ndarray
     ) -> list[dict]:
-        """Rows of one sampled frame; ``crops`` ``(n_faces, s, s)`` are the faces' expression inputs."""
+        """Rows of one sampled frame; ``crops`` ``(n_faces, s, s)`` are the faces' expression inputs
+        (None without the expression network)."""
         if not faces:
             return [{"time": time, "face_id": -1, "face_present": False}]
         height, width = frame_size
-        probs, embeddings = self.expression.predict(crops)
+        probs, embeddings = self.expression.predict(crops) if crops is not None else ([None] * len(faces), [None] * len(faces))
         rows = []
         for face, face_id, p, embedding in zip(faces, ids, probs, embeddings):
             bx, by, bw, bh = _clip_box(face.box, width, height)
-            best = int(np.argmax(p))
-            row = {
-                "time": time,
-                "face_id": face_id,
-                "box_x": bx,
-                "box_y": by,
-                "box_w": bw,
-                "box_h": bh,
-                "face_present": True,
-                "face_label": EMOTIONS[best],
-                "face_confidence": p[best],
-                **dict(zip(_PROB_COLUMNS, p)),
-                "face_embedding": embedding,
-            }
+            row = {"time": time, "face_id": face_id, "box_x": bx, "box_y": by, "box_w": bw, "box_h": bh, "face_present": True}
+            if p is not None:
+                best = int(np.argmax(p))
+                row.update({"face_label": EMOTIONS[best], "face_confidence": p[best], **dict(zip(_PROB_COLUMNS, p)), "face_embedding": embedding})
             if face.landmarks is not None:
                 row.update(_geometry(face.landmarks, width, height, self.gaze_tolerance_deg))
             rows.append(row)
@@ -570,11 +567,13 @@ class FaceAnalyzer:
         for face in faces:
             self._add_landmarks(rgb, face, graphs.mesh)
         ids = tracker.assign(time, [f.box for f in faces]) if tracker is not None else list(range(len(faces)))
-        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        size = self.expression.input_size
-        crops = np.zeros((len(faces), size, size), dtype=np.uint8)
-        for i, face in enumerate(faces):
-            crops[i] = _aligned_crop(gray, face, size=size, margin=self.crop_margin)
+        crops = None
+        if self.with_expression:
+            gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+            size = self.expression.input_size
+            crops = np.zeros((len(faces), size, size), dtype=np.uint8)
+            for i, face in enumerate(faces):
+                crops[i] = _aligned_crop(gray, face, size=size, margin=self.crop_margin)
         return self._frame_rows(time, rgb.shape[:2], faces, ids, crops)
 
     def analyze(self, path: str | os.PathLike, *, progress: ProgressCallback | None = None) -> pd.DataFrame:
@@ -650,6 +649,8 @@ class FaceAnalyzer:
             raise MediaError(f"{path}: not an image OpenCV can read")
         rgb = np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         height, width = rgb.shape[:2]
+        if cropped and not self.with_expression:
+            raise ValueError("cropped=True only runs the expression network, which with_expression=False turns off")
         if cropped:
             face = _Face(box=np.array([0.0, 0.0, width, height]), eyes=np.full((2, 2), np.nan))
             size = self.expression.input_size

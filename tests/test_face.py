@@ -504,3 +504,15 @@ def test_the_speaking_face_is_chosen_on_real_footage(tmp_path, shared_data, anal
             means = {fid: np.mean(np.stack(g["face_embedding"].to_list()), axis=0) for fid, g in inside.groupby("face_id")}
             chosen = min(means, key=lambda fid: np.linalg.norm(means[fid] - segments["face_embedding"].iloc[i]))
             assert chosen == speaker, f"segment {i} with energy={speech_energy is not None}"
+
+
+def test_without_expression_no_emotion_is_inferred(sample_media):
+    face_jpg = sample_media / "face.jpg"
+    analyzer = FaceAnalyzer(with_expression=False)
+    (row,) = analyzer.analyze_image(face_jpg).to_dict("records")
+    assert row["face_present"] and row["eye_openness"] > 0.1
+    assert pd.isna(row["face_label"]) and np.isnan(row["face_happy"]) and row["face_embedding"] is None
+    assert "face_expression" not in analyzer.model_ids
+    assert analyzer._expression is None  # the network was never even loaded
+    with pytest.raises(ValueError, match="with_expression=False"):
+        analyzer.analyze_image(face_jpg, cropped=True)
