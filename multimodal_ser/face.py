@@ -385,7 +385,7 @@ def _frames_table(rows: list[dict]) -> pd.DataFrame:
     table["face_id"] = table["face_id"].astype(np.int64)
     table["face_present"] = table["face_present"].astype(bool)
     for column in ("face_label", "face_embedding"):  # None, not NaN, where absent
-        table[column] = pd.Series([v if p else None for v, p in zip(table[column], table["face_present"])], dtype=object)
+        table[column] = pd.Series([None if isinstance(v, float) or not p else v for v, p in zip(table[column], table["face_present"])], dtype=object)
     table["blink"] = pd.array([pd.NA] * len(table), dtype="boolean")
     return table
 
