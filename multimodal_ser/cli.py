@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated branches to run (default: audio,text,face)")
     a.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
     a.add_argument("--fusion", choices=("late", "attention"), default="late", help="how modalities are combined (default: late)")
+    a.add_argument("--fusion-weights", type=_existing_file, help="late: JSON weights from 'mser train fusion --late-out'; attention: a module file (default: packaged)")
     a.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en), a CTranslate2 folder, a .pt checkpoint, or a hub name (needs a network)")
     a.add_argument("--asr-engine", choices=("ctranslate2", "openai-whisper"), default="ctranslate2", help="decoder for the shared encoder pass (default: ctranslate2, the faster one here)")
     a.add_argument("--language", help="spoken language as an ISO code (default: detect)")
@@ -76,11 +77,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="CPU threads (default: up to 4)")
     a.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    t = commands.add_parser("train", help="reproduce a packaged head from data")
-    t.add_argument("what", choices=("text", "audio"), help="which head")
-    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
-    t.add_argument("--out", type=Path, help="head file to write, its model card beside it (default: the packaged head)")
+    t = commands.add_parser("train", help="reproduce a packaged head from data, or train fusion on your own manifest")
+    t.add_argument("what", choices=("text", "audio", "fusion"), help="which head")
+    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="text/audio: real data folder (default: $MSER_DATA or ../shared/data)")
+    t.add_argument("--manifest", type=_existing_file, help="fusion: labelled manifest CSV (path,label,group[,start,end,text])")
+    t.add_argument("--modalities", type=_modalities, default=MODALITIES, help="fusion: branches to run and fuse (default: audio,text,face)")
+    t.add_argument("--late-out", type=Path, help="fusion: also write stacked late-fusion weights (JSON) here, for --fusion-weights")
+    t.add_argument("--out", type=Path, help="file to write, its model card beside it (default: the packaged one)")
     t.add_argument("--seed", type=int, default=0)
+
+    e = commands.add_parser(
+        "evaluate",
+        help="compare each modality, each pair and each fusion on a labelled manifest",
+        description="Runs every branch once per manifest item and writes metrics.json, metrics.md and "
+        "comparison.png: ua, wa, macro_f1 with bootstrap 95%% intervals, n and confusion matrices for each "
+        "modality alone, each pair and each fusion. Fusions are learned on some groups and measured on others.",
+    )
+    e.add_argument("--manifest", type=_existing_file, required=True, help="CSV: path,label[,start,end,group,split,text] (see 'mser manifest')")
+    e.add_argument("--out", type=Path, required=True, help="output folder")
+    e.add_argument("--modalities", type=_modalities, default=MODALITIES, help="branches to run (default: audio,text,face)")
+    e.add_argument("--folds", type=int, default=5, help="group folds for learned fusions (default: 5)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--by-group", action="store_true", help="also report every metric per group value")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
+    e.add_argument("--face-crops", action="store_true", help="images are already face crops (e.g. FER2013): skip detection")
+    e.add_argument("--language", help="spoken language as an ISO code (default: detect)")
+    e.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     m = commands.add_parser("manifest", help="print a labelled manifest (CSV) for a known dataset layout")
     m.add_argument("kind", choices=("ravdess", "crema-d", "meld", "folder"))
@@ -93,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--no-noise", action="store_true", help="skip the noise-robustness runs")
     cv.add_argument("--out", type=Path, help="also write the metrics as JSON here")
     return parser
+
+
+def _ravdess_dir(data: Path) -> Path:
+    """The RAVDESS speech folder: ``data`` itself or its ``ravdess-speech-16k`` sub-folder."""
+    nested = data / "ravdess-speech-16k"
+    return nested if nested.is_dir() else data
 
 
 def _analyze(args) -> int:
@@ -110,6 +138,7 @@ def _analyze(args) -> int:
             beam_size=args.beam_size,
             fps=args.fps,
             fusion=args.fusion,
+            fusion_weights=None if args.fusion_weights is None else str(args.fusion_weights),
             threads=args.threads,
         )
     except ValueError as e:
@@ -139,12 +168,41 @@ def _train(args) -> int:
 
     out = args.out or MODELS_DIR / f"{args.what}_head.safetensors"
     card = out.with_suffix(".md")
-    if args.what == "text":
-        from .training.text import train_text_head as train
+    if args.what == "fusion":
+        from .training.fusion import DEFAULT_OUT, train_fusion
+
+        if args.manifest is None:
+            log.error("mser train fusion needs --manifest CSV")
+            return 2
+        out = args.out or DEFAULT_OUT
+        metrics = train_fusion(args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=args.late_out)
     else:
-        from .training.audio import train_audio_head as train
-    metrics = train(args.data, out, seed=args.seed, card_path=card)
+        if args.what == "text":
+            from .training.text import train_text_head as train
+        else:
+            from .training.audio import train_audio_head as train
+        metrics = train(args.data if args.what == "text" else _ravdess_dir(args.data), out, seed=args.seed, card_path=card)
     print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_manifest
+
+    result = evaluate_manifest(
+        args.manifest,
+        args.out,
+        modalities=args.modalities,
+        folds=args.folds,
+        seed=args.seed,
+        by_group=args.by_group,
+        bootstrap=args.bootstrap,
+        images_are_face_crops=args.face_crops,
+        language=args.language,
+        progress=not args.no_progress,
+    )
+    report = args.out / "metrics.md"
+    print(report.read_text() if report.is_file() else json.dumps(result, indent=2, default=str))
     return 0
 
 
@@ -159,11 +217,11 @@ def _manifest(args) -> int:
 def _crossval(args) -> int:
     from .training.audio import cross_validate_audio
 
-    metrics = cross_validate_audio(args.data, folds=args.folds, seed=args.seed, noise=not args.no_noise)
-    text = json.dumps(metrics, indent=2, default=str)
+    metrics = cross_validate_audio(_ravdess_dir(args.data), folds=args.folds, seed=args.seed, noise=not args.no_noise)
+    print(metrics["markdown"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+        args.out.write_text(json.dumps(metrics, indent=2, default=str))
     return 0
 
 
@@ -173,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handler = {"analyze": _analyze, "train": _train, "manifest": _manifest, "crossval": _crossval}[args.command]
+    handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "manifest": _manifest, "crossval": _crossval}[args.command]
     try:
         return handler(args)
     except MserError as e:

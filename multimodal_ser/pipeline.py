@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import MediaError, MserError
 from .files import sha256_file
-from .fusion import LateFusion, fused_columns
+from .fusion import fused_columns
 from .grid import absent_table, make_grid, modality_table
 from .labels import EMOTIONS, MODALITIES
 from .media import MediaInfo, iter_audio, probe
@@ -51,6 +51,9 @@ class AnalysisOptions:
     fps: float = 4.0
     """video frames analysed per second by the face branch."""
     fusion: str = "late"
+    fusion_weights: str | None = None
+    """late: a JSON file of learned weights (``mser train fusion --late-out``); attention: a
+    module file; None: late fusion's defaults (every weight 1, T = 1) or the packaged module."""
     gap_window: float = 5.0
     """seconds: silent stretches are covered by windows at most this long, so faces seen while
     nobody speaks still have rows."""
@@ -158,12 +161,9 @@ class Analyzer:
 
     def _fusion(self):
         if "fusion" not in self._models:
-            if self.options.fusion == "attention":
-                from .attention_fusion import load_attention_fusion
+            from .fusion import load_fusion
 
-                self._models["fusion"] = load_attention_fusion()
-            else:
-                self._models["fusion"] = LateFusion()
+            self._models["fusion"] = load_fusion(self.options.fusion, self.options.fusion_weights)
         return self._models["fusion"]
 
     # --- the pass ------------------------------------------------------------------------------

@@ -1,10 +1,14 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from multimodal_ser.fusion import LateFusion, fused_columns
+from multimodal_ser.errors import ModelError
+from multimodal_ser.fusion import LateFusion, fit_late_fusion, fit_temperature, fused_columns, load_fusion, load_late_fusion
 from multimodal_ser.grid import modality_table
 from multimodal_ser.labels import EMOTIONS
+from multimodal_ser.metrics import expected_calibration_error
 
 
 def _segments(audio, text, audio_present, text_present):
@@ -55,3 +59,130 @@ def test_invalid_options_are_refused():
         LateFusion(weights={"smell": 1.0})
     with pytest.raises(ValueError, match="temperature"):
         LateFusion(temperature=0)
+
+
+# --- learning the weights (stacking), temperature scaling, saving -------------------------------------
+# The probability tables below are synthetic: they test the optimiser only and never train a shipped model.
+
+
+def _noisy_probabilities(rng, targets, strength):
+    """Rows of probabilities whose logit of ``targets`` is raised by ``strength`` (0 = pure noise)."""
+    logits = rng.normal(size=(len(targets), len(EMOTIONS)))
+    logits[np.arange(len(targets)), targets] += strength
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture
+def informative_and_noise():
+    rng = np.random.default_rng(7)
+    n = 600
+    y = rng.integers(len(EMOTIONS), size=n)
+    audio = _noisy_probabilities(rng, y, 2.5)
+    text = _noisy_probabilities(rng, rng.integers(len(EMOTIONS), size=n), 2.5)  # confident, unrelated to the truth
+    seg = _segments(audio, text, np.ones(n, bool), rng.random(n) < 0.8)
+    return seg, [EMOTIONS[i] for i in y]
+
+
+def test_stacking_gives_pure_noise_a_near_zero_weight(informative_and_noise):
+    seg, labels = informative_and_noise
+    learned = fit_late_fusion(seg, labels, modalities=("audio", "text"))
+    assert learned.weights["text"] < 0.05 * learned.weights["audio"]
+    assert learned.weights["audio"] == pytest.approx(1.0)  # weights are relative to the most reliable modality
+    assert "face" not in learned.weights
+    fused, _ = learned.fuse(seg)
+    default, _ = LateFusion().fuse(seg)
+    truth = np.array([EMOTIONS.index(label) for label in labels])
+    assert (fused.argmax(1) == truth).mean() > (default.argmax(1) == truth).mean() + 0.1
+
+
+def test_stacking_weighs_the_more_informative_modality_higher():
+    rng = np.random.default_rng(11)
+    y = rng.integers(len(EMOTIONS), size=800)
+    seg = _segments(_noisy_probabilities(rng, y, 3.0), _noisy_probabilities(rng, y, 1.0), np.ones(800, bool), np.ones(800, bool))
+    learned = fit_late_fusion(seg, [EMOTIONS[i] for i in y], modalities=("audio", "text"))
+    assert learned.weights["audio"] > 1.5 * learned.weights["text"] > 0
+
+
+def test_stacking_refuses_bad_input(informative_and_noise):
+    seg, labels = informative_and_noise
+    with pytest.raises(ValueError, match="one entry per segment"):
+        fit_late_fusion(seg, labels[:-1])
+    with pytest.raises(ValueError, match="names of"):
+        fit_late_fusion(seg, ["calm"] * len(seg))
+    with pytest.raises(ValueError, match="distinct names"):
+        fit_late_fusion(seg, labels, modalities=("audio", "smell"))
+    with pytest.raises(ValueError, match="no segment"):
+        fit_late_fusion(seg, labels, modalities=("face",))
+
+
+@pytest.mark.parametrize("fusion", [LateFusion(), LateFusion(weights={"audio": 0.7, "text": 2.5, "face": 1.0}, temperature=1.7)])
+def test_an_absent_modality_never_influences_the_result(fusion):
+    rng = np.random.default_rng(5)
+    audio = _noisy_probabilities(rng, rng.integers(7, size=50), 2.0)
+    text_present = rng.random(50) < 0.5
+    one = _segments(audio, _noisy_probabilities(rng, rng.integers(7, size=50), 2.0), np.ones(50, bool), text_present)
+    other = one.copy()
+    garbage = _noisy_probabilities(rng, rng.integers(7, size=50), 5.0)
+    for j, label in enumerate(EMOTIONS):  # rewrite the hidden values behind the absent rows
+        other.loc[~text_present, f"text_{label}"] = garbage[~text_present, j]
+    np.testing.assert_array_equal(fusion.fuse(one)[0], fusion.fuse(other)[0])
+    only_audio = fusion.fuse(one)[0][~text_present]
+    expected = LateFusion(weights={"audio": fusion.weights["audio"]}, temperature=fusion.temperature).fuse(one[~text_present])[0]
+    np.testing.assert_allclose(only_audio, expected)
+
+
+def test_temperature_scaling_lowers_the_calibration_error_of_an_overconfident_table():
+    rng = np.random.default_rng(3)
+    y = rng.integers(len(EMOTIONS), size=1500)
+    calibrated_logits = rng.normal(size=(1500, 7))
+    calibrated_logits[np.arange(1500), y] += 1.5
+    overconfident = np.exp(3.0 * calibrated_logits)  # sharpened: confidence far above accuracy
+    overconfident /= overconfident.sum(axis=1, keepdims=True)
+    seg = _segments(overconfident, overconfident, np.ones(1500, bool), np.zeros(1500, bool))
+    labels = [EMOTIONS[i] for i in y]
+    before = LateFusion(weights={"audio": 1.0})
+    after = fit_temperature(before, seg, labels)
+    assert after.temperature > 1.5 and after.weights == before.weights
+    ece_before = expected_calibration_error(before.fuse(seg)[0], labels, labels=EMOTIONS)
+    ece_after = expected_calibration_error(after.fuse(seg)[0], labels, labels=EMOTIONS)
+    assert ece_after < 0.5 * ece_before
+    np.testing.assert_array_equal(before.fuse(seg)[0].argmax(1), after.fuse(seg)[0].argmax(1))
+
+
+def test_learned_parameters_round_trip_through_json(tmp_path, informative_and_noise):
+    seg, labels = informative_and_noise
+    learned = fit_late_fusion(seg, labels, modalities=("audio", "text"), provenance={"data": "synthetic test table"})
+    path = learned.save(tmp_path / "late.json")
+    loaded = load_late_fusion(path)
+    assert loaded == learned  # weights, temperature and name; provenance is not compared
+    assert loaded.provenance["data"] == "synthetic test table" and len(loaded.provenance["file"]["sha256"]) == 64
+    assert loaded.describe()["provenance"]["method"].startswith("stacking")
+    np.testing.assert_allclose(loaded.fuse(seg)[0], learned.fuse(seg)[0])
+    assert load_fusion("late", path) == learned
+    assert load_fusion("late") == LateFusion()
+
+
+def test_loading_refuses_files_that_are_not_late_fusion(tmp_path):
+    with pytest.raises(ModelError, match="not found"):
+        load_late_fusion(tmp_path / "missing.json")
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ModelError, match="format must be"):
+        load_late_fusion(tmp_path / "other.json")
+    (tmp_path / "bad.json").write_text("not json")
+    with pytest.raises(ModelError, match="not a JSON"):
+        load_late_fusion(tmp_path / "bad.json")
+    good = json.loads(LateFusion().save(tmp_path / "good.json").read_text())
+    good["weights"]["audio"] = -1
+    (tmp_path / "negative.json").write_text(json.dumps(good))
+    with pytest.raises(ModelError, match="invalid late-fusion parameters"):
+        load_late_fusion(tmp_path / "negative.json")
+    with pytest.raises(ValueError, match="fusion kind"):
+        load_fusion("median")
+
+
+def test_fused_from_names_only_the_modalities_the_fusion_reads():
+    seg = _segments([_p("angry")] * 2, [_p("happy")] * 2, [True, True], [True, False])
+    fused = fused_columns(seg, LateFusion(weights={"audio": 1.0, "text": 0.0}))
+    assert list(fused["fused_from"]) == ["audio", "audio"]
+    assert list(fused["label"]) == ["angry", "angry"]

@@ -1,0 +1,366 @@
+"""Labelled manifests: the one CSV contract every evaluation and training command reads.
+
+A manifest is a CSV with the columns
+
+- ``path`` (required): a media file, relative to the manifest's folder or absolute;
+- ``label`` (required): the emotion, a name of :data:`~multimodal_ser.labels.EMOTIONS` for the
+  shared-space commands (the builders below map each dataset's names into it);
+- ``start``, ``end`` (optional): seconds within the file; empty means the whole file;
+- ``group`` (optional): speaker / actor / dialogue id; splits never put one group on both sides;
+- ``split`` (optional): ``train``, ``dev`` or ``test`` when the dataset defines one;
+- ``text`` (optional): the transcript of the segment.
+
+Other columns are kept as they are (the builders add, for example, RAVDESS's 8-class ``label8``).
+:func:`read_manifest` validates a file and resolves its paths; the ``*_manifest`` builders make one
+from a known dataset layout (``mser manifest ravdess|crema-d|meld|folder DIR``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import ManifestError
+from .labels import RAVDESS_EMOTIONS, to_shared_label
+from .media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+
+log = logging.getLogger(__name__)
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end", "group", "split", "text")
+MEDIA_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
+
+_RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
+_RAVDESS_MODALITIES = {"01": "audio-visual", "02": "video-only", "03": "audio-only"}
+_RAVDESS_CHANNELS = {"01": "speech", "02": "song"}
+_CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
+_CREMA_D_INTENSITY = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified", "X": "unspecified"}
+_MELD_CSV = re.compile(r"^(train|dev|test)_sent_emo\.csv$")
+_MELD_CLIP_DIRS = {
+    "train": ("train_splits", "train"),
+    "dev": ("dev_splits_complete", "dev_splits", "dev"),
+    "test": ("output_repeated_splits_test", "test_splits", "test"),
+}
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def read_manifest(path: str | os.PathLike, *, labels: Sequence[str] | None = None, check_files: bool = True) -> pd.DataFrame:
+    """Read and validate a labelled manifest.
+
+    Args:
+        path: the CSV file.
+        labels: when given, every ``label`` must be one of these names.
+        check_files: require every ``path`` to name an existing file.
+
+    Returns:
+        One row per CSV row with ``path`` resolved to an absolute path string, ``label`` stripped,
+        ``start``/``end`` float seconds (NaN when absent), ``group``/``split`` strings or None,
+        ``text`` strings ("" when absent), then any extra columns unchanged.
+
+    Raises:
+        ManifestError: the file is missing or not CSV, a required column is missing, or a row is bad;
+            the message names the file and the row's line number (the header is line 1).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise ManifestError(f"{path}: not a readable CSV manifest ({e})") from e
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ManifestError(
+            f"{path}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)} "
+            f"(+ optional {list(OPTIONAL_COLUMNS)}), found {list(table.columns)}"
+        )
+    if table.empty:
+        raise ManifestError(f"{path}: the manifest has a header but no rows")
+    allowed = None if labels is None else set(labels)
+    root = path.resolve().parent
+    rows = []
+    for i, row in enumerate(table.to_dict("records")):
+        where = f"{path}, line {i + 2}"
+        rows.append(_validated_row(row, where=where, root=root, allowed=allowed, check_files=check_files))
+    out = pd.DataFrame(rows, columns=list(table.columns) + [c for c in OPTIONAL_COLUMNS if c not in table.columns])
+    order = list(REQUIRED_COLUMNS) + list(OPTIONAL_COLUMNS)
+    out = out[order + [c for c in out.columns if c not in order]]
+    out["start"] = out["start"].astype(np.float64)
+    out["end"] = out["end"].astype(np.float64)
+    for column in ("group", "split"):  # None where absent, not NaN
+        out[column] = pd.Series([r[column] for r in rows], dtype=object, index=out.index)
+    return out
+
+
+def _validated_row(row: dict, *, where: str, root: Path, allowed: set[str] | None, check_files: bool) -> dict:
+    raw_path = row["path"].strip()
+    if not raw_path:
+        raise ManifestError(f"{where}: empty path")
+    file = Path(raw_path).expanduser()
+    file = file if file.is_absolute() else root / file
+    if check_files and not file.is_file():
+        raise ManifestError(f"{where}: file not found: {raw_path!r} (resolved to {file})")
+    label = row["label"].strip()
+    if not label:
+        raise ManifestError(f"{where}: empty label")
+    if allowed is not None and label not in allowed:
+        raise ManifestError(f"{where}: label {label!r} is not one of {sorted(allowed)}")
+    times = {}
+    for key in ("start", "end"):
+        text = str(row.get(key, "")).strip()
+        if not text:
+            times[key] = np.nan
+            continue
+        try:
+            times[key] = float(text)
+        except ValueError:
+            raise ManifestError(f"{where}: {key} must be a number of seconds, not {text!r}") from None
+        if not np.isfinite(times[key]) or times[key] < 0:
+            raise ManifestError(f"{where}: {key} must be a finite number of seconds >= 0, not {text!r}")
+    if not np.isnan(times["start"]) and not np.isnan(times["end"]) and times["end"] <= times["start"]:
+        raise ManifestError(f"{where}: end ({times['end']}) must be after start ({times['start']})")
+    out = dict(row)
+    out.update(
+        path=str(file.resolve()),
+        label=label,
+        start=times["start"],
+        end=times["end"],
+        group=str(row.get("group", "")).strip() or None,
+        split=str(row.get("split", "")).strip() or None,
+        text=str(row.get("text", "")),
+    )
+    return out
+
+
+# --- builders for known layouts --------------------------------------------------------------------
+
+
+def _media_files(directory: Path, extensions: Iterable[str]) -> list[Path]:
+    if not directory.is_dir():
+        raise ManifestError(f"{directory}: not a directory")
+    wanted = {e.lower() for e in extensions}
+    found = []
+    for folder, _, names in os.walk(directory, followlinks=True):  # datasets are often symlinked in
+        found += [Path(folder) / n for n in names if Path(n).suffix.lower() in wanted]
+    return sorted(p for p in found if p.is_file())
+
+
+def _ravdess_fields(stem: str) -> dict | None:
+    """Fields of a RAVDESS name ``MM-VC-EE-II-SS-RR-AA``, or None when ``stem`` is not one."""
+    match = _RAVDESS_NAME.match(stem)
+    if not match:
+        return None
+    modality, channel, emotion, intensity, statement, repetition, actor = match.groups()
+    if modality not in _RAVDESS_MODALITIES or channel not in _RAVDESS_CHANNELS or emotion not in RAVDESS_EMOTIONS:
+        return None
+    actor_id = int(actor)
+    return {
+        "label8": RAVDESS_EMOTIONS[emotion],
+        "label": to_shared_label(RAVDESS_EMOTIONS[emotion]),
+        "group": f"{actor_id:02d}",
+        "actor": actor_id,
+        "sex": "male" if actor_id % 2 else "female",
+        "intensity": "strong" if intensity == "02" else "normal",
+        "statement": int(statement),
+        "repetition": int(repetition),
+        "modality": _RAVDESS_MODALITIES[modality],
+        "channel": _RAVDESS_CHANNELS[channel],
+    }
+
+
+def ravdess_manifest(directory: str | os.PathLike, *, include_song: bool = False) -> pd.DataFrame:
+    """Manifest of the RAVDESS files under ``directory`` (searched recursively).
+
+    Names follow ``MM-VC-EE-II-SS-RR-AA`` (modality, vocal channel, emotion, intensity, statement,
+    repetition, actor). Audio-only and audio-visual files are kept; video-only files (no sound) are
+    skipped, and song unless ``include_song``.
+
+    Returns:
+        Columns ``path`` (absolute), ``label`` (shared space, calm -> neutral), ``start``, ``end``
+        (NaN: whole file), ``group`` (actor, ``"01"``..``"24"``), ``split`` (None), ``text`` (the
+        statement), plus ``label8`` (RAVDESS's own 8 classes), ``actor``, ``sex`` (odd = male),
+        ``intensity``, ``statement``, ``repetition``, ``modality``, ``channel``.
+
+    Raises:
+        ManifestError: ``directory`` is missing or holds no RAVDESS file.
+    """
+    directory = Path(directory)
+    statements = {1: "Kids are talking by the door.", 2: "Dogs are sitting by the door."}
+    rows = []
+    for file in _media_files(directory, MEDIA_EXTENSIONS):
+        fields = _ravdess_fields(file.stem)
+        if fields is None or fields["modality"] == "video-only" or (fields["channel"] == "song" and not include_song):
+            continue
+        rows.append({"path": str(file.resolve()), "text": statements[fields["statement"]], **fields})
+    if not rows:
+        raise ManifestError(f"{directory}: no RAVDESS speech files (names like 03-01-05-02-01-01-12.wav) found")
+    return _finish(rows)
+
+
+def crema_d_manifest(directory: str | os.PathLike) -> pd.DataFrame:
+    """Manifest of the CREMA-D clips under ``directory``, named ``1001_DFA_ANG_XX.wav``.
+
+    When one clip exists in several formats (``AudioWAV`` and ``VideoFlash`` copies), the audio file
+    is kept, so each utterance appears once.
+
+    Returns:
+        ``path``, ``label`` (shared space), ``group`` (speaker, e.g. ``"1001"``), ``text`` (""),
+        plus ``sentence`` (the 3-letter sentence code) and ``intensity`` (low/medium/high/unspecified).
+    """
+    directory = Path(directory)
+    chosen: dict[str, Path] = {}
+    for file in _media_files(directory, MEDIA_EXTENSIONS):
+        if not _CREMA_D_NAME.match(file.stem):
+            continue
+        current = chosen.get(file.stem)
+        if current is None or (file.suffix.lower() in AUDIO_EXTENSIONS and current.suffix.lower() not in AUDIO_EXTENSIONS):
+            chosen[file.stem] = file
+    rows = []
+    for stem, file in sorted(chosen.items()):
+        speaker, sentence, emotion, intensity = _CREMA_D_NAME.match(stem).groups()
+        try:
+            label = to_shared_label(emotion)
+        except ValueError:
+            log.warning("%s: unknown CREMA-D emotion code %s; skipped", file, emotion)
+            continue
+        rows.append(
+            {
+                "path": str(file.resolve()),
+                "label": label,
+                "group": speaker,
+                "sentence": sentence,
+                "intensity": _CREMA_D_INTENSITY.get(intensity, "unspecified"),
+            }
+        )
+    if not rows:
+        raise ManifestError(f"{directory}: no CREMA-D clips (names like 1001_DFA_ANG_XX.wav) found")
+    return _finish(rows)
+
+
+def _meld_clip_dir(directory: Path, split: str) -> Path | None:
+    for name in _MELD_CLIP_DIRS[split]:
+        for candidate in (directory / name, directory / "MELD.Raw" / name):
+            if candidate.is_dir():
+                return candidate
+    return None
+
+
+def meld_manifest(directory: str | os.PathLike, *, require_media: bool = True) -> pd.DataFrame:
+    """Manifest of MELD: ``{train,dev,test}_sent_emo.csv`` plus clips ``dia{D}_utt{U}.mp4`` per split.
+
+    Clips are looked for in the official folders (``train_splits``, ``dev_splits_complete``,
+    ``output_repeated_splits_test``) or a folder named after the split, beside the CSVs.
+
+    Args:
+        directory: the folder holding the CSVs.
+        require_media: drop (and log) utterances whose clip is missing; False keeps them with the
+            path where the clip would be, for text-only use (``read_manifest(check_files=False)``).
+
+    Returns:
+        ``path``, ``label`` (shared space: joy -> happy, ...), ``group`` (``"{split}-dia{D}"``: the
+        dialogue), ``split``, ``text`` (the utterance), plus ``speaker`` and ``sentiment``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ManifestError(f"{directory}: not a directory")
+    csvs = sorted(p for p in directory.iterdir() if _MELD_CSV.match(p.name))
+    if not csvs:
+        raise ManifestError(f"{directory}: no MELD CSV (train_sent_emo.csv, dev_sent_emo.csv, test_sent_emo.csv)")
+    needed = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
+    rows, n_missing = [], 0
+    for csv in csvs:
+        split = _MELD_CSV.match(csv.name).group(1)
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        absent = [c for c in needed if c not in table.columns]
+        if absent:
+            raise ManifestError(f"{csv}: missing MELD column(s) {absent}; found {list(table.columns)}")
+        clip_dir = _meld_clip_dir(directory, split)
+        if clip_dir is None and require_media:
+            log.warning("%s: no clip folder for the %s split (tried %s); its rows are skipped", directory, split, _MELD_CLIP_DIRS[split])
+            n_missing += len(table)
+            continue
+        base = clip_dir or directory / _MELD_CLIP_DIRS[split][0]
+        for i, row in enumerate(table.to_dict("records")):
+            try:
+                dialogue, utterance = int(row["Dialogue_ID"]), int(row["Utterance_ID"])
+                label = to_shared_label(row["Emotion"])
+            except ValueError as e:
+                raise ManifestError(f"{csv}, line {i + 2}: {e}") from e
+            clip = base / f"dia{dialogue}_utt{utterance}.mp4"
+            if require_media and not clip.is_file():
+                n_missing += 1
+                continue
+            rows.append(
+                {
+                    "path": str(clip.resolve()),
+                    "label": label,
+                    "group": f"{split}-dia{dialogue}",
+                    "split": split,
+                    "text": row["Utterance"],
+                    "speaker": row["Speaker"],
+                    "sentiment": row["Sentiment"].strip().lower(),
+                }
+            )
+    if n_missing:
+        log.warning("%s: %d MELD utterances without a clip were skipped", directory, n_missing)
+    if not rows:
+        raise ManifestError(f"{directory}: no MELD utterance has its clip (dia{{D}}_utt{{U}}.mp4) in a split folder")
+    return _finish(rows)
+
+
+def folder_manifest(directory: str | os.PathLike, *, extensions: Iterable[str] = MEDIA_EXTENSIONS) -> pd.DataFrame:
+    """Manifest of a ``directory/<label>/<file>`` layout (files found recursively inside each label folder).
+
+    The folder name is mapped to the shared label space (``joy`` -> ``happy``, ``calm`` -> ``neutral``)
+    and kept in ``source_label``. ``group`` is inferred from RAVDESS (actor) or CREMA-D (speaker)
+    names, else it is the file's stem (each file its own group).
+
+    Raises:
+        ManifestError: a label folder's name has no counterpart in the shared space, or no file is found.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ManifestError(f"{directory}: not a directory")
+    rows = []
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        try:
+            label = to_shared_label(folder.name)
+        except ValueError as e:
+            raise ManifestError(f"{folder}: label folder name not in the shared label space ({e})") from e
+        for file in _media_files(folder, extensions):
+            rows.append(
+                {"path": str(file.resolve()), "label": label, "group": _inferred_group(file.stem), "source_label": folder.name}
+            )
+    if not rows:
+        raise ManifestError(f"{directory}: no media file ({sorted(extensions)}) in any label sub-folder")
+    return _finish(rows)
+
+
+def _inferred_group(stem: str) -> str:
+    ravdess = _ravdess_fields(stem)
+    if ravdess is not None:
+        return ravdess["group"]
+    crema = _CREMA_D_NAME.match(stem)
+    if crema is not None:
+        return crema.group(1)
+    return stem
+
+
+def _finish(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> a manifest frame: required and optional columns first, sorted by path."""
+    table = pd.DataFrame(rows)
+    for column in OPTIONAL_COLUMNS:
+        if column not in table.columns:
+            table[column] = np.nan if column in ("start", "end") else ("" if column == "text" else None)
+    order = list(REQUIRED_COLUMNS) + list(OPTIONAL_COLUMNS)
+    table = table[order + [c for c in table.columns if c not in order]]
+    return table.sort_values("path", kind="stable").reset_index(drop=True)

@@ -1,0 +1,395 @@
+"""Training of the fusions on a labelled manifest (``mser train fusion --manifest CSV``).
+
+:func:`train_fusion` runs every branch once per item (:func:`multimodal_ser.evaluate.predict_manifest`,
+cached), measures late and attention fusion by group cross-fitting (the numbers in the model card),
+then trains the attention fusion on all groups but a validation part (early stopping and temperature
+scaling) and stacks late-fusion weights on all items. The module is saved with
+:func:`multimodal_ser.heads.save_head` (and its checksum recorded when it goes into the package), with
+a model card beside it.
+
+Each source of a mixed manifest contributes the modalities it has: an audio file its voice (and
+its ASR transcript, or its ``text``), an image its face, a row whose media file does not exist its
+``text`` alone. :func:`packaged_training_manifest` builds the mix the packaged module is trained on
+from ``../shared/data``.
+
+The branch predictions a fusion learns from must be held out from what trained the branches, or
+the fusion learns to trust a branch that only remembers its training data. The packaged voice head
+was trained on RAVDESS actors 1-20, so RAVDESS items need voice heads trained without their actor
+(``audio_head={group: head}``; :func:`multimodal_ser.training.audio` can train them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..attention_fusion import AttentionOptions, fit_attention_fusion
+from ..errors import ManifestError
+from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
+from ..files import atomic_output
+from ..fusion import fit_late_fusion
+from ..heads import MODELS_DIR, record_checksum
+from ..labels import EMOTIONS, MODALITIES
+from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
+from ..metrics import markdown_confusion, markdown_table
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = MODELS_DIR / "attention_fusion.safetensors"
+
+VALIDATION_FRACTION_FOLDS = 5
+"""The final module holds out one fold in this many (by group) for early stopping and temperature."""
+
+
+PACKAGED_NOTES = """\
+What the packaged module could and could not learn from this data:
+
+- **RAVDESS** (voice + ASR transcript): the words are one of two neutral sentences whatever the
+  emotion, so on these items the words carry no emotion. They are the only items where voice and
+  words occur together, so this is where the module learns how far to trust the words against the
+  voice, and it learns to discount them. It has never seen speech whose words carry emotion
+  together with a voice: on such speech it may under-weight the words. Where the words matter
+  (calls, interviews with transcripts), use late fusion (the default: equal weights), or train this
+  module on your own labelled data with `mser train fusion --manifest CSV`.
+- **MELD dev** (words only, TV dialogue, mostly neutral): how to read the text branch alone.
+- **FER2013 PrivateTest** (face only, 48x48 crops, no subject ids, so each image is its own group):
+  how to read the face branch alone. The module never saw a face together with a voice or words.
+- The voice predictions it learned from come from voice heads trained without the item's actor
+  (cross-fitted by actor, 5 folds); in use it reads the packaged voice head, which heard all 20
+  actors. It reads the voice's probabilities, not its embedding (each head's embedding space is its
+  own).
+- Licences of the training data: RAVDESS CC BY-NC-SA 4.0, MELD GPL-3.0, FER2013 research use.
+"""
+"""The "Limits" notes of the packaged module's card (see :func:`packaged_training_manifest`)."""
+
+
+def packaged_training_manifest(data_dir: str | os.PathLike, *, fer_split: str = "test", meld_split: str = "dev") -> pd.DataFrame:
+    """The mixed manifest the packaged attention fusion is trained on, from ``../shared/data``.
+
+    - RAVDESS speech, actors 1-20 (audio; ``text`` left blank so ASR transcribes the clip, as in
+      use; the words are one of two neutral sentences whatever the emotion): ``source`` ravdess.
+    - MELD ``meld_split`` utterances, text only (no clips here), group = dialogue; ``dev`` is held
+      out from the packaged text head's training and selection: ``source`` meld.
+    - FER2013 ``fer_split`` face crops (``test`` = the PrivateTest split, which the packaged
+      expression model did not train on), each image its own group: ``source`` fer2013.
+
+    Raises:
+        ManifestError: a dataset folder is missing.
+    """
+    data_dir = Path(data_dir)
+    ravdess = ravdess_manifest(data_dir / "ravdess-speech-16k")
+    ravdess = ravdess.assign(text="", source="ravdess", group="ravdess-" + ravdess["group"].astype(str))
+    meld = meld_manifest(data_dir / "meld", require_media=False)
+    meld = meld[meld["split"] == meld_split].assign(source="meld")
+    if meld.empty:
+        raise ManifestError(f"{data_dir / 'meld'}: no MELD {meld_split} utterances")
+    fer = folder_manifest(data_dir / "fer2013" / fer_split, extensions={".jpg", ".png"})
+    fer = fer.assign(source="fer2013", group="fer2013-" + fer["group"].astype(str))
+    columns = ["path", "label", "start", "end", "group", "split", "text", "source"]
+    return pd.concat([part[columns] for part in (ravdess, meld, fer)], ignore_index=True)
+
+
+def cross_fitted_voice_heads(
+    data_dir: str | os.PathLike, *, folds: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    """Voice heads that never heard the actor they will be applied to, for the RAVDESS actors under ``data_dir``.
+
+    The actors are split into ``folds`` sex-balanced folds
+    (:func:`multimodal_ser.training.audio.actor_folds`); each fold's head is trained exactly like the
+    packaged one (:func:`~multimodal_ser.training.audio.fit_head` with the shipped recipe, on the same
+    cached features of :func:`~multimodal_ser.training.audio.extract_features`) on the other folds'
+    actors, and saved in the packaged head's format. The fusion then learns from, and the evaluation
+    measures, voice predictions for speakers the voice head did not train on.
+
+    Args:
+        data_dir: the RAVDESS speech folder.
+        folds, seed: fold assignment and training seed (fold ``k`` trains with ``seed + k``).
+        out_dir: where the heads go; None uses ``weights.cache_dir()/voice-cross-fitted/<key>``
+            (reused when present).
+
+    Returns:
+        ``{actor group ("01", "02", ...): head file}``.
+    """
+    import hashlib
+
+    from .. import voice
+    from ..heads import save_head
+    from ..labels import RAVDESS_8
+    from ..weights import cache_dir
+    from . import audio
+
+    manifest = ravdess_manifest(data_dir)
+    recipe = audio.RECIPE
+    fold_actors = audio.actor_folds(manifest, folds=folds, seed=seed)
+    key = hashlib.sha256(
+        json.dumps(
+            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_actors, seed, sorted(Path(p).name for p in manifest["path"])],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "voice-cross-fitted" / key
+    paths = [out_dir / f"voice-head-fold{k}.safetensors" for k in range(folds)]
+    group_of_actor = {int(a): g for a, g in zip(manifest["actor"], manifest["group"])}
+    mapping = {group_of_actor[a]: paths[k] for k, actors in enumerate(fold_actors) for a in actors}
+    if all(p.is_file() for p in paths):
+        log.info("cross-fitted voice heads read from %s", out_dir)
+        return mapping
+    corpus = audio.Corpus.load(manifest)
+    conditions = [audio.CLEAN] + [audio.Condition.parse(name) for name in recipe.augment]
+    features = audio.extract_features(corpus, conditions, seed=seed)
+    targets = np.array([RAVDESS_8.index(label) for label in manifest["label8"]])
+    actors = manifest["actor"].astype(int).to_numpy()
+    n_layers, d_model = audio.ENCODER_SHAPES[audio.ENCODER_NAME]
+    for k, (test_actors, path) in enumerate(zip(fold_actors, paths)):
+        train = ~np.isin(actors, test_actors)
+        x = np.concatenate([features[c.name][train] for c in conditions])
+        y = np.tile(targets[train], len(conditions))
+        log.info("voice head %d/%d: trained without actors %s (%d rows)", k + 1, folds, test_actors, len(x))
+        head = audio.fit_head(x, y, seed=seed + k, recipe=recipe)
+        config = {
+            "recipe": voice.FEATURE_RECIPE,
+            "encoder": f"openai-whisper {audio.ENCODER_NAME} (packaged CTranslate2 weights, converted losslessly)",
+            "classes": list(RAVDESS_8),
+            "hand_features": list(voice.HAND_FEATURES),
+            "architecture": {
+                "n_layers": n_layers, "d_model": d_model, "n_hand": len(voice.HAND_FEATURES), "n_classes": len(RAVDESS_8),
+                "hidden": recipe.hidden, "dropout": recipe.dropout, "input_dropout": recipe.input_dropout,
+            },
+            "training": {
+                "data": f"RAVDESS speech, actors {sorted(set(actors[train].tolist()))} (cross-fitted: without {test_actors})",
+                "seed": seed + k,
+                "head_recipe": dataclasses.asdict(recipe),
+            },
+            "circumplex": voice.CIRCUMPLEX,
+        }
+        save_head(path, head.state_dict(), config)
+    return mapping
+
+
+def _label_counts(labels: Sequence[str]) -> dict[str, int]:
+    values, counts = np.unique(np.asarray(labels, dtype=object), return_counts=True)
+    return {str(v): int(c) for v, c in zip(values, counts)}
+
+
+def train_fusion(
+    manifest: str | os.PathLike,
+    out_path: str | os.PathLike = DEFAULT_OUT,
+    *,
+    seed: int = 0,
+    modalities: Sequence[str] = MODALITIES,
+    card_path: str | os.PathLike | None = None,
+    late_fusion_path: str | os.PathLike | None = None,
+    folds: int = 5,
+    bootstrap: int = 1000,
+    images_are_face_crops: bool = False,
+    audio_head: str | os.PathLike | Mapping[str, str | os.PathLike] | None = None,
+    asr_model: str = "base",
+    language: str | None = None,
+    options: AttentionOptions | None = None,
+    notes: str | None = None,
+    threads: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Train the attention fusion (and stack late-fusion weights) on a labelled manifest.
+
+    Args:
+        manifest: the labelled manifest CSV (labels in :data:`~multimodal_ser.labels.EMOTIONS`;
+            ``group`` = speaker; rows of several sources may be mixed, see the module docstring).
+        out_path: the module file (safetensors). Inside the package's ``models`` folder its sha256
+            is recorded in ``SHA256SUMS``.
+        seed: folds, validation split, initialisation, batch order and modality dropout.
+        modalities: the branches to run and fuse.
+        card_path: the model card (Markdown); None writes it beside ``out_path`` as ``<stem>.md``.
+        late_fusion_path: also write the late-fusion weights stacked on all items (JSON) here.
+        folds: group folds of the cross-fitted evaluation reported in the card (>= 2).
+        bootstrap: resamples of the card's 95% intervals.
+        images_are_face_crops: images are face crops already (FER2013): no face detection.
+        audio_head: voice head(s), as in :func:`multimodal_ser.evaluate.predict_manifest`.
+        asr_model, language: the speech encoder / transcriber and the spoken language for ASR.
+        options: the attention module's architecture and training settings. None: the defaults,
+            except that with ``audio_head`` given the voice embedding is left out (the module will
+            run on the packaged head's embedding, a different space from the training heads').
+        notes: Markdown appended to the card's "Limits" section (what the data can and cannot teach).
+        threads: CPU threads for the speech models.
+        progress: progress bars.
+
+    Returns:
+        A summary: ``out_path``, ``card_path``, ``late_fusion_path``, ``sha256`` (when recorded in
+        the package), ``training`` (rows, epochs, temperature), ``late_fusion`` (weights, T),
+        ``cross_fitted`` (the evaluation's ``systems`` and ``by_presence``), ``runtime_s``.
+    """
+    began = time.monotonic()
+    out_path = Path(out_path)
+    card_path = Path(card_path) if card_path is not None else out_path.with_suffix(".md")
+    predictions = predict_manifest(
+        manifest, modalities=modalities, asr_model=asr_model, language=language, images_are_face_crops=images_are_face_crops,
+        audio_head=audio_head, threads=threads, progress=progress,
+    )
+    if options is None:
+        options = AttentionOptions()
+        if audio_head is not None:
+            log.info("other voice heads than the packaged one made the training data: voice read from its probabilities only")
+            options = dataclasses.replace(options, embeddings=tuple(m for m in options.embeddings if m != "audio"))
+    table = predictions.table
+    labels = table["label"].to_numpy(dtype=object)
+    groups = table["group"].to_numpy(dtype=object)
+    log.info("cross-fitted evaluation of the fusions (%d folds by group)", folds)
+    evaluation = compare_predictions(
+        predictions, folds=folds, seed=seed, by_presence=True, bootstrap=bootstrap, attention_options=options
+    )
+    validation = group_folds(groups, folds=VALIDATION_FRACTION_FOLDS, seed=seed) == 0
+    log.info("final attention fusion: %d training items, %d validation items (by group)", (~validation).sum(), validation.sum())
+    provenance = _provenance(manifest, predictions, validation, seed)
+    fusion = fit_attention_fusion(
+        table[~validation], list(labels[~validation]), validation=(table[validation], list(labels[validation])),
+        modalities=predictions.modalities, options=options, seed=seed, provenance=provenance,
+    )
+    saved = fusion.save(out_path)
+    sha256 = record_checksum(saved) if saved.resolve().parent == MODELS_DIR.resolve() else None
+    late = fit_late_fusion(table, list(labels), modalities=predictions.modalities, provenance=provenance)
+    if late_fusion_path is not None:
+        late.save(late_fusion_path)
+    summary = {
+        "out_path": str(saved),
+        "card_path": str(card_path),
+        "late_fusion_path": None if late_fusion_path is None else str(late_fusion_path),
+        "sha256": sha256,
+        "training": {**fusion.config["training"], "temperature": fusion.temperature, "modalities": list(fusion.modalities)},
+        "late_fusion": {"weights": late.weights, "temperature": late.temperature},
+        "cross_fitted": {k: evaluation[k] for k in ("folds", "n_items", "n_groups", "fold_sizes", "systems", "by_presence")},
+        "provenance": provenance,
+        "runtime_s": round(time.monotonic() - began, 1),
+    }
+    with atomic_output(card_path) as tmp:
+        tmp.write_text(model_card(summary, evaluation, out_name=saved.name, notes=notes))
+    log.info("attention fusion written to %s (card %s) in %.0f s", saved, card_path, summary["runtime_s"])
+    return summary
+
+
+def _provenance(manifest, predictions: Predictions, validation: np.ndarray, seed: int) -> dict:
+    table = predictions.table
+    sources = table["source"].astype(str) if "source" in table else pd.Series(["all"] * len(table))
+    masks = np.stack([table[f"{m}_present"].to_numpy(dtype=bool) for m in predictions.modalities], axis=1)
+    patterns = ["+".join(m for m, p in zip(predictions.modalities, row) if p) or "none" for row in masks]
+    per_source = {}
+    for source in sorted(set(sources)):
+        inside = (sources == source).to_numpy()
+        per_source[source] = {
+            "items": int(inside.sum()),
+            "groups": int(len(set(table.loc[inside, "group"]))),
+            "presence": _label_counts([p for p, i in zip(patterns, inside) if i]),
+            "labels": _label_counts(table.loc[inside, "label"]),
+        }
+    return {
+        "manifest": predictions.model_ids.get("manifest"),
+        "items": len(table),
+        "failed_items": len(predictions.failures),
+        "validation_items": int(validation.sum()),
+        "validation_groups": int(len(set(table.loc[validation, "group"]))),
+        "sources": per_source,
+        "branch_models": {k: v for k, v in predictions.model_ids.items() if k != "manifest"},
+        "seed": seed,
+        "package_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def model_card(summary: dict, evaluation: dict, *, out_name: str, notes: str | None = None) -> str:
+    """The Markdown model card of a trained attention fusion."""
+    provenance = summary["provenance"]
+    systems = evaluation["systems"]
+    training = summary["training"]
+    lines = [
+        f"# {out_name}: attention fusion",
+        "",
+        "A small cross-modal Transformer over the modality tokens of a segment (see "
+        "`multimodal_ser/attention_fusion.py`), trained with modality dropout. "
+        f"Reads: {', '.join(training['modalities'])}; any other modality is ignored.",
+        "",
+        "## Training data",
+        "",
+        f"Manifest: `{(provenance['manifest'] or {}).get('path')}` (sha256 `{(provenance['manifest'] or {}).get('sha256')}`), "
+        f"{provenance['items']} items ({provenance['failed_items']} failed). "
+        f"Validation (early stopping, temperature): {provenance['validation_items']} items of "
+        f"{provenance['validation_groups']} groups held out by group; seed {provenance['seed']}.",
+        "",
+        markdown_table(
+            {
+                s: {
+                    "items": v["items"],
+                    "groups": v["groups"],
+                    "modalities present": ", ".join(f"{k}: {n}" for k, n in v["presence"].items()),
+                    "labels": ", ".join(f"{k} {n}" for k, n in v["labels"].items()),
+                }
+                for s, v in provenance["sources"].items()
+            },
+            columns=["items", "groups", "modalities present", "labels"],
+            index_name="source",
+        ),
+        "",
+        f"Training: {training['n_rows']} rows, {training['epochs_run']} epochs (best {training['best_epoch']}), "
+        f"validation log-loss {training['validation_log_loss']:.3f}, temperature {training['temperature']:.2f}.",
+        "",
+        "## Cross-fitted evaluation",
+        "",
+        f"{evaluation['folds']}-fold group cross-fitting over {evaluation['n_groups']} groups: every number below "
+        "comes from fusions trained without the items' groups. 95% bootstrap intervals.",
+        "",
+        markdown_table(
+            {v["name"]: v for v in systems.values()},
+            columns=["n", "ua", "ua_ci", "wa", "macro_f1", "macro_f1_ci", "ece"],
+            index_name="system",
+        ),
+        "",
+        "Unweighted accuracy by which modalities the items have:",
+        "",
+        markdown_table(
+            {f"{p} (n={part['n_items']})": {systems[k]["name"]: part["systems"][k].get("ua") for k in systems}
+             for p, part in evaluation["by_presence"].items()},
+            columns=[systems[k]["name"] for k in systems],
+            index_name="items with",
+        ),
+        "",
+        "Learned late fusion stacked on all items (for comparison): "
+        + ", ".join(f"{m} {w:.2f}" for m, w in summary["late_fusion"]["weights"].items())
+        + f", T {summary['late_fusion']['temperature']:.2f}.",
+        "",
+    ]
+    key = next((k for k in systems if k.startswith("attention:") and systems[k]["modalities"] == training["modalities"]), None)
+    if key and "confusion" in systems[key]:
+        lines += ["Confusion matrix of the attention fusion (cross-fitted, rows = truth):", "",
+                  markdown_confusion(systems[key]["confusion"], labels=EMOTIONS), ""]
+    seen = sorted({p for v in provenance["sources"].values() for p in v["presence"]})
+    modalities = training["modalities"]
+    combinations = ["+".join(c) for k in range(1, len(modalities) + 1) for c in itertools.combinations(modalities, k)]
+    unseen = [c for c in combinations if c not in seen]
+    lines += [
+        "## Limits",
+        "",
+        f"Combinations of modalities seen in training: {', '.join(seen)}. "
+        + (f"Never seen: {', '.join(unseen)}; on such segments the module combines what it learned from the "
+           "others, which no data here has checked." if unseen else "Every combination was seen."),
+        "",
+    ]
+    if notes:
+        lines += [notes.strip(), ""]
+    lines += [
+        "## Branch models whose outputs it was trained on",
+        "",
+        "```json",
+        json.dumps(provenance["branch_models"], indent=2, default=str),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,201 @@
+"""The evaluation: group folds, cross-fitted fusion comparison, the report files, per-item predictions.
+
+The fast tests use a synthetic table of branch outputs to test the comparison machinery only; the
+slow ones run the real branches on real files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from multimodal_ser import evaluate
+from multimodal_ser.attention_fusion import AttentionOptions
+from multimodal_ser.grid import modality_table
+from multimodal_ser.heads import MODELS_DIR
+from multimodal_ser.labels import EMOTIONS
+
+FAST_ATTENTION = AttentionOptions(width=16, heads=2, epochs=25, patience=5, batch_size=64)
+
+
+def test_group_folds_never_put_a_group_on_both_sides():
+    rng = np.random.default_rng(0)
+    groups = rng.choice([f"speaker{i}" for i in range(13)], size=400)
+    folds = evaluate.group_folds(groups, folds=5, seed=3)
+    assert set(folds) == set(range(5))
+    for g in set(groups):
+        assert len(set(folds[groups == g])) == 1
+    sizes = np.bincount(folds)
+    assert sizes.max() - sizes.min() <= np.bincount(np.unique(groups, return_inverse=True)[1]).max()
+    np.testing.assert_array_equal(folds, evaluate.group_folds(groups, folds=5, seed=3))
+    assert not np.array_equal(folds, evaluate.group_folds(groups, folds=5, seed=4))
+
+
+def test_group_folds_refuse_too_few_groups():
+    with pytest.raises(ValueError, match="at least 5 distinct groups, found 3"):
+        evaluate.group_folds(["a", "b", "c", "a"], folds=5)
+    with pytest.raises(ValueError, match="folds must be an int >= 2"):
+        evaluate.group_folds(["a", "b"], folds=1)
+
+
+def _probabilities(rng, targets, strength):
+    logits = rng.normal(size=(len(targets), len(EMOTIONS)))
+    logits[np.arange(len(targets)), targets] += strength
+    p = np.exp(logits)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    """A synthetic table of branch outputs: informative audio, uninformative text sometimes absent."""
+    rng = np.random.default_rng(1)
+    n = 240
+    y = rng.integers(len(EMOTIONS), size=n)
+    base = pd.DataFrame(
+        {
+            "path": [f"/clips/{i}.wav" for i in range(n)],
+            "start": np.nan,
+            "end": np.nan,
+            "label": [EMOTIONS[i] for i in y],
+            "group": [f"actor{i % 8}" for i in range(n)],
+            "text": "Kids are talking by the door.",
+            "text_source": "manifest",
+        }
+    )
+    audio = modality_table("audio", _probabilities(rng, y, 2.0), np.ones(n, bool), rng.normal(size=(n, 10)).astype(np.float32))
+    text_present = rng.random(n) < 0.9
+    noise = _probabilities(rng, rng.integers(7, size=n), 2.0)
+    text = modality_table("text", noise, text_present, rng.normal(size=(n, 4)).astype(np.float32))
+    table = pd.concat([base, audio, text], axis=1)
+    return evaluate.Predictions(table=table, failures=[{"path": "/clips/bad.wav", "line": 9, "reason": "MediaError: corrupt"}],
+                                modalities=("audio", "text"), model_ids={"audio": {"voice": "test"}})
+
+
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory, predictions):
+    out = tmp_path_factory.mktemp("comparison")
+    result = evaluate.evaluate_predictions(predictions, out, folds=4, seed=0, by_group=True, by_presence=True, bootstrap=50,
+                                           attention_options=FAST_ATTENTION)
+    return result, out
+
+
+def test_the_comparison_writes_the_documented_files_and_keys(comparison, predictions):
+    result, tmp_path = comparison
+    for name in ("metrics.json", "metrics.md", "comparison.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["systems"].keys() == result["systems"].keys() == {
+        "audio", "text", "late_default:audio+text", "late_learned:audio+text", "attention:audio+text"
+    }
+    for key in ("labels", "modalities", "n_items", "n_failed", "failures", "folds", "seed", "bootstrap", "n_groups",
+                "fold_sizes", "models", "systems", "by_group", "runtime_s"):
+        assert key in saved, key
+    assert saved["n_items"] == 240 and saved["n_failed"] == 1 and saved["n_groups"] == 8
+    for key, system in saved["systems"].items():
+        for metric in ("name", "kind", "modalities", "n", "coverage", "ua", "ua_ci", "wa", "wa_ci", "macro_f1", "macro_f1_ci",
+                       "confusion", "ece"):
+            assert metric in system, (key, metric)
+        assert system["ua_ci"][0] <= system["ua"] <= system["ua_ci"][1]
+        assert np.asarray(system["confusion"]).sum() == system["n"]
+    assert saved["systems"]["text"]["n"] == predictions.table["text_present"].sum() < 240
+    assert saved["systems"]["late_learned:audio+text"]["coverage"] == 1.0
+    assert "ece_uncalibrated" in saved["systems"]["late_learned:audio+text"]
+    assert "ece_temperature_scaled" in saved["systems"]["late_default:audio+text"]
+    assert set(saved["by_group"]) == {f"actor{i}" for i in range(8)}
+    presence = saved["by_presence"]
+    assert set(presence) == {"audio", "audio+text"}
+    assert presence["audio"]["n_items"] + presence["audio+text"]["n_items"] == 240
+    assert presence["audio"]["systems"]["text"]["n"] == 0  # text alone says nothing where there is no text
+    markdown = (tmp_path / "metrics.md").read_text()
+    assert "| audio alone | 240 |" in markdown and "late fusion, learned weights (audio+text)" in markdown
+    assert "/clips/bad.wav" in markdown
+
+
+def test_learned_fusions_ignore_the_noise_and_keep_up_with_the_informative_modality(comparison):
+    systems = comparison[0]["systems"]
+    weights = systems["late_learned:audio+text"]["parameters"]["weights_mean"]
+    assert weights["text"] < 0.1 * weights["audio"]
+    assert systems["late_default:audio+text"]["ua"] < systems["audio"]["ua"] - 0.05  # equal weights are hurt by the noise
+    assert systems["late_learned:audio+text"]["ua"] >= systems["audio"]["ua"] - 0.03
+    assert systems["attention:audio+text"]["ua"] >= systems["audio"]["ua"] - 0.05
+
+
+def test_whatever_is_learned_never_sees_the_groups_it_is_scored_on(tmp_path, predictions, monkeypatch):
+    seen = []
+    original = evaluate.fit_late_fusion
+
+    def recording(segments, labels, **kwargs):
+        seen.append(set(predictions.table.loc[segments.index, "group"]))
+        return original(segments, labels, **kwargs)
+
+    monkeypatch.setattr(evaluate, "fit_late_fusion", recording)
+    evaluate.evaluate_predictions(predictions, tmp_path, folds=4, seed=2, bootstrap=10, fusions=("late_learned",))
+    folds = evaluate.group_folds(predictions.table["group"], folds=4, seed=2)
+    groups = predictions.table["group"].to_numpy()
+    assert len(seen) == 4
+    for f, trained_on in enumerate(seen):
+        held_out = set(groups[folds == f])
+        assert trained_on.isdisjoint(held_out) and trained_on | held_out == set(groups)
+
+
+def test_options_are_validated(tmp_path, predictions):
+    with pytest.raises(ValueError, match="bootstrap must be an int >= 1"):
+        evaluate.evaluate_predictions(predictions, tmp_path, bootstrap=0)
+    with pytest.raises(ValueError, match="fusions must be among"):
+        evaluate.evaluate_predictions(predictions, tmp_path, fusions=("median",))
+    with pytest.raises(ValueError, match="modalities must be distinct names"):
+        evaluate.predict_manifest(tmp_path / "m.csv", modalities=("audio", "smell"))
+
+
+# --- the real branches --------------------------------------------------------------------------
+
+
+def _needs(*heads):
+    missing = [h for h in heads if not (MODELS_DIR / h).is_file()]
+    if missing:
+        pytest.skip(f"packaged heads not trained yet: {missing}")
+
+
+@pytest.mark.slow
+def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
+    _needs("text_head.safetensors")
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wave file" * 10)
+    pd.DataFrame(
+        {
+            "path": ["corrupt.wav", "missing.wav", "transcript-only.wav"],
+            "label": ["angry", "sad", "happy"],
+            "text": ["", "", "What a wonderful day, I am so happy!"],
+        }
+    ).to_csv(tmp_path / "manifest.csv", index=False)
+    predictions = evaluate.predict_manifest(tmp_path / "manifest.csv", modalities=("text",), use_cache=False, progress=False)
+    assert [f["line"] for f in predictions.failures] == [2, 3]
+    assert "corrupt.wav" in predictions.failures[0]["path"] and "MediaError" in predictions.failures[0]["reason"]
+    assert "no such file" in predictions.failures[1]["reason"]
+    table = predictions.table
+    assert len(table) == 1 and table["text_present"].all() and table["text_source"].iloc[0] == "manifest"
+    assert table["text_label"].iloc[0] == "happy"
+
+
+@pytest.mark.slow
+def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
+    _needs("text_head.safetensors", "audio_head.safetensors")
+    from multimodal_ser.manifest import ravdess_manifest
+
+    manifest = ravdess_manifest(shared_data / "ravdess-speech-16k")
+    subset = manifest[manifest["actor"].isin([1, 2, 3, 4]) & (manifest["repetition"] == 1) & (manifest["intensity"] == "strong")]
+    subset = subset.copy()
+    subset.loc[subset.index[:2], "text"] = ""  # these two go through ASR of the same encoder pass
+    subset.to_csv(tmp_path / "manifest.csv", index=False)
+    result = evaluate.evaluate_manifest(
+        tmp_path / "manifest.csv", tmp_path / "out", modalities=("audio", "text"), folds=2, bootstrap=20,
+        language="en", use_cache=False, progress=False,
+    )
+    assert result["n_items"] == len(subset) and result["n_failed"] == 0
+    assert result["text_sources"] == {"manifest": len(subset) - 2, "asr": 2}
+    assert result["systems"]["audio"]["coverage"] == 1.0
+    assert result["systems"]["audio"]["ua"] > 1 / 7
+    assert (tmp_path / "out" / "comparison.png").is_file()
