@@ -10,14 +10,14 @@ Two stages (``mser evaluate --manifest CSV --out DIR``):
      voice model (:class:`~multimodal_ser.voice.VoiceEmotionModel`) reads the span from the first to
      the last speech region that voice activity detection finds in the window (the whole window
      when it finds none), as the pipeline reads a VAD/ASR segment; windows are averaged weighted
-     by their duration.
+     by their seconds of speech.
    - **text**: the row's ``text`` when given, else the ASR transcript of the SAME encoded windows
      (:class:`~multimodal_ser.asr.CTranslate2Transcriber`), through
      :class:`~multimodal_ser.text.TextEmotionModel`. A blank text means the modality is absent.
    - **face**: images through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze_image` (the largest
      face), videos through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze` reduced to the item's
-     ``start``..``end`` by :func:`~multimodal_ser.face.face_segment_table` (the speaking face, else
-     the largest: its mean probabilities); absent when no face is seen.
+     ``start``..``end`` by :func:`~multimodal_ser.face.face_segment_table` (the face whose mouth
+     moves most, else the largest: its mean probabilities); absent when no face is seen.
 
    A modality the file cannot have (audio of an image, face of an audio file) is absent, not an
    error. A row whose media file does not exist but that has ``text`` is a text-only item. An item
@@ -27,7 +27,8 @@ Two stages (``mser evaluate --manifest CSV --out DIR``):
    sha256, ``start``, ``end`` and the model ids: the voice features (so that another voice head
    needs no new encoder pass), the ASR transcript, the text and face outputs. A re-run is fast.
 
-2. :func:`evaluate_predictions`: each modality alone, and for every set of two or more modalities
+2. :func:`compare_predictions` (:func:`evaluate_predictions` also writes the report): each
+   modality alone, and for every set of two or more modalities
    late fusion with the default weights, late fusion with learned weights (stacking) and attention
    fusion. Whatever is learned is learned on some groups and measured on others: group k-fold
    cross-fitting (:func:`group_folds`) gives an out-of-fold prediction for every item, and no group
@@ -709,7 +710,13 @@ def _cross_fit_late(
         calibrated = fit_temperature(default, table[train], list(labels[train]))
         temperatures.append(calibrated.temperature)
         scaled[test] = calibrated.fuse(table[test])[0]
-        stacked = fit_late_fusion(table[train], list(labels[train]), modalities=subset)
+        try:
+            stacked = fit_late_fusion(table[train], list(labels[train]), modalities=subset)
+        except ValueError as e:  # nothing informative to stack in this fold's training part
+            log.warning("late fusion of %s, fold %d: %s; the fold's items get no label from it", subset, f, e)
+            weights.append({m: 0.0 for m in subset})
+            learned_t.append(None)
+            continue
         weights.append({m: stacked.weights[m] for m in subset})
         learned_t.append(stacked.temperature)
         learned[test] = stacked.fuse(table[test])[0]
@@ -722,18 +729,32 @@ def _cross_fit_late(
     )
     mean_weights = {m: float(np.mean([w[m] for w in weights])) for m in subset}
     late_learned = _System(
-        f"late_learned:{tag}", f"late fusion, learned weights ({tag})", "late_learned", subset, learned, present,
+        f"late_learned:{tag}", f"late fusion, learned weights ({tag})", "late_learned", subset, learned,
+        ~np.isnan(learned).any(axis=1),  # a modality stacked to weight 0 gives no label on its own
         uncalibrated=learned_raw,
         parameters={"weights_per_fold": weights, "weights_mean": mean_weights, "temperature_per_fold": learned_t},
     )
     return late_default, late_learned
 
 
+def _validation_split(groups: np.ndarray, rows: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``rows`` (bool mask) by group into training (about 4/5) and validation (about 1/5) masks."""
+    inside = np.flatnonzero(rows)
+    parts = min(5, len(set(groups[inside])))
+    if parts < 2:
+        raise ValueError(f"attention fusion needs at least 2 groups to train on, found {parts}")
+    held = group_folds(groups[inside], folds=parts, seed=seed) == 0
+    train, val = np.zeros(len(groups), dtype=bool), np.zeros(len(groups), dtype=bool)
+    train[inside[~held]], val[inside[held]] = True, True
+    return train, val
+
+
 def _cross_fit_attention(
     table: pd.DataFrame, labels: np.ndarray, fold: np.ndarray, modalities: tuple[str, ...], *, seed: int, options
 ) -> dict[tuple[str, ...], _System]:
-    """Attention fusion trained per fold on all ``modalities`` (validation: the next fold), measured
-    on the held-out fold with all of them and with each subset of two or more."""
+    """Attention fusion trained per fold on all ``modalities`` (early stopping and temperature on a
+    fifth of the training groups), measured on the held-out fold with all of them and with each
+    subset of two or more."""
     from .attention_fusion import fit_attention_fusion
 
     k = fold.max() + 1
@@ -741,9 +762,10 @@ def _cross_fit_attention(
     probs = {s: np.full((len(table), len(EMOTIONS)), np.nan) for s in subsets}
     raw = {s: np.full((len(table), len(EMOTIONS)), np.nan) for s in subsets}
     details = []
+    groups = table["group"].to_numpy(dtype=object)
     for f in range(k):
-        val_fold = (f + 1) % k
-        train, val, test = (fold != f) & (fold != val_fold), fold == val_fold, fold == f
+        test = fold == f
+        train, val = _validation_split(groups, ~test, seed=seed + f)
         fusion = fit_attention_fusion(
             table[train], list(labels[train]), validation=(table[val], list(labels[val])),
             modalities=modalities, options=options, seed=seed + f,
@@ -1032,7 +1054,7 @@ def markdown_report(result: dict) -> str:
         table = {
             v["name"]: {
                 **{m: v["parameters"]["weights_mean"][m] for m in v["modalities"]},
-                "T (mean)": float(np.mean(v["parameters"]["temperature_per_fold"])),
+                "T (mean)": float(np.mean([t for t in v["parameters"]["temperature_per_fold"] if t is not None])),
             }
             for v in learned.values()
         }

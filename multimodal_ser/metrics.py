@@ -2,7 +2,7 @@
 
 Labels are always passed explicitly (``labels=``), in the order that rows and columns of a confusion
 matrix and columns of a probability matrix follow; predictions and truths are sequences of those
-label names. Pure numpy (plus scikit-learn's F1), deterministic given a seed.
+label names. Pure numpy, deterministic given a seed.
 
 - ``ua`` (unweighted accuracy, a.k.a. balanced accuracy): the mean over classes of per-class recall,
   over the classes that occur in the truth. The number speech-emotion papers report, since it does
@@ -15,19 +15,25 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 
 def _indices(values: Sequence, labels: Sequence[str], what: str) -> np.ndarray:
-    position = {label: i for i, label in enumerate(labels)}
-    if len(position) != len(labels):
-        raise ValueError(f"labels must be distinct, got {list(labels)}")
-    out = np.empty(len(values), dtype=np.int64)
-    for i, value in enumerate(values):
-        if value not in position:
-            raise ValueError(f"{what}[{i}] is {value!r}, expected one of {list(labels)}")
-        out[i] = position[value]
-    return out
+    labels = list(labels)
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"labels must be distinct, got {labels}")
+    values = np.asarray(values, dtype=object).reshape(-1)
+    order = np.argsort(np.asarray(labels, dtype=object))
+    sorted_labels = np.asarray(labels, dtype=object)[order]
+    try:
+        found = np.searchsorted(sorted_labels, values)
+    except TypeError:  # mixed types cannot be ordered: find the offender the slow way
+        found = np.zeros(len(values), dtype=np.int64)
+    found = np.minimum(found, len(labels) - 1)
+    bad = sorted_labels[found] != values
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{what}[{i}] is {values[i]!r}, expected one of {labels}")
+    return order[found].astype(np.int64)
 
 
 def _pair(y_true: Sequence, y_pred: Sequence, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -38,37 +44,62 @@ def _pair(y_true: Sequence, y_pred: Sequence, labels: Sequence[str]) -> tuple[np
     return _indices(y_true, labels, "y_true"), _indices(y_pred, labels, "y_pred")
 
 
-def confusion(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> np.ndarray:
-    """Counts, shape ``(k, k)`` int: row = true label, column = predicted label, in ``labels`` order."""
-    t, p = _pair(y_true, y_pred, labels)
-    k = len(labels)
+# Metrics on class-index arrays (t, p: int arrays, k classes); the public functions validate and convert.
+
+
+def _confusion(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 
-def recalls(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> np.ndarray:
-    """Per-class recall, shape ``(k,)``; NaN for a class absent from ``y_true``."""
-    counts = confusion(y_true, y_pred, labels=labels)
+def _recalls(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    counts = _confusion(t, p, k)
     support = counts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(support > 0, np.diag(counts) / support, np.nan)
 
 
+def _ua(t: np.ndarray, p: np.ndarray, k: int) -> float:
+    return float(np.nanmean(_recalls(t, p, k)))
+
+
+def _wa(t: np.ndarray, p: np.ndarray, k: int) -> float:
+    return float(np.mean(t == p))
+
+
+def _macro_f1(t: np.ndarray, p: np.ndarray, k: int) -> float:
+    counts = _confusion(t, p, k)
+    tp = np.diag(counts)
+    truth, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    present = (truth + predicted) > 0
+    return float(np.mean(2 * tp[present] / (truth[present] + predicted[present])))
+
+
+def confusion(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> np.ndarray:
+    """Counts, shape ``(k, k)`` int: row = true label, column = predicted label, in ``labels`` order."""
+    return _confusion(*_pair(y_true, y_pred, labels), len(labels))
+
+
+def recalls(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> np.ndarray:
+    """Per-class recall, shape ``(k,)``; NaN for a class absent from ``y_true``."""
+    return _recalls(*_pair(y_true, y_pred, labels), len(labels))
+
+
 def ua(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> float:
     """Unweighted accuracy: the mean per-class recall over the classes present in ``y_true``."""
-    return float(np.nanmean(recalls(y_true, y_pred, labels=labels)))
+    return _ua(*_pair(y_true, y_pred, labels), len(labels))
 
 
 def wa(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> float:
     """Weighted accuracy: the fraction of items whose prediction equals the truth."""
-    t, p = _pair(y_true, y_pred, labels)
-    return float(np.mean(t == p))
+    return _wa(*_pair(y_true, y_pred, labels), len(labels))
 
 
 def macro_f1(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> float:
     """Unweighted mean of per-class F1 over the classes present in ``y_true`` or ``y_pred`` (0 where undefined)."""
-    t, p = _pair(y_true, y_pred, labels)
-    present = np.union1d(t, p)
-    return float(f1_score(t, p, labels=present, average="macro", zero_division=0))
+    return _macro_f1(*_pair(y_true, y_pred, labels), len(labels))
+
+
+_ON_INDICES = {ua: _ua, wa: _wa, macro_f1: _macro_f1}
 
 
 def bootstrap_interval(
@@ -98,20 +129,26 @@ def bootstrap_interval(
         raise ValueError(f"confidence must be in (0, 1), not {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, not {n_resamples}")
-    y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
-    _pair(y_true, y_pred, labels)
+    t, p = _pair(y_true, y_pred, labels)
+    if metric in _ON_INDICES:  # the package's metrics run on index arrays, without re-validating
+        fast, k = _ON_INDICES[metric], len(labels)
+        score = lambda rows: fast(t[rows], p[rows], k)  # noqa: E731
+    else:
+        y_true, y_pred = np.asarray(y_true, dtype=object), np.asarray(y_pred, dtype=object)
+        score = lambda rows: metric(y_true[rows], y_pred[rows], labels=labels)  # noqa: E731
     rng = np.random.default_rng(seed)
     if groups is None:
-        members = [np.array([i]) for i in range(len(y_true))]
+        members = [np.array([i]) for i in range(len(t))]
     else:
         groups = np.asarray(groups)
-        if len(groups) != len(y_true):
-            raise ValueError(f"groups must have one entry per item ({len(y_true)}), not {len(groups)}")
+        if len(groups) != len(t):
+            raise ValueError(f"groups must have one entry per item ({len(t)}), not {len(groups)}")
         members = [np.flatnonzero(groups == g) for g in np.unique(groups)]
-    values = np.empty(n_resamples)
-    for b in range(n_resamples):
-        chosen = np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))])
-        values[b] = metric(y_true[chosen], y_pred[chosen], labels=labels)
+    if groups is None:  # item bootstrap: draw indices directly
+        draws = (rng.integers(len(t), size=len(t)) for _ in range(n_resamples))
+    else:
+        draws = (np.concatenate([members[i] for i in rng.integers(len(members), size=len(members))]) for _ in range(n_resamples))
+    values = np.array([score(rows) for rows in draws])
     alpha = (1 - confidence) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return float(low), float(high)

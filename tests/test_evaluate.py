@@ -199,3 +199,31 @@ def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
     assert result["systems"]["audio"]["coverage"] == 1.0
     assert result["systems"]["audio"]["ua"] > 1 / 7
     assert (tmp_path / "out" / "comparison.png").is_file()
+
+
+@pytest.mark.slow
+def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
+    _needs("text_head.safetensors")
+    from multimodal_ser.attention_fusion import load_attention_fusion
+    from multimodal_ser.fusion import load_late_fusion
+    from multimodal_ser.manifest import folder_manifest, meld_manifest
+    from multimodal_ser.training.fusion import train_fusion
+
+    meld = meld_manifest(shared_data / "meld", require_media=False)
+    meld = meld[meld["split"] == "dev"].groupby("group").head(3).head(60)  # text only: the clips are not here
+    fer = folder_manifest(shared_data / "fer2013" / "test", extensions={".jpg"}).groupby("label").head(8)  # face only
+    pd.concat([meld, fer], ignore_index=True)[["path", "label", "group", "text"]].assign(
+        source=["meld"] * len(meld) + ["fer2013"] * len(fer)
+    ).to_csv(tmp_path / "mix.csv", index=False)
+    summary = train_fusion(
+        tmp_path / "mix.csv", tmp_path / "fusion.safetensors", modalities=("text", "face"), folds=2, bootstrap=10,
+        images_are_face_crops=True, late_fusion_path=tmp_path / "late.json", progress=False,
+        options=AttentionOptions(width=16, heads=2, epochs=10, patience=3),
+    )
+    assert summary["sha256"] is None  # outside the package: no checksum recorded
+    fusion = load_attention_fusion(tmp_path / "fusion.safetensors")
+    assert fusion.modalities == ("text", "face")
+    assert fusion.config["trained_on"]["sources"]["meld"]["presence"] == {"text": len(meld)}
+    assert set(load_late_fusion(tmp_path / "late.json").weights) == {"text", "face"}
+    card = (tmp_path / "fusion.md").read_text()
+    assert "## Cross-fitted evaluation" in card and "Never seen: text+face" in card

@@ -730,8 +730,14 @@ def train_audio_head(
     return info
 
 
-def write_model_card(path: Path, *, training: dict, cv_report: dict | None = None) -> Path:
-    """Write the voice head's model card (Markdown) from a training summary and, if given, a CV report."""
+def write_model_card(path: Path, *, training: dict, cv_report: dict | None = None, notes: str | None = None) -> Path:
+    """Write the voice head's model card (Markdown) from a training summary, a CV report and free-form notes.
+
+    Args:
+        training: the dict :func:`train_audio_head` returns.
+        cv_report: a :func:`cross_validate_audio` result to quote.
+        notes: Markdown added as a "Model selection" section (what was tried, and how it did).
+    """
     from ..labels import EMOTIONS, RAVDESS_8
 
     recipe = training["recipe"]
@@ -806,7 +812,11 @@ Accuracy on the training clips themselves: {training['training_ua']:.3f} UA (not
 ## Evaluation (actor-disjoint: no actor in both training and test)
 {evaluation}
 
+{"## Model selection" + chr(10) + notes + chr(10) if notes else ""}
 ## Limitations
+- Do not score this head on RAVDESS actors 1-20 (for example `mser evaluate` on `mser manifest ravdess`):
+  it was trained on every one of their clips, so that measures memory, not accuracy. Use the
+  actor-disjoint cross-validation above, or other data.
 - Acted, read speech: two fixed sentences, studio quality, emotions portrayed on request. Accuracy
   on spontaneous conversation, telephone audio or other languages will be much lower, and the
   8 categories rarely occur in such pure form there.
