@@ -720,7 +720,7 @@ def train_audio_head(
         "seed": seed,
         "recipe": dataclasses.asdict(recipe),
         "training_ua": training_ua,
-        "layer_weights": [round(float(w), 4) for w in head.layer_weights()],
+        "layer_weights": [round(float(w), 4) for w in head.layer_weights().detach()],
         "size_bytes": out_path.stat().st_size,
         "runtime_seconds": time.perf_counter() - started,
     }
