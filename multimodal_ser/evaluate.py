@@ -1116,7 +1116,7 @@ def _plot(result: dict, path: Path) -> None:
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
     axes.set_xlabel(f"score (95% bootstrap interval), {result['n_items']} items, {result['folds']}-fold group cross-fitting")
-    axes.legend(loc="lower right")
+    axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with open(path, "wb") as f:
