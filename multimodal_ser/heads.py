@@ -7,8 +7,10 @@ in ``models/SHA256SUMS``; loading refuses a file whose hash differs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -89,6 +91,18 @@ def load_head(path: str | os.PathLike, *, sha256: str | None = None) -> tuple[di
     if "config" not in metadata:
         raise ModelError(f"{path}: safetensors file has no 'config' metadata; not a multimodal-ser head")
     return tensors, json.loads(metadata["config"])
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch with one intra-op thread. Small heads gain nothing from more, and on busy
+    cores each small operation waits for the others (training went from seconds to minutes here)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 class MLPHead(nn.Module):

@@ -644,6 +644,25 @@ def cv_markdown(report: dict) -> str:
 # --- the shipped head ------------------------------------------------------------------------------
 
 
+def head_config(recipe: HeadRecipe, *, data: str, seed: int) -> dict:
+    """The JSON config stored with a voice head: features, encoder, classes, architecture, training."""
+    from ..labels import RAVDESS_8
+
+    n_layers, d_model = ENCODER_SHAPES[ENCODER_NAME]
+    return {
+        "recipe": voice.FEATURE_RECIPE,
+        "encoder": f"openai-whisper {ENCODER_NAME} (packaged CTranslate2 weights, converted losslessly)",
+        "classes": list(RAVDESS_8),
+        "hand_features": list(voice.HAND_FEATURES),
+        "architecture": {
+            "n_layers": n_layers, "d_model": d_model, "n_hand": len(voice.HAND_FEATURES), "n_classes": len(RAVDESS_8),
+            "hidden": recipe.hidden, "dropout": recipe.dropout, "input_dropout": recipe.input_dropout,
+        },
+        "training": {"data": data, "seed": seed, "head_recipe": dataclasses.asdict(recipe)},
+        "circumplex": voice.CIRCUMPLEX,
+    }
+
+
 def train_audio_head(
     data_dir: Path,
     out_path: Path,
@@ -688,26 +707,14 @@ def train_audio_head(
     predicted = predict_head(head, features[CLEAN.name]).argmax(axis=1)
     training_ua = metrics.ua(targets, predicted, labels=list(range(len(RAVDESS_8))))
     actors = sorted(int(a) for a in manifest["actor"].unique())
-    n_layers, d_model = ENCODER_SHAPES[ENCODER_NAME]
-    config = {
-        "recipe": voice.FEATURE_RECIPE,
-        "encoder": f"openai-whisper {ENCODER_NAME} (packaged CTranslate2 weights, converted losslessly)",
-        "classes": list(RAVDESS_8),
-        "hand_features": list(voice.HAND_FEATURES),
-        "architecture": {
-            "n_layers": n_layers, "d_model": d_model, "n_hand": len(voice.HAND_FEATURES), "n_classes": len(RAVDESS_8),
-            "hidden": recipe.hidden, "dropout": recipe.dropout, "input_dropout": recipe.input_dropout,
-        },
-        "training": {
-            "data": f"RAVDESS speech (Livingstone & Russo 2018, CC BY-NC-SA 4.0), {len(targets)} clips, actors {actors}",
-            "seed": seed,
-            "head_recipe": dataclasses.asdict(recipe),
-            "packing": {
-                "version": PACKING_VERSION, "trim_top_db": TRIM_TOP_DB, "context_s": CONTEXT_SECONDS,
-                "segment_pad_s": SEGMENT_PAD_SECONDS, "gap_s": GAP_SECONDS,
-            },
-        },
-        "circumplex": voice.CIRCUMPLEX,
+    config = head_config(
+        recipe,
+        data=f"RAVDESS speech (Livingstone & Russo 2018, CC BY-NC-SA 4.0), {len(targets)} clips, actors {actors}",
+        seed=seed,
+    )
+    config["training"]["packing"] = {
+        "version": PACKING_VERSION, "trim_top_db": TRIM_TOP_DB, "context_s": CONTEXT_SECONDS,
+        "segment_pad_s": SEGMENT_PAD_SECONDS, "gap_s": GAP_SECONDS,
     }
     save_head(out_path, head.state_dict(), config)
     in_package = out_path.resolve().parent == MODELS_DIR.resolve()

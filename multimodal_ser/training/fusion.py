@@ -150,29 +150,17 @@ def cross_fitted_voice_heads(
     features = audio.extract_features(corpus, conditions, seed=seed)
     targets = np.array([RAVDESS_8.index(label) for label in manifest["label8"]])
     actors = manifest["actor"].astype(int).to_numpy()
-    n_layers, d_model = audio.ENCODER_SHAPES[audio.ENCODER_NAME]
     for k, (test_actors, path) in enumerate(zip(fold_actors, paths)):
         train = ~np.isin(actors, test_actors)
         x = np.concatenate([features[c.name][train] for c in conditions])
         y = np.tile(targets[train], len(conditions))
         log.info("voice head %d/%d: trained without actors %s (%d rows)", k + 1, folds, test_actors, len(x))
         head = audio.fit_head(x, y, seed=seed + k, recipe=recipe)
-        config = {
-            "recipe": voice.FEATURE_RECIPE,
-            "encoder": f"openai-whisper {audio.ENCODER_NAME} (packaged CTranslate2 weights, converted losslessly)",
-            "classes": list(RAVDESS_8),
-            "hand_features": list(voice.HAND_FEATURES),
-            "architecture": {
-                "n_layers": n_layers, "d_model": d_model, "n_hand": len(voice.HAND_FEATURES), "n_classes": len(RAVDESS_8),
-                "hidden": recipe.hidden, "dropout": recipe.dropout, "input_dropout": recipe.input_dropout,
-            },
-            "training": {
-                "data": f"RAVDESS speech, actors {sorted(set(actors[train].tolist()))} (cross-fitted: without {test_actors})",
-                "seed": seed + k,
-                "head_recipe": dataclasses.asdict(recipe),
-            },
-            "circumplex": voice.CIRCUMPLEX,
-        }
+        config = audio.head_config(
+            recipe,
+            data=f"RAVDESS speech, actors {sorted(set(actors[train].tolist()))} (cross-fitted: without {test_actors})",
+            seed=seed + k,
+        )
         save_head(path, head.state_dict(), config)
     return mapping
 
