@@ -227,10 +227,9 @@ def _crossval(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose + 1, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
     handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "manifest": _manifest, "crossval": _crossval}[args.command]
     try:
         return handler(args)
