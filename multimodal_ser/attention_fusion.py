@@ -258,9 +258,16 @@ class AttentionFusion:
             "ignored_modalities": [m for m in MODALITIES if m not in self.modalities],
             "temperature": self.temperature,
         }
-        for key in ("file", "trained_on"):
-            if key in self.config:
-                out[key] = self.config[key]
+        if "file" in self.config:
+            out["file"] = self.config["file"]
+        trained_on = self.config.get("trained_on") or {}
+        if trained_on:  # a summary: the full provenance stays in the file's config
+            out["trained_on"] = {
+                "manifest": trained_on.get("manifest"),
+                "items": trained_on.get("items"),
+                "sources": {s: v.get("items") for s, v in (trained_on.get("sources") or {}).items()},
+                "created": trained_on.get("created"),
+            }
         return out
 
     def save(self, path: str | os.PathLike) -> Path:

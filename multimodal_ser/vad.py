@@ -109,6 +109,14 @@ class SpeechDetector:
             yield from self.push(block)
         yield from self.flush()
 
+    def extent(self, samples: np.ndarray) -> tuple[float, float] | None:
+        """Seconds from the start of the first speech region of a whole clip, shape ``(n,)``, to the
+        end of its last (clipped to the clip); None when it holds no speech."""
+        found = list(self.regions([samples]))
+        if not found:
+            return None
+        return max(found[0][0], 0.0), min(found[-1][1], len(samples) / SAMPLE_RATE)
+
     def _step(self, p: float) -> list[tuple[float, float]]:
         o, index = self.options, self._index
         self._index += 1

@@ -70,6 +70,10 @@ What the packaged module could and could not learn from this data:
   actors. It reads the voice's probabilities, not its embedding (each head's embedding space is its
   own).
 - Licences of the training data: RAVDESS CC BY-NC-SA 4.0, MELD GPL-3.0, FER2013 research use.
+
+Reproduce: `multimodal_ser.training.fusion.train_packaged_fusion("../shared/data")`
+(`mser train fusion --data ../shared/data`); the manifest and the cross-fitted voice heads are
+rebuilt from the data, the branch outputs are cached.
 """
 """The "Limits" notes of the packaged module's card (see :func:`packaged_training_manifest`)."""
 
@@ -146,23 +150,49 @@ def cross_fitted_voice_heads(
         log.info("cross-fitted voice heads read from %s", out_dir)
         return mapping
     corpus = audio.Corpus.load(manifest)
-    conditions = [audio.CLEAN] + [audio.Condition.parse(name) for name in recipe.augment]
-    features = audio.extract_features(corpus, conditions, seed=seed)
+    features = audio.extract_features(corpus, [audio.CLEAN] + audio.augment_conditions(recipe), seed=seed)
     targets = np.array([RAVDESS_8.index(label) for label in manifest["label8"]])
     actors = manifest["actor"].astype(int).to_numpy()
     for k, (test_actors, path) in enumerate(zip(fold_actors, paths)):
         train = ~np.isin(actors, test_actors)
-        x = np.concatenate([features[c.name][train] for c in conditions])
-        y = np.tile(targets[train], len(conditions))
+        x, y = audio.training_rows(features, recipe, train, targets)
         log.info("voice head %d/%d: trained without actors %s (%d rows)", k + 1, folds, test_actors, len(x))
         head = audio.fit_head(x, y, seed=seed + k, recipe=recipe)
         config = audio.head_config(
             recipe,
             data=f"RAVDESS speech, actors {sorted(set(actors[train].tolist()))} (cross-fitted: without {test_actors})",
+            actors=sorted(set(actors[train].tolist())),
             seed=seed + k,
         )
         save_head(path, head.state_dict(), config)
     return mapping
+
+
+def train_packaged_fusion(
+    data_dir: str | os.PathLike, out_path: str | os.PathLike = DEFAULT_OUT, *, seed: int = 0, progress: bool = True
+) -> dict:
+    """Reproduce the packaged attention fusion from ``../shared/data`` (see :data:`PACKAGED_NOTES`).
+
+    Builds :func:`packaged_training_manifest` (written to ``weights.cache_dir()/fusion-training``),
+    trains the cross-fitted voice heads (:func:`cross_fitted_voice_heads`) and runs
+    :func:`train_fusion` with face crops (FER2013), English ASR and the packaged notes.
+
+    Returns:
+        :func:`train_fusion`'s summary.
+    """
+    from ..weights import cache_dir
+
+    data_dir = Path(data_dir)
+    manifest = packaged_training_manifest(data_dir)
+    manifest_path = cache_dir() / "fusion-training" / f"packaged-seed{seed}.csv"
+    manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(manifest_path) as tmp:
+        manifest.to_csv(tmp, index=False)
+    heads = {f"ravdess-{g}": p for g, p in cross_fitted_voice_heads(data_dir / "ravdess-speech-16k", seed=seed).items()}
+    return train_fusion(
+        manifest_path, out_path, seed=seed, images_are_face_crops=True, audio_head=heads, language="en",
+        notes=PACKAGED_NOTES, progress=progress,
+    )
 
 
 def _label_counts(labels: Sequence[str]) -> dict[str, int]:
