@@ -79,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = commands.add_parser("train", help="reproduce a packaged head from data, or train fusion on your own manifest")
     t.add_argument("what", choices=("text", "audio", "fusion"), help="which head")
-    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="text/audio: real data folder (default: $MSER_DATA or ../shared/data)")
-    t.add_argument("--manifest", type=_existing_file, help="fusion: labelled manifest CSV (path,label,group[,start,end,text])")
+    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder the packaged heads are trained on (default: $MSER_DATA or ../shared/data)")
+    t.add_argument("--manifest", type=_existing_file, help="fusion: train on this labelled manifest CSV (path,label,group[,start,end,text]) instead of reproducing the packaged module from --data")
+    t.add_argument("--no-cv", action="store_true", help="audio: skip the actor-disjoint cross-validation quoted in the model card")
     t.add_argument("--modalities", type=_modalities, default=MODALITIES, help="fusion: branches to run and fuse (default: audio,text,face)")
     t.add_argument("--late-out", type=Path, help="fusion: also write stacked late-fusion weights (JSON) here, for --fusion-weights")
     t.add_argument("--out", type=Path, help="file to write, its model card beside it (default: the packaged one)")
@@ -102,7 +103,25 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     e.add_argument("--face-crops", action="store_true", help="images are already face crops (e.g. FER2013): skip detection")
     e.add_argument("--language", help="spoken language as an ISO code (default: detect)")
+    voice_heads = e.add_mutually_exclusive_group()
+    voice_heads.add_argument("--audio-head", type=_existing_file, help="voice head file (default: packaged)")
+    voice_heads.add_argument(
+        "--cross-fit-audio", type=_existing_dir, metavar="RAVDESS_DIR",
+        help="score each RAVDESS actor with a voice head trained without that actor (the packaged head heard actors 1-20); "
+        "the manifest's groups must be the actors ('mser manifest ravdess')",
+    )
+    e.add_argument("--text-head", type=_existing_file, help="text head file (default: packaged)")
+    e.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en) or a CTranslate2 folder (default: base)")
+    e.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
+    e.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="CPU threads (default: up to 4)")
+    e.add_argument("--no-cache", action="store_true", help="neither read nor write the per-item prediction cache")
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    s = commands.add_parser(
+        "summary",
+        help="print what timelines say: each source's share of time per emotion, coverage, agreement with the fused label",
+    )
+    s.add_argument("timelines", nargs="+", type=_existing_dir, metavar="DIR", help="folders written by 'mser analyze'")
 
     m = commands.add_parser("manifest", help="print a labelled manifest (CSV) for a known dataset layout")
     m.add_argument("kind", choices=("ravdess", "crema-d", "meld", "folder"))
@@ -169,19 +188,23 @@ def _train(args) -> int:
     out = args.out or MODELS_DIR / f"{args.what}_head.safetensors"
     card = out.with_suffix(".md")
     if args.what == "fusion":
-        from .training.fusion import DEFAULT_OUT, train_fusion
+        from .training.fusion import DEFAULT_OUT, train_fusion, train_packaged_fusion
 
-        if args.manifest is None:
-            log.error("mser train fusion needs --manifest CSV")
-            return 2
         out = args.out or DEFAULT_OUT
-        metrics = train_fusion(args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=args.late_out)
-    else:
-        if args.what == "text":
-            from .training.text import train_text_head as train
+        if args.manifest is None:
+            metrics = train_packaged_fusion(args.data, out, seed=args.seed)
         else:
-            from .training.audio import train_audio_head as train
-        metrics = train(args.data if args.what == "text" else _ravdess_dir(args.data), out, seed=args.seed, card_path=card)
+            metrics = train_fusion(args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=args.late_out)
+    elif args.what == "text":
+        from .training.text import train_text_head
+
+        metrics = train_text_head(args.data, out, seed=args.seed, card_path=card)
+    else:
+        from .training.audio import cross_validate_audio, train_audio_head
+
+        ravdess = _ravdess_dir(args.data)
+        cv_report = None if args.no_cv else cross_validate_audio(ravdess, seed=args.seed)
+        metrics = train_audio_head(ravdess, out, seed=args.seed, card_path=card, cv_report=cv_report)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -189,21 +212,52 @@ def _train(args) -> int:
 def _evaluate(args) -> int:
     from .evaluate import evaluate_manifest
 
-    result = evaluate_manifest(
-        args.manifest,
-        args.out,
-        modalities=args.modalities,
-        folds=args.folds,
-        seed=args.seed,
-        by_group=args.by_group,
-        bootstrap=args.bootstrap,
-        images_are_face_crops=args.face_crops,
-        language=args.language,
-        progress=not args.no_progress,
-    )
+    audio_head = args.audio_head
+    if args.cross_fit_audio is not None:
+        from .training.fusion import cross_fitted_voice_heads
+
+        audio_head = cross_fitted_voice_heads(_ravdess_dir(args.cross_fit_audio), seed=args.seed)
+    try:
+        result = evaluate_manifest(
+            args.manifest,
+            args.out,
+            modalities=args.modalities,
+            folds=args.folds,
+            seed=args.seed,
+            by_group=args.by_group,
+            bootstrap=args.bootstrap,
+            images_are_face_crops=args.face_crops,
+            language=args.language,
+            asr_model=args.asr_model,
+            fps=args.fps,
+            audio_head=audio_head,
+            text_head=args.text_head,
+            threads=args.threads,
+            use_cache=not args.no_cache,
+            progress=not args.no_progress,
+        )
+    except ValueError as e:  # options that do not fit the manifest (a group without a voice head, ...)
+        log.error("%s", e)
+        return 2
     report = args.out / "metrics.md"
     print(report.read_text() if report.is_file() else json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _summary(args) -> int:
+    from .summary import markdown_summary
+    from .timeline import load_timeline
+
+    failed = 0
+    for directory in args.timelines:
+        try:
+            print(markdown_summary(load_timeline(directory), str(directory)))
+        except MserError as e:
+            failed += 1
+            print(f"mser: {e}", file=sys.stderr)
+    if failed:
+        print(f"mser: {failed} of {len(args.timelines)} timeline(s) could not be read", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _manifest(args) -> int:
@@ -230,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
-    handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "manifest": _manifest, "crossval": _crossval}[args.command]
+    handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval}[args.command]
     try:
         return handler(args)
     except MserError as e:

@@ -39,8 +39,10 @@ Two stages (``mser evaluate --manifest CSV --out DIR``):
    ``comparison.png``.
 
 The predictions must be held out from what trained the branches: evaluating the packaged voice
-head on the RAVDESS actors it was trained on measures memory, not recognition (use ``audio_head``
-with a head trained on other speakers).
+head on the RAVDESS actors it was trained on measures memory, not recognition. The report warns
+when that happens (:attr:`Predictions.warnings`); give ``audio_head`` a head trained on other
+speakers, or one per group (``mser evaluate --cross-fit-audio``,
+:func:`multimodal_ser.training.fusion.cross_fitted_voice_heads`).
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ class Predictions:
     """``{"path", "line", "reason"}`` of each item that failed."""
     modalities: tuple[str, ...]
     model_ids: dict
+    warnings: tuple[str, ...] = ()
+    """what makes some scores untrustworthy (for example a head scored on its own training speakers)."""
 
 
 class _Cache:
@@ -262,13 +266,9 @@ def _item_audio(path: Path, start: float, end: float, memo: dict) -> np.ndarray 
 
 def _speech_span(models: _Models, samples: np.ndarray, offset: float) -> tuple[float, float]:
     """From the first to the last VAD speech region of ``samples`` (seconds, recording clock); all of it if none."""
-    detector = models.vad()
-    detector.reset()
-    regions = detector.push(samples) + detector.flush()
-    duration = len(samples) / SAMPLE_RATE
-    if not regions:
-        return offset, offset + duration
-    return offset + max(regions[0][0], 0.0), offset + min(regions[-1][1], duration)
+    extent = models.vad().extent(samples)
+    start, end = extent if extent is not None else (0.0, len(samples) / SAMPLE_RATE)
+    return offset + start, offset + end
 
 
 def _speech_passes(
@@ -512,8 +512,11 @@ def predict_manifest(
     n_text_only = sum(item["kind"] == "none" for item in results)
     if n_text_only:
         log.warning("%d items have no media file: only their text was used", n_text_only)
+    warnings = []
     if "audio" in modalities:
         ids["audio"]["voice"] = {str(head): models.voice(head).model_ids for head in sorted(set(heads.values()), key=str)}
+        if None in heads:
+            warnings += _heard_in_training(models.voice(heads[None]).config, table, heads[None])
         _voice_branches(models, results, heads)
     if "text" in modalities:
         ids["text"] = models.text().model_ids
@@ -522,7 +525,27 @@ def predict_manifest(
     if failures:
         log.warning("%d of %d items failed; they are left out of every score", len(failures), len(table))
     ids["manifest"] = manifest_info
-    return Predictions(table=out, failures=failures, modalities=modalities, model_ids=ids)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return Predictions(table=out, failures=failures, modalities=modalities, model_ids=ids, warnings=tuple(warnings))
+
+
+def _heard_in_training(config: dict, table: pd.DataFrame, head: Path | None) -> list[str]:
+    """A warning when items are RAVDESS clips of actors the voice head was trained on (its config's
+    ``training.ravdess_actors``): on them it recalls, it does not recognise."""
+    from .manifest import ravdess_fields
+
+    trained = set(config.get("training", {}).get("ravdess_actors", []))
+    fields = (ravdess_fields(Path(p).stem) for p in table["path"])
+    heard = sum(f is not None and f["actor"] in trained for f in fields)
+    if not heard:
+        return []
+    name = "the packaged voice head" if head is None else f"voice head {head}"
+    return [
+        f"{heard} items are RAVDESS clips of actors {name} was trained on: its scores on them (and every fusion "
+        "with audio) measure memory, not recognition. Use voice heads trained without each actor "
+        "(mser evaluate --cross-fit-audio RAVDESS_DIR)."
+    ]
 
 
 def _voice_heads(audio_head, table: pd.DataFrame) -> dict:
@@ -815,6 +838,36 @@ def _score(system: _System, labels: np.ndarray, groups: np.ndarray | None, *, bo
     return out
 
 
+def _gains_over_best_alone(
+    systems: Sequence[_System], scores: dict, labels: np.ndarray, groups: np.ndarray | None, *, bootstrap: int, seed: int
+) -> dict:
+    """For each system of two or more modalities: its UA minus the UA of the best of its modalities
+    alone (the highest UA over all items), on the items both label, with a paired bootstrap interval.
+
+    Returns:
+        ``{system key: {"reference": name, "n", "ua_difference", "ua_difference_ci": [low, high]}}``.
+    """
+    alone = {s.modalities[0]: s for s in systems if s.kind == "modality" and "ua" in scores[s.key]}
+    names = np.asarray(EMOTIONS, dtype=object)
+    out = {}
+    for system in systems:
+        candidates = [m for m in system.modalities if m in alone]
+        if len(system.modalities) < 2 or not candidates:
+            continue
+        reference = alone[max(candidates, key=lambda m: scores[alone[m].key]["ua"])]
+        rows = system.present & reference.present
+        if not rows.any():
+            continue
+        difference, interval = M.paired_difference(
+            labels[rows], names[system.probabilities[rows].argmax(axis=1)], names[reference.probabilities[rows].argmax(axis=1)],
+            labels=EMOTIONS, groups=None if groups is None else groups[rows], n_resamples=bootstrap, seed=seed,
+        )
+        out[system.key] = {
+            "reference": reference.name, "n": int(rows.sum()), "ua_difference": difference, "ua_difference_ci": list(interval)
+        }
+    return out
+
+
 def evaluate_predictions(predictions: Predictions, out_dir: str | os.PathLike, **options) -> dict:
     """:func:`compare_predictions` (same keyword options), written into ``out_dir`` as
     ``metrics.json``, ``metrics.md`` and ``comparison.png`` (see :func:`write_report`)."""
@@ -855,6 +908,8 @@ def compare_predictions(
         ``systems`` (``{key: {name, kind, modalities, n, coverage, ua, ua_ci, wa, wa_ci, macro_f1,
         macro_f1_ci, recall, confusion, ece, ...}}`` with keys like ``audio``,
         ``late_default:audio+text``, ``late_learned:audio+text``, ``attention:audio+text``),
+        ``gains`` (each multi-modality system's UA over its best single modality, see
+        :func:`_gains_over_best_alone`),
         ``by_group`` (``{group: {key: metrics}}``) and ``by_presence``
         (``{pattern: {"n_items": int, "systems": {key: metrics}}}``) when asked, and ``runtime_s``.
     """
@@ -898,6 +953,7 @@ def compare_predictions(
         "n_items": len(table),
         "n_failed": len(predictions.failures),
         "failures": predictions.failures,
+        "warnings": list(predictions.warnings),
         "folds": folds,
         "seed": seed,
         "bootstrap": bootstrap,
@@ -909,6 +965,7 @@ def compare_predictions(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "systems": {s.key: _score(s, labels, bootstrap_groups, bootstrap=bootstrap, seed=seed) for s in systems},
     }
+    result["gains"] = _gains_over_best_alone(systems, result["systems"], labels, bootstrap_groups, bootstrap=bootstrap, seed=seed)
     text_sources = table["text_source"].value_counts(dropna=True).to_dict() if "text" in modalities else {}
     if text_sources:
         result["text_sources"] = {str(k): int(v) for k, v in text_sources.items()}
@@ -1042,12 +1099,30 @@ def markdown_report(result: dict) -> str:
         "`n` = items the system gives a label to; `coverage` = n / items.",
         "",
     ]
+    lines += [f"**Warning:** {w}" for w in result.get("warnings", [])] + ([""] if result.get("warnings") else [])
     if result.get("manifest"):
         lines += [f"Manifest: `{result['manifest'].get('path', result['manifest'].get('source'))}`", ""]
     if result.get("text_sources"):
         lines += [f"Text read from: {result['text_sources']}", ""]
     rows = {v["name"]: v for v in systems.values()}
     lines += [M.markdown_table(rows, columns=list(_TABLE_COLUMNS), index_name="system"), ""]
+    if result.get("gains"):
+        lines += [
+            "## What fusion adds: UA minus the UA of the best of its modalities alone",
+            "",
+            "On the items both label; 95% interval from resampling both systems together (paired bootstrap).",
+            "",
+            M.markdown_table(
+                {
+                    systems[key]["name"]: {"best alone": g["reference"], "n": g["n"], "UA difference": g["ua_difference"],
+                                           "95% CI": g["ua_difference_ci"]}
+                    for key, g in result["gains"].items()
+                },
+                columns=["best alone", "n", "UA difference", "95% CI"],
+                index_name="system",
+            ),
+            "",
+        ]
     learned = {k: v for k, v in systems.items() if v["kind"] == "late_learned" and "parameters" in v}
     if learned:
         lines += ["## Learned late-fusion weights (mean over folds; the most reliable modality has weight 1)", ""]

@@ -154,7 +154,7 @@ def _media_files(directory: Path, extensions: Iterable[str]) -> list[Path]:
     return sorted(p for p in found if p.is_file())
 
 
-def _ravdess_fields(stem: str) -> dict | None:
+def ravdess_fields(stem: str) -> dict | None:
     """Fields of a RAVDESS name ``MM-VC-EE-II-SS-RR-AA``, or None when ``stem`` is not one."""
     match = _RAVDESS_NAME.match(stem)
     if not match:
@@ -197,7 +197,7 @@ def ravdess_manifest(directory: str | os.PathLike, *, include_song: bool = False
     statements = {1: "Kids are talking by the door.", 2: "Dogs are sitting by the door."}
     rows = []
     for file in _media_files(directory, MEDIA_EXTENSIONS):
-        fields = _ravdess_fields(file.stem)
+        fields = ravdess_fields(file.stem)
         if fields is None or fields["modality"] == "video-only" or (fields["channel"] == "song" and not include_song):
             continue
         rows.append({"path": str(file.resolve()), "text": statements[fields["statement"]], **fields})
@@ -346,7 +346,7 @@ def folder_manifest(directory: str | os.PathLike, *, extensions: Iterable[str] =
 
 
 def _inferred_group(stem: str) -> str:
-    ravdess = _ravdess_fields(stem)
+    ravdess = ravdess_fields(stem)
     if ravdess is not None:
         return ravdess["group"]
     crema = _CREMA_D_NAME.match(stem)

@@ -47,6 +47,20 @@ def test_bootstrap_interval_contains_the_point_estimate():
     assert g_low < point < g_high
 
 
+def test_paired_difference_is_narrower_than_two_separate_intervals():
+    rng = np.random.default_rng(4)
+    truth = rng.choice(LABELS, size=300)
+    good = np.where(rng.random(300) < 0.8, truth, rng.choice(LABELS, size=300))
+    worse = np.where(rng.random(300) < 0.9, good, rng.choice(LABELS, size=300))  # mostly the same answers
+    groups = np.repeat(np.arange(30), 10)
+    difference, (low, high) = metrics.paired_difference(truth, good, worse, labels=LABELS, groups=groups, n_resamples=300)
+    assert difference == pytest.approx(metrics.ua(truth, good, labels=LABELS) - metrics.ua(truth, worse, labels=LABELS))
+    assert low < difference < high
+    separate = [metrics.bootstrap_interval(truth, p, metrics.ua, labels=LABELS, groups=groups, n_resamples=300) for p in (good, worse)]
+    assert high - low < min(h - l for l, h in separate)
+    assert metrics.paired_difference(truth, good, good, labels=LABELS, n_resamples=50) == (0.0, (0.0, 0.0))
+
+
 def test_ece_is_zero_when_calibrated_and_large_when_overconfident():
     # 100 items at confidence 0.8 of which 80 are right, 100 at 0.6 of which 60 are right
     probs, truth = [], []

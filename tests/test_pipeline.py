@@ -55,6 +55,15 @@ def test_the_grid_covers_the_recording_without_overlap(talking_head):
     assert seg["end"].iloc[-1] == pytest.approx(talking_head.metadata["source"]["duration"], abs=0.3)
 
 
+def test_summary_of_saved_timelines_goes_on_past_a_bad_one(talking_head, tmp_path, capsys):
+    talking_head.save(tmp_path / "good")
+    (tmp_path / "empty").mkdir()
+    assert main(["summary", str(tmp_path / "good"), str(tmp_path / "empty")]) == 1
+    out, err = capsys.readouterr()
+    assert "## " + str(tmp_path / "good") in out and "| fused |" in out and "agrees with fused" in out
+    assert "empty" in err and "1 of 2 timeline(s)" in err
+
+
 def test_saved_timeline_reads_back_with_provenance(talking_head, tmp_path):
     talking_head.save(tmp_path)
     back = load_timeline(tmp_path)
