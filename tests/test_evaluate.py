@@ -237,3 +237,40 @@ def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     assert set(load_late_fusion(tmp_path / "late.json").weights) == {"text", "face"}
     card = (tmp_path / "fusion.md").read_text()
     assert "## Cross-fitted evaluation" in card and "Never seen: text+face" in card
+
+
+@pytest.mark.slow
+def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path, shared_data, monkeypatch, capsys):
+    """``mser evaluate --cross-fit-audio`` on a small real RAVDESS folder: heads trained without each
+    actor, no memory warning; the packaged head on the same manifest is warned about."""
+    _needs("text_head.safetensors", "audio_head.safetensors")
+    from multimodal_ser.cli import main
+    from multimodal_ser.heads import load_head
+    from multimodal_ser.manifest import ravdess_manifest
+
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
+    source = ravdess_manifest(shared_data / "ravdess-speech-16k")
+    chosen = source[source["actor"].isin(range(1, 7)) & source["label8"].isin(["angry", "sad"])]
+    chosen = chosen[(chosen["intensity"] == "strong") & (chosen["repetition"] == 1) & (chosen["statement"] == 1)]
+    folder = tmp_path / "ravdess"
+    for path in chosen["path"]:
+        link = folder / path.split("/")[-2] / path.split("/")[-1]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path)
+    assert main(["manifest", "ravdess", str(folder)]) == 0
+    (tmp_path / "manifest.csv").write_text(capsys.readouterr().out)
+
+    common = ["evaluate", "--manifest", str(tmp_path / "manifest.csv"), "--modalities", "audio,text", "--folds", "2",
+              "--bootstrap", "20", "--language", "en", "--no-progress"]
+    assert main(common + ["--out", str(tmp_path / "crossfit"), "--cross-fit-audio", str(folder)]) == 0
+    result = json.loads((tmp_path / "crossfit" / "metrics.json").read_text())
+    assert result["n_items"] == len(chosen) == 12 and result["warnings"] == []
+    heads = result["models"]["audio"]["voice"]
+    assert len(heads) == 5  # one head per fold of actors
+    for head in heads:
+        heard = load_head(head)[1]["training"]["ravdess_actors"]
+        assert 4 <= len(heard) <= 5 and set(heard) < set(range(1, 7))
+    assert "| audio alone | 12 |" in capsys.readouterr().out
+
+    assert main(common + ["--out", str(tmp_path / "packaged")]) == 0
+    assert "12 items are RAVDESS clips of actors the packaged voice head was trained on" in capsys.readouterr().out
