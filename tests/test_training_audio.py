@@ -21,10 +21,11 @@ def test_bad_condition_names_are_refused(name):
         audio.Condition.parse(name)
 
 
-def test_the_shipped_recipe_trains_on_isolated_clips_too():
-    assert audio.augment_conditions(audio.RECIPE) == [audio.Condition(audio.ISOLATED)]
+def test_the_shipped_recipe_trains_on_isolated_and_noisy_clips_too():
+    assert [c.name for c in audio.augment_conditions(audio.RECIPE)] == ["isolated", "white@20dB", "white@10dB", "white@0dB"]
+    recipe = audio.HeadRecipe(augment=("isolated",))
     features = {"clean": np.zeros((4, 3)), "isolated": np.ones((4, 3))}
-    x, y = audio.training_rows(features, audio.RECIPE, np.array([True, False, True, True]), np.arange(4))
+    x, y = audio.training_rows(features, recipe, np.array([True, False, True, True]), np.arange(4))
     assert x.shape == (6, 3) and list(x[:, 0]) == [0, 0, 0, 1, 1, 1] and list(y) == [0, 2, 3, 0, 2, 3]
 
 
