@@ -515,8 +515,7 @@ def predict_manifest(
     warnings = []
     if "audio" in modalities:
         ids["audio"]["voice"] = {str(head): models.voice(head).model_ids for head in sorted(set(heads.values()), key=str)}
-        if None in heads:
-            warnings += _heard_in_training(models.voice(heads[None]).config, table, heads[None])
+        warnings += _heard_in_training(models, table, heads)
         _voice_branches(models, results, heads)
     if "text" in modalities:
         ids["text"] = models.text().model_ids
@@ -530,21 +529,25 @@ def predict_manifest(
     return Predictions(table=out, failures=failures, modalities=modalities, model_ids=ids, warnings=tuple(warnings))
 
 
-def _heard_in_training(config: dict, table: pd.DataFrame, head: Path | None) -> list[str]:
-    """A warning when items are RAVDESS clips of actors the voice head was trained on (its config's
-    ``training.ravdess_actors``): on them it recalls, it does not recognise."""
+def _heard_in_training(models: _Models, table: pd.DataFrame, heads: dict) -> list[str]:
+    """A warning per voice head that is applied to RAVDESS clips of actors it was trained on (its
+    config's ``training.ravdess_actors``): on them it recalls, it does not recognise."""
     from .manifest import ravdess_fields
 
-    trained = set(config.get("training", {}).get("ravdess_actors", []))
-    fields = (ravdess_fields(Path(p).stem) for p in table["path"])
-    heard = sum(f is not None and f["actor"] in trained for f in fields)
-    if not heard:
-        return []
-    name = "the packaged voice head" if head is None else f"voice head {head}"
+    heard: dict[str, int] = {}
+    for path, group in zip(table["path"], table["group"]):
+        fields = ravdess_fields(Path(path).stem)
+        if fields is None or fields["modality"] == "video-only":
+            continue
+        head = heads.get(str(group), heads.get(None))
+        if fields["actor"] in models.voice(head).config.get("training", {}).get("ravdess_actors", []):
+            name = "the packaged voice head" if head is None else f"voice head {head}"
+            heard[name] = heard.get(name, 0) + 1
     return [
-        f"{heard} items are RAVDESS clips of actors {name} was trained on: its scores on them (and every fusion "
+        f"{n} items are RAVDESS clips of actors {name} was trained on: its scores on them (and every fusion "
         "with audio) measure memory, not recognition. Use voice heads trained without each actor "
         "(mser evaluate --cross-fit-audio RAVDESS_DIR)."
+        for name, n in heard.items()
     ]
 
 
