@@ -467,7 +467,11 @@ def fit_attention_fusion(
     optimiser = torch.optim.AdamW(module.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
     weight = _class_weights(y) if options.class_balanced else None
     n = len(y)
+    # epoch 0, the stacked late fusion the module starts from, is a candidate like any other: the
+    # cross-modal corrections are kept only if they lower the validation loss below it
     best_state, best_loss, best_epoch, epoch = None, float("inf"), 0, 0
+    if val is not None:
+        best_state, best_loss = copy.deepcopy(module.state_dict()), _mean_nll(module, *val, weight)
     history = []
     for epoch in range(1, options.epochs + 1):
         module.train()
@@ -495,9 +499,11 @@ def fit_attention_fusion(
     if best_state is not None:
         module.load_state_dict(best_state)
     temperature = _fit_temperature(module, *val) if val is not None else 1.0
+    if val is None:
+        best_epoch = epoch
     log.info(
-        "attention fusion on %s: %d rows, %d epochs (best %s), validation log-loss %s, T=%.2f",
-        "+".join(used), n, epoch, best_epoch or epoch, f"{best_loss:.3f}" if val is not None else "n/a", temperature,
+        "attention fusion on %s: %d rows, %d epochs (best %d), validation log-loss %s, T=%.2f",
+        "+".join(used), n, epoch, best_epoch, f"{best_loss:.3f}" if val is not None else "n/a", temperature,
     )
     config = {
         "format": FORMAT,
@@ -511,7 +517,7 @@ def fit_attention_fusion(
             "n_rows": n,
             "n_validation_rows": 0 if val is None else len(val[1]),
             "epochs_run": epoch,
-            "best_epoch": best_epoch or epoch,
+            "best_epoch": best_epoch,
             "validation_log_loss": None if val is None else best_loss,
             "final_train_log_loss": history[-1]["train_log_loss"],
         },

@@ -69,6 +69,23 @@ def test_it_trains_on_a_small_table_and_beats_the_noise(trained):
     assert 0.05 <= fusion.temperature <= 20
 
 
+def test_training_never_ends_worse_on_validation_than_the_stacked_pool_it_starts_from():
+    """A learning rate that wrecks the module in its first epoch: it must come back as the
+    stacked pool it started from (epoch 0), not as the wreck."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(3)
+    train, y_train = _table(rng, 200)
+    val, y_val = _table(rng, 80)
+    options = af.AttentionOptions(width=16, heads=2, epochs=3, patience=2, batch_size=32, learning_rate=3.0, weight_decay=0.0)
+    fusion = af.fit_attention_fusion(train, y_train, validation=(val, y_val), modalities=("audio", "text"), options=options, seed=0)
+    assert fusion.config["training"]["best_epoch"] == 0
+    # epoch 0: the attention path is zero and the skip path holds the stacked weights w / T
+    assert float(fusion.module.head[1].weight.detach().abs().max()) == 0.0
+    pool = af._stacked_pool(train, y_train, ("audio", "text"))
+    softplus = torch.nn.functional.softplus(fusion.module.beta).detach().numpy()
+    np.testing.assert_allclose(softplus, [max(pool["audio"], 1e-3), max(pool["text"], 1e-3)], rtol=1e-5)
+
+
 def test_rows_missing_a_modality_are_fused_and_rows_missing_all_get_no_label(trained):
     fusion, test, _ = trained
     both = np.flatnonzero(test["text_present"].to_numpy())
