@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     t = commands.add_parser("train", help="reproduce a packaged head from data, or train fusion on your own manifest")
-    t.add_argument("what", choices=("text", "audio", "fusion"), help="which head")
+    t.add_argument("what", choices=("text", "audio", "face", "fusion"), help="which head")
     t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder the packaged heads are trained on (default: $MSER_DATA or ../shared/data)")
     t.add_argument("--manifest", type=_existing_file, help="fusion: train on this labelled manifest CSV (path,label,group[,start,end,text]) instead of reproducing the packaged module from --data")
     t.add_argument("--no-cv", action="store_true", help="audio: skip the actor-disjoint cross-validation quoted in the model card")
@@ -199,6 +199,10 @@ def _train(args) -> int:
         from .training.text import train_text_head
 
         metrics = train_text_head(args.data, out, seed=args.seed, card_path=card)
+    elif args.what == "face":
+        from .training.face import train_face_head
+
+        metrics = train_face_head(args.data, out, seed=args.seed, card_path=card)
     else:
         from .training.audio import cross_validate_audio, train_audio_head
 

