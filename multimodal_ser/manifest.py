@@ -12,7 +12,7 @@ A manifest is a CSV with the columns
 
 Other columns are kept as they are (the builders add, for example, RAVDESS's 8-class ``label8``).
 :func:`read_manifest` validates a file and resolves its paths; the ``*_manifest`` builders make one
-from a known dataset layout (``mser manifest ravdess|crema-d|meld|folder DIR``).
+from a known dataset layout (``mser manifest ravdess|turev-db|urdu|crema-d|meld|folder DIR``).
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ _RAVDESS_MODALITIES = {"01": "audio-visual", "02": "video-only", "03": "audio-on
 _RAVDESS_CHANNELS = {"01": "speech", "02": "song"}
 _CREMA_D_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{1,2})$")
 _CREMA_D_INTENSITY = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified", "X": "unspecified"}
+_TUREV_NAME = re.compile(r"^(\d{4})_(kz|sk|mt|hl)_(.+)$")
+_TUREV_CODES = {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}
+_URDU_NAME = re.compile(r"^S([MF])(\d+)_F(\d+)_([AHNS])(\d+)$")
+_URDU_CODES = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad"}
 _MELD_CSV = re.compile(r"^(train|dev|test)_sent_emo\.csv$")
 _MELD_CLIP_DIRS = {
     "train": ("train_splits", "train"),
@@ -200,7 +204,7 @@ def ravdess_manifest(directory: str | os.PathLike, *, include_song: bool = False
         fields = ravdess_fields(file.stem)
         if fields is None or fields["modality"] == "video-only" or (fields["channel"] == "song" and not include_song):
             continue
-        rows.append({"path": str(file.resolve()), "text": statements[fields["statement"]], **fields})
+        rows.append({"path": str(file.resolve()), "text": statements[fields["statement"]], "corpus": "ravdess", **fields})
     if not rows:
         raise ManifestError(f"{directory}: no RAVDESS speech files (names like 03-01-05-02-01-01-12.wav) found")
     return _finish(rows)
@@ -243,6 +247,67 @@ def crema_d_manifest(directory: str | os.PathLike) -> pd.DataFrame:
         )
     if not rows:
         raise ManifestError(f"{directory}: no CREMA-D clips (names like 1001_DFA_ANG_XX.wav) found")
+    return _finish(rows)
+
+
+def turev_manifest(directory: str | os.PathLike) -> pd.DataFrame:
+    """Manifest of TurEV-DB (Turkish acted single words) under ``directory``: ``<Emotion>/<speaker>_<code>_<word>.<ext>``.
+
+    The emotion comes from the file name's code (kz angry, sk calm, mt happy, hl sad), which must
+    agree with the folder. TurEV-DB's "calm" is its only non-emotional class: ``label`` maps it to
+    neutral, ``label8`` keeps it as RAVDESS's calm.
+
+    Returns:
+        ``path``, ``label`` (shared space), ``group`` (speaker id, e.g. ``"1157"``), ``text`` (the
+        word), plus ``label8``, ``source_label`` (the corpus's own name), ``corpus`` ("turev-db"),
+        ``sex`` (None: not published with the corpus).
+
+    Raises:
+        ManifestError: no TurEV-DB file found, or a file's code disagrees with its folder.
+    """
+    rows = []
+    for file in _media_files(Path(directory), MEDIA_EXTENSIONS):
+        match = _TUREV_NAME.match(file.stem)
+        if match is None:
+            continue
+        speaker, code, word = match.groups()
+        emotion = _TUREV_CODES[code]
+        if file.parent.name.lower() != emotion:
+            raise ManifestError(f"{file}: code {code!r} means {emotion}, but the file is in the folder {file.parent.name!r}")
+        rows.append(
+            {"path": str(file.resolve()), "label": to_shared_label(emotion), "group": speaker, "text": word,
+             "label8": emotion, "source_label": emotion, "corpus": "turev-db", "sex": None}
+        )
+    if not rows:
+        raise ManifestError(f"{directory}: no TurEV-DB files (names like Angry/1157_kz_acik.flac) found")
+    return _finish(rows)
+
+
+def urdu_manifest(directory: str | os.PathLike) -> pd.DataFrame:
+    """Manifest of the URDU corpus (natural talk-show speech) under ``directory``: ``<Emotion>/S{M,F}<n>_F<k>_<E><i>.<ext>``.
+
+    Returns:
+        ``path``, ``label`` (angry, happy, neutral or sad), ``group`` (speaker, e.g. ``"SM5"``),
+        plus ``label8``, ``source_label``, ``corpus`` ("urdu") and ``sex`` (from the M/F of the name).
+
+    Raises:
+        ManifestError: no URDU file found, or a file's emotion letter disagrees with its folder.
+    """
+    rows = []
+    for file in _media_files(Path(directory), MEDIA_EXTENSIONS):
+        match = _URDU_NAME.match(file.stem)
+        if match is None:
+            continue
+        sex, speaker, _, code, _ = match.groups()
+        emotion = _URDU_CODES[code]
+        if file.parent.name.lower() != emotion:
+            raise ManifestError(f"{file}: letter {code!r} means {emotion}, but the file is in the folder {file.parent.name!r}")
+        rows.append(
+            {"path": str(file.resolve()), "label": emotion, "group": f"S{sex}{speaker}", "label8": emotion,
+             "source_label": emotion, "corpus": "urdu", "sex": "male" if sex == "M" else "female"}
+        )
+    if not rows:
+        raise ManifestError(f"{directory}: no URDU files (names like Angry/SM1_F10_A010.flac) found")
     return _finish(rows)
 
 
@@ -343,6 +408,22 @@ def folder_manifest(directory: str | os.PathLike, *, extensions: Iterable[str] =
     if not rows:
         raise ManifestError(f"{directory}: no media file ({sorted(extensions)}) in any label sub-folder")
     return _finish(rows)
+
+
+def corpus_speaker(stem: str) -> str | None:
+    """``"<corpus>:<speaker>"`` for a file name of a corpus the voice head trains on (RAVDESS,
+    TurEV-DB, URDU), as listed in a head's ``training.speakers``; None for any other name (and for
+    RAVDESS's video-only files, which have no voice)."""
+    ravdess = ravdess_fields(stem)
+    if ravdess is not None:
+        return None if ravdess["modality"] == "video-only" else f"ravdess:{ravdess['group']}"
+    turev = _TUREV_NAME.match(stem)
+    if turev is not None:
+        return f"turev-db:{turev.group(1)}"
+    urdu = _URDU_NAME.match(stem)
+    if urdu is not None:
+        return f"urdu:S{urdu.group(1)}{urdu.group(2)}"
+    return None
 
 
 def _inferred_group(stem: str) -> str:

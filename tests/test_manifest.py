@@ -13,7 +13,10 @@ from multimodal_ser.manifest import (
     folder_manifest,
     meld_manifest,
     ravdess_manifest,
+    corpus_speaker,
     read_manifest,
+    turev_manifest,
+    urdu_manifest,
 )
 
 
@@ -177,3 +180,44 @@ def test_real_ravdess_folder(shared_data):
     assert (table["label"] == "neutral").sum() == 240
     assert set(table["sex"]) == {"male", "female"}
     assert isinstance(table, pd.DataFrame) and table["path"].is_unique
+
+
+def test_turev_builder_reads_speaker_and_emotion_from_the_name(tmp_path):
+    touch_wav(tmp_path / "Calm" / "1157_sk_acik.flac")
+    touch_wav(tmp_path / "Angry" / "6783_kz_beste.flac")
+    touch_wav(tmp_path / "Angry" / "notes.flac")  # not a TurEV-DB name: ignored
+    table = turev_manifest(tmp_path)
+    assert list(table["group"]) == ["6783", "1157"]
+    assert list(table["label"]) == ["angry", "neutral"] and list(table["label8"]) == ["angry", "calm"]
+    assert list(table["text"]) == ["beste", "acik"] and set(table["corpus"]) == {"turev-db"}
+    touch_wav(tmp_path / "Happy" / "1157_hl_yol.flac")  # hl is sad, but the folder says happy
+    with pytest.raises(ManifestError, match="1157_hl_yol.flac.*sad.*Happy"):
+        turev_manifest(tmp_path)
+
+
+def test_urdu_builder_reads_speaker_sex_and_emotion(tmp_path):
+    touch_wav(tmp_path / "Neutral" / "SF3_F5_N05.flac")
+    touch_wav(tmp_path / "Sad" / "SM24_F12_S012.flac")
+    table = urdu_manifest(tmp_path)
+    assert list(table["group"]) == ["SF3", "SM24"] and list(table["sex"]) == ["female", "male"]
+    assert list(table["label"]) == ["neutral", "sad"] and list(table["label8"]) == ["neutral", "sad"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ManifestError, match="no URDU files"):
+        urdu_manifest(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("folder, build, n, speakers", [("turev-db-16k", turev_manifest, 1735, 6), ("urdu-16k", urdu_manifest, 294, 22)])
+def test_real_turev_and_urdu_folders(shared_data, folder, build, n, speakers):
+    if not (shared_data / folder).is_dir():
+        pytest.skip(f"{shared_data / folder} not found")
+    table = build(shared_data / folder)
+    assert len(table) == n and table["group"].nunique() == speakers and table["path"].is_unique
+    assert set(table["label"]) == ({"angry", "happy", "neutral", "sad"})
+
+
+@pytest.mark.parametrize("stem, speaker", [
+    ("03-01-05-02-01-01-12", "ravdess:12"), ("02-01-05-02-01-01-12", None), ("1157_kz_acik", "turev-db:1157"),
+    ("SM24_F12_S012", "urdu:SM24"), ("1001_DFA_ANG_XX", None), ("interview", None),
+])
+def test_corpus_speaker_names_the_speakers_a_voice_head_lists(stem, speaker):
+    assert corpus_speaker(stem) == speaker
