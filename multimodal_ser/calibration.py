@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
+from scipy.special import log_softmax, logsumexp
 
 TEMPERATURE_RANGE = (0.05, 20.0)
 """Bounds of the fitted temperature."""
@@ -39,20 +39,26 @@ def fit_temperature(probabilities: np.ndarray, targets: np.ndarray) -> float:
 
     Args:
         probabilities: shape ``(n, k)``: a branch's predictions for items it was not trained on.
-        targets: shape ``(n,)`` int: the true class index of each row.
+        targets: shape ``(n,)`` int, the true class of each row; or shape ``(n, k)`` bool, the set
+            of classes a row's label stands for (a corpus that does not tell neutral from calm
+            marks both), scored by the probability of the whole set.
 
     Returns:
         ``T`` in :data:`TEMPERATURE_RANGE`.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
-    targets = np.asarray(targets, dtype=np.int64)
+    targets = np.asarray(targets)
     if probabilities.ndim != 2 or len(probabilities) != len(targets) or len(targets) == 0:
         raise ValueError(f"need (n, k) probabilities and n targets, n > 0; got {probabilities.shape} and {targets.shape}")
+    if targets.ndim == 1:
+        targets = np.eye(probabilities.shape[1], dtype=bool)[targets.astype(np.int64)]
+    if targets.shape != probabilities.shape or not targets.any(axis=1).all():
+        raise ValueError(f"target sets must have shape {probabilities.shape} with at least one class per row")
     logs = np.log(np.clip(probabilities, _EPS, 1.0))
-    rows = np.arange(len(targets))
 
     def nll(log_t: float) -> float:
-        return float(-log_softmax(logs / np.exp(log_t), axis=1)[rows, targets].mean())
+        log_p = log_softmax(logs / np.exp(log_t), axis=1)
+        return float(-logsumexp(np.where(targets, log_p, -np.inf), axis=1).mean())
 
     low, high = np.log(TEMPERATURE_RANGE)
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))

@@ -1,7 +1,9 @@
 """The speech encoder: one Whisper encoder pass per window of up to 30 s, shared by ASR and the voice.
 
 The encoder runs once per window; its last output feeds the ASR decoder, and every layer's hidden
-states feed the audio-emotion branch (emotion lives largely in the intermediate layers).
+states feed the audio-emotion branch (emotion lives largely in the intermediate layers). Each
+window is first brought to one active-speech level (:mod:`multimodal_ser.loudness`), so neither
+branch depends on how loud the recording happened to be.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from .loudness import normalise_loudness
 from .media import SAMPLE_RATE
 
 WINDOW_SECONDS = 30
@@ -36,7 +39,8 @@ class EncodedWindow:
     duration: float
     """seconds of real (unpadded) audio in the window, at most :data:`WINDOW_SECONDS`."""
     audio: np.ndarray
-    """shape ``(n_samples,)`` float32 at :data:`SAMPLE_RATE`: the window's samples, unpadded."""
+    """shape ``(n_samples,)`` float32 at :data:`SAMPLE_RATE`: the window's samples as encoded
+    (level-normalised when the encoder normalises), unpadded."""
     output: torch.Tensor
     """shape ``(1500, d_model)``: the encoder's final (layer-normed) output, the ASR decoder's input."""
     hidden_states: torch.Tensor
@@ -64,10 +68,13 @@ class SpeechEncoder:
 
     Args:
         model: an openai-whisper model (see :func:`multimodal_ser.weights.load_openai_whisper`).
+        normalise: bring each window to one speech level first (:func:`multimodal_ser.loudness.normalise_loudness`);
+            the packaged voice head was trained that way. False encodes the samples as given.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, *, normalise: bool = True):
         self.model = model
+        self.normalise = normalise
         self._captured: list[torch.Tensor] = []
         for block in model.encoder.blocks:
             block.register_forward_hook(lambda _module, _inputs, output: self._captured.append(output))
@@ -89,7 +96,7 @@ class SpeechEncoder:
             raise ValueError(f"audio must be mono, shape (n_samples,), not {audio.shape}")
         if len(audio) > WINDOW_SAMPLES:
             raise ValueError(f"a window holds at most {WINDOW_SECONDS} s, not {len(audio) / SAMPLE_RATE:.2f} s")
-        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        audio = np.ascontiguousarray(normalise_loudness(audio) if self.normalise else audio, dtype=np.float32)
         mel = log_mel_spectrogram(torch.from_numpy(pad_or_trim(audio)), self.model.dims.n_mels)
         encoder = self.model.encoder
         x = torch.nn.functional.gelu(encoder.conv1(mel[None]))
