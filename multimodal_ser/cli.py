@@ -44,6 +44,16 @@ def _modalities(text: str) -> tuple[str, ...]:
     return names
 
 
+def _corpora(text: str) -> tuple[str, ...]:
+    from .training.audio.corpus import CORPORA
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in CORPORA]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"corpora must be names from {sorted(CORPORA)}, not {text!r}")
+    return names
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
@@ -81,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("what", choices=("text", "audio", "face", "fusion"), help="which head")
     t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder the packaged heads are trained on (default: $MSER_DATA or ../shared/data)")
     t.add_argument("--manifest", type=_existing_file, help="fusion: train on this labelled manifest CSV (path,label,group[,start,end,text]) instead of reproducing the packaged module from --data")
-    t.add_argument("--no-cv", action="store_true", help="audio: skip the actor-disjoint cross-validation quoted in the model card")
+    t.add_argument("--no-cv", action="store_true", help="audio: skip the cross-validations quoted in the model card (the head is then uncalibrated)")
     t.add_argument("--modalities", type=_modalities, default=MODALITIES, help="fusion: branches to run and fuse (default: audio,text,face)")
     t.add_argument("--late-out", type=Path, help="fusion: also write stacked late-fusion weights (JSON) here, for --fusion-weights")
     t.add_argument("--out", type=Path, help="file to write, its model card beside it (default: the packaged one)")
@@ -106,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     voice_heads = e.add_mutually_exclusive_group()
     voice_heads.add_argument("--audio-head", type=_existing_file, help="voice head file (default: packaged)")
     voice_heads.add_argument(
-        "--cross-fit-audio", type=_existing_dir, metavar="RAVDESS_DIR",
-        help="score each RAVDESS actor with a voice head trained without that actor (the packaged head heard actors 1-20); "
+        "--cross-fit-audio", type=_existing_dir, metavar="DATA_DIR",
+        help="score each RAVDESS actor with a voice head trained (on every corpus in DATA_DIR) without that actor "
+        "(the packaged head heard actors 1-20); "
         "the manifest's groups must be the actors ('mser manifest ravdess')",
     )
     e.add_argument("--text-head", type=_existing_file, help="text head file (default: packaged)")
@@ -124,22 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("timelines", nargs="+", type=_existing_dir, metavar="DIR", help="folders written by 'mser analyze'")
 
     m = commands.add_parser("manifest", help="print a labelled manifest (CSV) for a known dataset layout")
-    m.add_argument("kind", choices=("ravdess", "crema-d", "meld", "folder"))
+    m.add_argument("kind", choices=("ravdess", "turev-db", "urdu", "crema-d", "meld", "folder"))
     m.add_argument("directory", type=_existing_dir)
 
-    cv = commands.add_parser("crossval", help="speaker-independent cross-validation of the audio head on RAVDESS")
+    cv = commands.add_parser(
+        "crossval",
+        help="speaker-disjoint cross-validation of the voice head over every corpus, or leave one corpus out",
+        description="Trains voice heads the shipped way on some speakers (or corpora) and scores the others: per "
+        "test corpus UA, WA, macro-F1, angry false alarms, ECE, confusion, and the clean / isolated / telephone "
+        "versions of the held-out clips.",
+    )
     cv.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
-    cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--corpora", type=_corpora, default=None, help="comma-separated corpora (default: every one found: ravdess,turev-db,urdu)")
+    cv.add_argument("--leave-out-corpus", action="store_true", help="test each corpus with a head trained on the others only")
+    cv.add_argument("--folds", type=int, default=5, help="speaker folds (default: 5)")
     cv.add_argument("--seed", type=int, default=0)
-    cv.add_argument("--no-noise", action="store_true", help="skip the noise-robustness runs")
     cv.add_argument("--out", type=Path, help="also write the metrics as JSON here")
     return parser
-
-
-def _ravdess_dir(data: Path) -> Path:
-    """The RAVDESS speech folder: ``data`` itself or its ``ravdess-speech-16k`` sub-folder."""
-    nested = data / "ravdess-speech-16k"
-    return nested if nested.is_dir() else data
 
 
 def _analyze(args) -> int:
@@ -204,11 +216,13 @@ def _train(args) -> int:
 
         metrics = train_face_head(args.data, out, seed=args.seed, card_path=card)
     else:
-        from .training.audio import cross_validate_audio, train_audio_head
+        from .training.audio import cross_validate_audio, leave_one_corpus_out, train_audio_head
 
-        ravdess = _ravdess_dir(args.data)
-        cv_report = None if args.no_cv else cross_validate_audio(ravdess, seed=args.seed)
-        metrics = train_audio_head(ravdess, out, seed=args.seed, card_path=card, cv_report=cv_report)
+        cv_report = loco_report = None
+        if not args.no_cv:
+            cv_report = cross_validate_audio(args.data, seed=args.seed)
+            loco_report = leave_one_corpus_out(args.data, seed=args.seed, temperature=cv_report["temperature"])
+        metrics = train_audio_head(args.data, out, seed=args.seed, card_path=card, cv_report=cv_report, loco_report=loco_report)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -220,7 +234,7 @@ def _evaluate(args) -> int:
     if args.cross_fit_audio is not None:
         from .training.fusion import cross_fitted_voice_heads
 
-        audio_head = cross_fitted_voice_heads(_ravdess_dir(args.cross_fit_audio), seed=args.seed)
+        audio_head = cross_fitted_voice_heads(args.cross_fit_audio, seed=args.seed)
     try:
         result = evaluate_manifest(
             args.manifest,
@@ -267,15 +281,21 @@ def _summary(args) -> int:
 def _manifest(args) -> int:
     from . import manifest
 
-    build = {"ravdess": manifest.ravdess_manifest, "crema-d": manifest.crema_d_manifest, "meld": manifest.meld_manifest, "folder": manifest.folder_manifest}[args.kind]
+    build = {"ravdess": manifest.ravdess_manifest, "turev-db": manifest.turev_manifest, "urdu": manifest.urdu_manifest, "crema-d": manifest.crema_d_manifest, "meld": manifest.meld_manifest, "folder": manifest.folder_manifest}[args.kind]
     build(args.directory).to_csv(sys.stdout, index=False)
     return 0
 
 
 def _crossval(args) -> int:
-    from .training.audio import cross_validate_audio
+    from .training.audio import CORPORA, cross_validate_audio, leave_one_corpus_out
 
-    metrics = cross_validate_audio(_ravdess_dir(args.data), folds=args.folds, seed=args.seed, noise=not args.no_noise)
+    corpora = args.corpora or [name for name, c in CORPORA.items() if (args.data / c.folder).is_dir()]
+    if args.leave_out_corpus:
+        from .voice import VoiceEmotionModel
+
+        metrics = leave_one_corpus_out(args.data, corpora=corpora, seed=args.seed, temperature=VoiceEmotionModel().temperature)
+    else:
+        metrics = cross_validate_audio(args.data, corpora=corpora, folds=args.folds, seed=args.seed)
     print(metrics["markdown"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,7 +77,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 """Files the face branch reads as still images."""
 
-PREDICTION_RECIPE = "evaluate-items/v1"
+PREDICTION_RECIPE = "evaluate-items/v2-level-normalised"
 """Version of the per-item recipe above; part of every cache key."""
 
 MAX_WINDOW_SECONDS = 30.0
@@ -530,24 +530,27 @@ def predict_manifest(
 
 
 def _heard_in_training(models: _Models, table: pd.DataFrame, heads: dict) -> list[str]:
-    """A warning per voice head that is applied to RAVDESS clips of actors it was trained on (its
-    config's ``training.ravdess_actors``): on them it recalls, it does not recognise."""
-    from .manifest import ravdess_fields
+    """A warning per voice head that is applied to clips of speakers it was trained on (RAVDESS,
+    TurEV-DB or URDU file names of a speaker in its config's ``training.speakers``): on them it
+    recalls, it does not recognise."""
+    from .manifest import corpus_speaker
 
-    heard: dict[str, int] = {}
+    heard: dict[str, set] = {}
+    counts: dict[str, int] = {}
     for path, group in zip(table["path"], table["group"]):
-        fields = ravdess_fields(Path(path).stem)
-        if fields is None or fields["modality"] == "video-only":
+        speaker = corpus_speaker(Path(path).stem)
+        if speaker is None:
             continue
         head = heads.get(str(group), heads.get(None))
-        if fields["actor"] in models.voice(head).config.get("training", {}).get("ravdess_actors", []):
+        if speaker in models.voice(head).config.get("training", {}).get("speakers", []):
             name = "the packaged voice head" if head is None else f"voice head {head}"
-            heard[name] = heard.get(name, 0) + 1
+            heard.setdefault(name, set()).add(speaker.split(":")[0])
+            counts[name] = counts.get(name, 0) + 1
     return [
-        f"{n} items are RAVDESS clips of actors {name} was trained on: its scores on them (and every fusion "
-        "with audio) measure memory, not recognition. Use voice heads trained without each actor "
-        "(mser evaluate --cross-fit-audio RAVDESS_DIR)."
-        for name, n in heard.items()
+        f"{counts[name]} items are {'/'.join(sorted(corpora))} clips of speakers {name} was trained on: its scores on them "
+        "(and every fusion with audio) measure memory, not recognition. For RAVDESS, use voice heads trained without "
+        "each actor (mser evaluate --cross-fit-audio DATA_DIR); for the others, mser crossval."
+        for name, corpora in heard.items()
     ]
 
 
@@ -588,13 +591,10 @@ def _voice_branches(models: _Models, results: list[dict], heads: dict) -> None:
 def _voice_outputs(model, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What :meth:`VoiceEmotionModel.predict` computes after :func:`voice.segment_features`:
     ``(emotions (k, 7), embeddings (k, d))`` from features ``(k, F)``."""
-    import torch
-
     from .voice import SHARED_SPACE
 
-    with torch.inference_mode():
-        probs8, embedding = model.head.probabilities(torch.from_numpy(np.asarray(features, dtype=np.float32)))
-    return probs8.double().numpy() @ SHARED_SPACE, embedding.double().numpy()
+    probs8, embedding = model.probabilities(features)
+    return probs8 @ SHARED_SPACE, embedding.astype(np.float64)
 
 
 def _text_branches(models: _Models, results: list[dict], cache: _Cache, text_ids: dict) -> None:

@@ -9,9 +9,11 @@ Representation of a segment (:func:`segment_features`), all on the encoder's 50 
 2. prosodic and spectral statistics of the segment's samples (:mod:`multimodal_ser.prosody`:
    pitch, loudness, speaking rate, voice quality) and MFCC means/standard deviations.
 
-The trained head (:class:`VoiceHead`, shipped as ``models/audio_head.safetensors``; see
-``models/audio_head.md``) standardises these, weights the encoder layers with learned softmax
-weights, and maps them to RAVDESS's 8 classes; :class:`VoiceEmotionModel` turns those into
+The encoder pass has brought the window to one speech level (:mod:`multimodal_ser.loudness`), so
+none of this depends on the recording's gain. The trained head (:class:`VoiceHead`, shipped as
+``models/audio_head.safetensors``; see ``models/audio_head.md``; trained on RAVDESS, TurEV-DB
+and URDU) standardises these, weights the encoder layers with learned softmax weights, and maps
+them to RAVDESS's 8 classes, calibrated by the temperature stored with it; :class:`VoiceEmotionModel` turns those into
 probabilities over :data:`~multimodal_ser.labels.EMOTIONS` (calm summed into neutral), arousal and
 valence scores, and a fixed-size embedding per segment.
 
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import apply_temperature
 from .encoder import FRAMES_PER_SECOND, EncodedWindow
 from .errors import ModelError
 from .files import sha256_file
@@ -50,7 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HEAD_PATH = MODELS_DIR / "audio_head.safetensors"
 """The packaged head, trained by ``mser train audio`` (see ``models/audio_head.md``)."""
 
-FEATURE_RECIPE = "whisper-layers-mean-std+prosody+mfcc/v1"
+FEATURE_RECIPE = "whisper-layers-mean-std+prosody+mfcc/v2-level-normalised"
 """Name of the representation :func:`segment_features` computes; stored in every head's config."""
 
 MIN_SEGMENT_SECONDS = 0.5
@@ -283,6 +286,8 @@ class VoiceEmotionModel:
         self.head.eval()
         self.path = path
         self.config = config
+        self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
+        """divides the head's log-probabilities (fitted on held-out speakers; 1.0: uncalibrated)."""
         self.sha256 = sha256_file(path)
 
     @property
@@ -293,7 +298,15 @@ class VoiceEmotionModel:
             "audio_head_sha256": self.sha256,
             "audio_features": FEATURE_RECIPE,
             "audio_encoder": self.config.get("encoder", ""),
+            "audio_temperature": self.temperature,
         }
+
+    @torch.inference_mode()
+    def probabilities(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated RAVDESS-8 probabilities ``(k, 8)`` float64 and embeddings ``(k, d)`` float32 of
+        :func:`segment_features` rows ``(k, n_features)``."""
+        probs8, embedding = self.head.probabilities(torch.from_numpy(np.asarray(features, dtype=np.float32)))
+        return apply_temperature(probs8.double().numpy(), self.temperature), embedding.float().numpy()
 
     def _check_window(self, window: EncodedWindow) -> None:
         n_layers, _, d_model = window.hidden_states.shape
@@ -352,15 +365,13 @@ class VoiceEmotionModel:
                 embeddings=np.zeros((0, hidden), dtype=np.float32),
                 widened=np.zeros(0, dtype=bool),
             )
-        features = np.stack([segment_features(window, s, e) for s, e, _ in spans])
-        probs8, embedding = self.head.probabilities(torch.from_numpy(features))
-        probs8 = probs8.double().numpy()
+        probs8, embedding = self.probabilities(np.stack([segment_features(window, s, e) for s, e, _ in spans]))
         valence_arousal = probs8 @ CIRCUMPLEX_MATRIX
         return VoicePrediction(
             emotions=probs8 @ SHARED_SPACE,
             emotions8=probs8,
             arousal=valence_arousal[:, 1],
             valence=valence_arousal[:, 0],
-            embeddings=embedding.float().numpy(),
+            embeddings=embedding,
             widened=np.array([w for _, _, w in spans], dtype=bool),
         )

@@ -273,4 +273,4 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
     assert "| audio alone | 12 |" in capsys.readouterr().out
 
     assert main(common + ["--out", str(tmp_path / "packaged")]) == 0
-    assert "12 items are RAVDESS clips of actors the packaged voice head was trained on" in capsys.readouterr().out
+    assert "12 items are ravdess clips of speakers the packaged voice head was trained on" in capsys.readouterr().out

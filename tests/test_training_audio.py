@@ -10,23 +10,25 @@ from multimodal_ser.media import SAMPLE_RATE
 from multimodal_ser.training import audio
 
 
-@pytest.mark.parametrize("name", ["clean", "isolated", "white@10dB", "babble@0dB", "pitch@+2st", "pitch@-1.5st", "tempo@x0.9"])
+@pytest.mark.parametrize("name", ["clean", "isolated", "telephone", "white@10dB", "babble@0dB", "pitch@+2st", "pitch@-1.5st", "tempo@x0.9"])
 def test_condition_names_round_trip(name):
     assert audio.Condition.parse(name).name == name
 
 
-@pytest.mark.parametrize("name", ["", "noisy", "white", "white@10", "isolated@3dB", "tempo@x3", "clean@1dB"])
+@pytest.mark.parametrize("name", ["", "noisy", "white", "white@10", "isolated@3dB", "tempo@x3", "clean@1dB", "telephone@8kHz"])
 def test_bad_condition_names_are_refused(name):
     with pytest.raises(ValueError):
         audio.Condition.parse(name)
 
 
-def test_the_shipped_recipe_trains_on_isolated_and_noisy_clips_too():
-    assert [c.name for c in audio.augment_conditions(audio.RECIPE)] == ["isolated", "white@20dB", "white@10dB", "white@0dB"]
+def test_the_shipped_recipe_trains_on_isolated_noisy_and_telephone_clips_too():
+    assert [c.name for c in audio.augment_conditions(audio.RECIPE)] == ["isolated", "telephone"]
     recipe = audio.HeadRecipe(augment=("isolated",))
-    features = {"clean": np.zeros((4, 3)), "isolated": np.ones((4, 3))}
+    isolated = np.ones((4, 3))
+    isolated[3] = np.nan  # a clip not encoded alone
+    features = {"clean": np.zeros((4, 3)), "isolated": isolated}
     x, y = audio.training_rows(features, recipe, np.array([True, False, True, True]), np.arange(4))
-    assert x.shape == (6, 3) and list(x[:, 0]) == [0, 0, 0, 1, 1, 1] and list(y) == [0, 2, 3, 0, 2, 3]
+    assert x.shape == (5, 3) and list(x[:, 0]) == [0, 0, 0, 1, 1] and list(y) == [0, 2, 3, 0, 2]
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +69,115 @@ def test_isolated_windows_hold_each_whole_clip_with_its_speech(corpus):
         assert stop - start > 0.5 * (last - first) / SAMPLE_RATE
     rendered = audio.render_window(windows[0], corpus, audio.Condition(audio.ISOLATED), seed=0)
     np.testing.assert_array_equal(rendered, corpus.audios[0])
+
+
+def test_a_four_class_corpus_labels_only_its_own_classes():
+    """TurEV-DB's calm and URDU's neutral stand for {neutral, calm}; RAVDESS keeps them apart;
+    no four-class clip may speak about fearful, disgust or surprised."""
+    from multimodal_ser.labels import RAVDESS_8
+
+    label8 = ["calm", "angry", "neutral", "sad", "neutral", "calm", "fearful"]
+    corpus = ["turev-db", "turev-db", "urdu", "urdu", "ravdess", "ravdess", "ravdess"]
+    targets, allowed = audio.label_sets(label8, corpus)
+    names = lambda row: {RAVDESS_8[i] for i in np.flatnonzero(row)}  # noqa: E731
+    assert names(targets[0]) == {"neutral", "calm"} and names(targets[1]) == {"angry"}
+    assert names(targets[2]) == {"neutral", "calm"} and names(targets[4]) == {"neutral"} and names(targets[5]) == {"calm"}
+    assert names(allowed[0]) == {"neutral", "calm", "angry"}  # the turev clips here use calm and angry only
+    assert names(allowed[2]) == {"neutral", "calm", "sad"}
+    assert names(allowed[6]) == {"neutral", "calm", "fearful"}
+
+
+def test_the_loss_gives_classes_a_corpus_lacks_no_gradient():
+    import torch
+
+    from multimodal_ser.training.audio.head import _set_loss
+
+    logits = torch.randn(2, 8, requires_grad=True)
+    targets = torch.zeros(2, 8, dtype=torch.bool)
+    targets[0, [0, 1]] = True  # {neutral, calm}
+    targets[1, 4] = True  # angry
+    allowed = torch.zeros(2, 8, dtype=torch.bool)
+    allowed[:, [0, 1, 2, 3, 4]] = True  # a four-class corpus: no fearful, disgust, surprised
+    _set_loss(logits, targets, allowed, 0.1).sum().backward()
+    assert torch.all(logits.grad[:, 5:] == 0)
+    assert torch.all(logits.grad[:, :5].abs().sum(dim=1) > 0)
+    # a set target is satisfied by mass on either member: moving mass from neutral to calm costs nothing
+    a = torch.tensor([[5.0, 0, 0, 0, 0, 0, 0, 0]])
+    b = torch.tensor([[0, 5.0, 0, 0, 0, 0, 0, 0]])
+    assert torch.allclose(_set_loss(a, targets[:1], allowed[:1], 0.0), _set_loss(b, targets[:1], allowed[:1], 0.0))
+
+
+def test_corpora_weigh_the_same_whatever_their_size():
+    w = audio.head.corpus_weights(["a"] * 30 + ["b"] * 10)
+    assert np.isclose(w[:30].sum(), w[30:].sum()) and np.isclose(w.mean(), 1.0)
+
+
+def test_speaker_folds_never_split_a_speaker_and_mix_the_corpora():
+    import pandas as pd
+
+    manifest = pd.DataFrame({
+        "speaker": [f"ravdess:{i:02d}" for i in range(1, 11) for _ in range(3)] + [f"urdu:SM{i}" for i in range(5) for _ in range(2)],
+        "corpus": ["ravdess"] * 30 + ["urdu"] * 10,
+        "sex": [("male" if i % 2 else "female") for i in range(1, 11) for _ in range(3)] + ["male"] * 10,
+    })
+    folds = audio.speaker_folds(manifest, folds=5, seed=0)
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == sorted(manifest["speaker"].unique())  # every speaker in exactly one fold
+    for fold in folds:
+        assert {s.split(":")[0] for s in fold} == {"ravdess", "urdu"}
+    with pytest.raises(ValueError, match="folds"):
+        audio.speaker_folds(manifest, folds=1, seed=0)
+
+
+def test_telephone_channel_keeps_the_length_and_removes_the_wide_band():
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+    phone = audio.telephone_channel(noise)
+    assert phone.shape == noise.shape and phone.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(phone)) ** 2
+    freqs = np.fft.rfftfreq(len(phone), 1 / SAMPLE_RATE)
+    in_band = spectrum[(freqs > 500) & (freqs < 3000)].mean()
+    assert spectrum[freqs > 4500].mean() < 1e-3 * in_band
+    assert spectrum[freqs < 100].mean() < 0.1 * in_band
+
+
+@pytest.fixture(scope="module")
+def three_small_corpora(shared_data, tmp_path_factory):
+    """A data folder with a few speakers of each corpus (links to the real clips)."""
+    root = tmp_path_factory.mktemp("corpora")
+    picks = {  # (which files, keep every k-th)
+        "ravdess-speech-16k": (lambda p: p.parent.name in ("Actor_01", "Actor_02") and p.name.split("-")[4:6] == ["01", "01"], 1),
+        "turev-db-16k": (lambda p: p.name.split("_")[0] in ("1157", "1234"), 15),
+        "urdu-16k": (lambda p: p.name.split("_")[0] in ("SM1", "SF4", "SF5"), 1),
+    }
+    for folder, (keep, every) in picks.items():
+        if not (shared_data / folder).is_dir():
+            pytest.skip(f"{shared_data / folder} not found")
+        for path in sorted((shared_data / folder).rglob("*.flac"))[::every]:
+            if keep(path):
+                link = root / folder / path.relative_to(shared_data / folder)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(path)
+    return root
+
+
+@pytest.mark.slow
+def test_cross_validation_and_leave_one_corpus_out_on_real_corpora(three_small_corpora, tmp_path, monkeypatch):
+    """Both protocols run end to end on real clips of three corpora, keep speakers (or corpora) apart,
+    calibrate, and report every corpus with the angry false-alarm rate."""
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
+    recipe = audio.HeadRecipe(epochs=5, lbfgs_iterations=20)
+    cv = audio.cross_validate_audio(three_small_corpora, folds=2, recipe=recipe, n_resamples=10)
+    speakers = [s for fold in cv["folds"] for s in fold]
+    assert len(speakers) == len(set(speakers)) == 2 + 2 + 3
+    assert set(cv["results"]) == {"ravdess", "turev-db", "urdu"}
+    assert 0.05 <= cv["temperature"] <= 20
+    for corpus, by_condition in cv["results"].items():
+        assert set(by_condition) == {"clean", "isolated", "telephone"}
+        head = by_condition["clean"]["voice head"]
+        assert 0 <= head["closed"]["ua"] <= 1 and 0 <= head["angry_false_alarm"] <= 1 and "ece_calibrated" in head
+    assert cv["results"]["turev-db"]["clean"]["voice head"]["classes"] == ["neutral", "happy", "sad", "angry"]
+    assert "8-class" in cv["results"]["ravdess"]["clean"]["voice head"]
+    loco = audio.leave_one_corpus_out(three_small_corpora, recipe=recipe, temperature=cv["temperature"], n_resamples=10)
+    assert set(loco["results"]) == {"ravdess", "turev-db", "urdu"} and set(loco["ravdess_only"]) == {"turev-db", "urdu"}
+    assert "angry false alarms" in loco["markdown"] and "Leave one corpus out" in loco["markdown"]

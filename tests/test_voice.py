@@ -186,3 +186,14 @@ def test_held_out_actors_angry_versus_neutral(encoder, ravdess, tmp_path, monkey
     truly_angry = targets[test] == RAVDESS_8.index("angry")
     balanced = (predicted_angry[truly_angry].mean() + (~predicted_angry[~truly_angry]).mean()) / 2
     assert balanced >= 0.8  # chance is 0.5
+
+
+def test_the_recording_level_does_not_change_what_the_voice_says(encoder, ravdess, packaged_model):
+    """The same clip recorded 14 dB quieter (a far microphone) or 6 dB louder: the window is brought to one
+    speech level before the encoder and prosody, so the voice branch gives the same probabilities."""
+    audio = load_audio(ravdess[(ravdess["actor"] == 2) & (ravdess["label8"] == "neutral")]["path"].iloc[0])
+    segment = [(0.3, len(audio) / SAMPLE_RATE - 0.3)]
+    predictions = [packaged_model.predict(encoder.encode(gain * audio), segment).emotions for gain in (0.2, 1.0, 2.0)]
+    assert np.max(np.abs(audio)) * 2.0 < 1.0  # no clipping at the loudest gain
+    for other in predictions[1:]:
+        np.testing.assert_allclose(other, predictions[0], atol=2e-3)

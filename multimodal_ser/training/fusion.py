@@ -107,17 +107,18 @@ def packaged_training_manifest(data_dir: str | os.PathLike, *, fer_split: str = 
 def cross_fitted_voice_heads(
     data_dir: str | os.PathLike, *, folds: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None
 ) -> dict[str, Path]:
-    """Voice heads that never heard the actor they will be applied to, for the RAVDESS actors under ``data_dir``.
+    """Voice heads that never heard the RAVDESS actor they will be applied to.
 
-    The actors are split into ``folds`` sex-balanced folds
-    (:func:`multimodal_ser.training.audio.actor_folds`); each fold's head is trained exactly like the
-    packaged one (:func:`~multimodal_ser.training.audio.fit_head` with the shipped recipe, on the same
-    cached features of :func:`~multimodal_ser.training.audio.extract_features`) on the other folds'
-    actors, and saved in the packaged head's format. The fusion then learns from, and the evaluation
-    measures, voice predictions for speakers the voice head did not train on.
+    The RAVDESS actors are split into ``folds`` sex-balanced folds
+    (:func:`multimodal_ser.training.audio.speaker_folds`); each fold's head is trained exactly like
+    the packaged one (same recipe, same cached features, on every corpus under the data folder) but
+    without that fold's actors, and saved in the packaged head's format, calibrated with the
+    packaged head's temperature. The fusion then learns from, and the evaluation measures, voice
+    predictions for speakers the voice head did not train on.
 
     Args:
-        data_dir: the RAVDESS speech folder.
+        data_dir: the data folder (``../shared/data``: every corpus in it is used; its RAVDESS folder
+            means the same), or any other folder of RAVDESS files alone.
         folds, seed: fold assignment and training seed (fold ``k`` trains with ``seed + k``).
         out_dir: where the heads go; None uses ``weights.cache_dir()/voice-cross-fitted/<key>``
             (reused when present).
@@ -129,41 +130,50 @@ def cross_fitted_voice_heads(
 
     from .. import voice
     from ..heads import save_head
-    from ..labels import RAVDESS_8
+    from ..voice import VoiceEmotionModel
     from ..weights import cache_dir
     from . import audio
+    from .audio.crossval import Data
 
-    manifest = ravdess_manifest(data_dir)
+    data_dir = Path(data_dir)
+    if data_dir.name == audio.CORPORA["ravdess"].folder:  # the shared data's RAVDESS folder: use its siblings too
+        data_dir = data_dir.parent
+    if (data_dir / audio.CORPORA["ravdess"].folder).is_dir():
+        folders = audio.corpus_folders(data_dir)
+    else:  # a RAVDESS folder on its own
+        folders = {"ravdess": data_dir}
+    corpora = list(folders)
     recipe = audio.RECIPE
-    fold_actors = audio.actor_folds(manifest, folds=folds, seed=seed)
+    manifest = audio.training_manifest(folders)
+    ravdess = manifest[manifest["corpus"] == "ravdess"]
+    fold_speakers = audio.speaker_folds(ravdess, folds=folds, seed=seed)
+    temperature = VoiceEmotionModel().temperature
     key = hashlib.sha256(
         json.dumps(
-            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_actors, seed, sorted(Path(p).name for p in manifest["path"])],
+            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_speakers, seed, corpora, temperature,
+             sorted(Path(p).name for p in manifest["path"])],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
     out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "voice-cross-fitted" / key
     paths = [out_dir / f"voice-head-fold{k}.safetensors" for k in range(folds)]
-    group_of_actor = {int(a): g for a, g in zip(manifest["actor"], manifest["group"])}
-    mapping = {group_of_actor[a]: paths[k] for k, actors in enumerate(fold_actors) for a in actors}
+    mapping = {s.split(":", 1)[1]: paths[k] for k, speakers in enumerate(fold_speakers) for s in speakers}
     if all(p.is_file() for p in paths):
         log.info("cross-fitted voice heads read from %s", out_dir)
         return mapping
-    corpus = audio.Corpus.load(manifest)
-    features = audio.extract_features(corpus, [audio.CLEAN] + audio.augment_conditions(recipe), seed=seed)
-    targets = np.array([RAVDESS_8.index(label) for label in manifest["label8"]])
-    actors = manifest["actor"].astype(int).to_numpy()
-    for k, (test_actors, path) in enumerate(zip(fold_actors, paths)):
-        train = ~np.isin(actors, test_actors)
-        x, y = audio.training_rows(features, recipe, train, targets)
-        log.info("voice head %d/%d: trained without actors %s (%d rows)", k + 1, folds, test_actors, len(x))
-        head = audio.fit_head(x, y, seed=seed + k, recipe=recipe)
+    data = Data.load(folders, recipe=recipe, seed=seed, tested=(audio.CLEAN.name,))
+    speakers = data.manifest["speaker"].to_numpy()
+    for k, (test_speakers, path) in enumerate(zip(fold_speakers, paths)):
+        train = ~np.isin(speakers, test_speakers)
+        log.info("voice head %d/%d: trained without %s", k + 1, folds, test_speakers)
+        head = data.fit(train, recipe=recipe, seed=seed + k)
         config = audio.head_config(
             recipe,
-            data=f"RAVDESS speech, actors {sorted(set(actors[train].tolist()))} (cross-fitted: without {test_actors})",
-            actors=sorted(set(actors[train].tolist())),
+            data=f"{', '.join(corpora)} without RAVDESS {test_speakers} (cross-fitted)",
+            speakers=sorted(set(speakers[train].tolist())),
             seed=seed + k,
         )
+        config["calibration"] = {"temperature": temperature, "fitted_on": "the packaged voice head's temperature"}
         save_head(path, head.state_dict(), config)
     return mapping
 
@@ -188,7 +198,7 @@ def train_packaged_fusion(
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(manifest_path) as tmp:
         manifest.to_csv(tmp, index=False)
-    heads = {f"ravdess-{g}": p for g, p in cross_fitted_voice_heads(data_dir / "ravdess-speech-16k", seed=seed).items()}
+    heads = {f"ravdess-{g}": p for g, p in cross_fitted_voice_heads(data_dir, seed=seed).items()}
     return train_fusion(
         manifest_path, out_path, seed=seed, images_are_face_crops=True, audio_head=heads, language="en",
         notes=PACKAGED_NOTES, progress=progress,
