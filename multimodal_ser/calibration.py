@@ -34,12 +34,14 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return np.exp(log_softmax(logs / temperature, axis=-1))
 
 
-def fit_temperature(probabilities: np.ndarray, targets: np.ndarray) -> float:
+def fit_temperature(probabilities: np.ndarray, targets: np.ndarray, *, weights: np.ndarray | None = None) -> float:
     """The temperature that minimises the log-loss of held-out predictions.
 
     Args:
         probabilities: shape ``(n, k)``: a branch's predictions for items it was not trained on.
         targets: shape ``(n,)`` int: the true class index of each row.
+        weights: shape ``(n,)`` non-negative weight of each row in the log-loss (e.g. so that two
+            corpora count the same); None weighs rows equally.
 
     Returns:
         ``T`` in :data:`TEMPERATURE_RANGE`.
@@ -48,11 +50,15 @@ def fit_temperature(probabilities: np.ndarray, targets: np.ndarray) -> float:
     targets = np.asarray(targets, dtype=np.int64)
     if probabilities.ndim != 2 or len(probabilities) != len(targets) or len(targets) == 0:
         raise ValueError(f"need (n, k) probabilities and n targets, n > 0; got {probabilities.shape} and {targets.shape}")
+    w = np.ones(len(targets)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if w.shape != targets.shape or (w < 0).any() or not w.sum() > 0:
+        raise ValueError(f"weights must be {len(targets)} non-negative numbers with a positive sum")
+    w = w / w.sum()
     logs = np.log(np.clip(probabilities, _EPS, 1.0))
     rows = np.arange(len(targets))
 
     def nll(log_t: float) -> float:
-        return float(-log_softmax(logs / np.exp(log_t), axis=1)[rows, targets].mean())
+        return float(-(w * log_softmax(logs / np.exp(log_t), axis=1)[rows, targets]).sum())
 
     low, high = np.log(TEMPERATURE_RANGE)
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))

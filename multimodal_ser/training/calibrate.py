@@ -79,13 +79,15 @@ def _calibration_record(fitted_on: str, temperature: float, prior: np.ndarray, r
     }
 
 
-def card_section(title: str, fitted_on: str, temperature: float, reports: dict, *, sha256: str, extra: str = "") -> str:
+def card_section(
+    title: str, fitted_on: str, temperature: float, reports: dict, *, sha256: str, extra: str = "", weighting: str = ""
+) -> str:
     """The Markdown calibration section of a card: ECE before/after per split and reliability tables."""
     lines = [
         CARD_BEGIN,
         "## Calibration",
         "",
-        f"{title}: temperature T = {temperature:.3f} fitted on {fitted_on} (minimum log-loss; the label never "
+        f"{title}: temperature T = {temperature:.3f} fitted on {fitted_on} (minimum log-loss{weighting}; the label never "
         "changes, only the confidence), stored in the head's config under `calibration` and applied by the package. "
         f"Expected calibration error (ECE, 15 equal-width bins of top-class confidence). sha256 after calibration `{sha256}`.",
         "",
@@ -115,6 +117,12 @@ def write_card_section(card_path: Path, section: str, *, old_sha256: str, sha256
     text = pattern.sub("", text).rstrip("\n").replace(old_sha256, sha256)
     with atomic_output(card_path) as tmp:
         tmp.write_text(text + "\n\n" + section)
+
+
+def _per_corpus(corpus: np.ndarray) -> np.ndarray:
+    """Row weights ``(n,)`` that give each corpus the same total."""
+    names, counts = np.unique(corpus, return_counts=True)
+    return 1.0 / counts[np.searchsorted(names, corpus)]
 
 
 def calibrate_text_head(
@@ -147,16 +155,18 @@ def calibrate_text_head(
         "GoEmotions test (held out)": [load_goemotions(data_dir, "test")],
         "MELD dev (held out)": [load_meld(data_dir, "dev")],
     }
-    outputs = {}
+    outputs, corpus = {}, {}
     for name, parts in sets.items():
-        logits, emotion, sentiment = [], [], []
+        logits, emotion, sentiment, origin = [], [], [], []
         for part in parts:
+            origin += [part.name.split("/")[0]] * len(part)
             x, _ = embed_cached(encoder, part.texts, name=part.name)
             with torch.inference_mode():
                 logits.append(head(torch.from_numpy(x)).double().numpy())
             emotion.append(np.where(part.single_label, part.emotion.argmax(axis=1), -1))
             sentiment.append(part.sentiment)
         outputs[name] = (np.concatenate(logits), np.concatenate(emotion), np.concatenate(sentiment))
+        corpus[name] = np.array(origin)
     k = len(EMOTIONS)
 
     def softmax(z: np.ndarray) -> np.ndarray:
@@ -166,9 +176,12 @@ def calibrate_text_head(
     fit_name = next(iter(sets))
     fit_logits, fit_emotion, fit_sentiment = outputs[fit_name]
     rows = fit_emotion >= 0
-    temperature = fit_temperature(softmax(fit_logits[rows, :k]), fit_emotion[rows])
+    # GoEmotions dev is five times MELD's validation dialogues: each corpus counts the same
+    temperature = fit_temperature(softmax(fit_logits[rows, :k]), fit_emotion[rows], weights=_per_corpus(corpus[fit_name][rows]))
     srows = fit_sentiment >= 0
-    sentiment_temperature = fit_temperature(softmax(fit_logits[srows, k:]), fit_sentiment[srows])
+    sentiment_temperature = fit_temperature(
+        softmax(fit_logits[srows, k:]), fit_sentiment[srows], weights=_per_corpus(corpus[fit_name][srows])
+    )
     reports, sentiment_reports = {}, {}
     for name, (logits, emotion, sentiment) in outputs.items():
         single = emotion >= 0
@@ -181,7 +194,8 @@ def calibrate_text_head(
     record = _calibration_record(
         fit_name, temperature, prior, reports, sentiment_temperature=float(sentiment_temperature),
         sentiment_ece={s: {"before": r["before"]["ece"], "after": r["after"]["ece"]} for s, r in sentiment_reports.items()},
-        note="emotion: single-label rows only; prior = mean calibrated emotion probabilities over every row of the fitting split",
+        note="emotion: single-label rows only; each corpus of the fitting split weighs the same; "
+        "prior = mean calibrated emotion probabilities over every row of the fitting split",
     )
     old_sha256 = sha256_file(head_path)
     sha256 = update_head_config(head_path, {"calibration": record})
@@ -197,7 +211,9 @@ def calibrate_text_head(
             "Fusion reads the words' evidence against the head's prior, its mean calibrated prediction on the fitting split: "
             + ", ".join(f"{label} {p:.3f}" for label, p in zip(EMOTIONS, prior)) + "."
         )
-        section = card_section("Emotion", fit_name, temperature, reports, sha256=sha256, extra=extra)
+        section = card_section(
+            "Emotion", fit_name, temperature, reports, sha256=sha256, extra=extra, weighting=", each corpus weighing the same"
+        )
         write_card_section(card_path, section, old_sha256=old_sha256, sha256=sha256)
     return {**record, "sha256": sha256, "reports": reports, "sentiment_reports": sentiment_reports}
 
