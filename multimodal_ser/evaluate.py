@@ -66,7 +66,8 @@ from . import __version__
 from . import metrics as M
 from .errors import MediaError, ModelError, MserError
 from .files import atomic_output, sha256_file
-from .fusion import LateFusion, _valid_modalities, fit_late_fusion, fit_temperature, modality_probabilities
+from .fusion import LateFusion, balanced_row_weights, fit_late_fusion, fit_temperature, modality_probabilities
+from .fusion import valid_modalities as _valid_modalities
 from .grid import make_grid, modality_table
 from .labels import EMOTIONS, MODALITIES
 from .manifest import read_manifest
@@ -691,6 +692,34 @@ def group_folds(groups: Sequence, *, folds: int, seed: int = 0) -> np.ndarray:
     return np.array([fold_of[g] for g in groups], dtype=np.int64)
 
 
+def plan_folds(n_groups: int, folds: int) -> tuple[int | None, str | None]:
+    """How many group folds the learned fusions can use with ``n_groups`` groups.
+
+    Returns:
+        ``(folds to use, note)``: ``folds`` when there are enough groups; ``n_groups``
+        (leave-one-group-out) when there are fewer; None when there is a single group (nothing can
+        be learned on some speakers and measured on others; single branches and the shipped default
+        are still scored). The note says which, for the report; None when nothing changed.
+    """
+    folds = _valid_positive_int("folds", folds, 2)
+    if n_groups < 2:
+        return None, (
+            f"{n_groups} group: learned fusions need speakers to learn on and others to be measured on, so they are "
+            "not scored; each branch alone and the fusions as shipped are"
+        )
+    if n_groups < folds:
+        return n_groups, f"{n_groups} groups < {folds} folds: leave-one-group-out ({n_groups} folds)"
+    return folds, None
+
+
+MIN_GROUPS_ATTENTION = 3
+"""Attention fusion trains on some groups, stops early on another and is measured on a third."""
+
+
+FUSION_SYSTEMS = ("default", "late_equal", "late_learned", "attention")
+"""The fusions :func:`compare_predictions` can score."""
+
+
 @dataclasses.dataclass
 class _System:
     """One row of the comparison: out-of-fold probabilities for every item (NaN where it gives no label)."""
@@ -721,23 +750,65 @@ def _restricted(table: pd.DataFrame, keep: Sequence[str], modalities: Sequence[s
     return out
 
 
+def _packaged_default(fusions: Sequence[str]):
+    """The packaged default fusion, or None (with a warning) when it cannot be loaded."""
+    if "default" not in fusions:
+        return None
+    from .fusion import load_fusion
+
+    try:
+        return load_fusion("default")
+    except ModelError as e:
+        log.warning("the packaged default fusion is not scored: %s", e)
+        return None
+
+
+def _priors(default) -> dict:
+    """The branch priors the packaged late fusion reads evidence against (none for attention)."""
+    if isinstance(default, LateFusion):
+        return dict(default.priors)
+    from .fusion import load_fusion
+
+    try:
+        late = load_fusion("late")
+    except ModelError:
+        return {}
+    return dict(late.priors)
+
+
+def _as_shipped(default, table: pd.DataFrame, subset: tuple[str, ...], modalities: tuple[str, ...]) -> _System:
+    """The packaged default fusion applied as it ships (nothing fitted on this data), given only ``subset``."""
+    tag = "+".join(subset)
+    probabilities, present = default.fuse(_restricted(table, subset, modalities))
+    described = default.describe()
+    return _System(
+        f"default:{tag}", f"default fusion, as shipped ({tag})", "default", subset, probabilities, present,
+        parameters={k: described[k] for k in ("fusion", "weights", "temperature") if k in described},
+    )
+
+
 def _cross_fit_late(
-    table: pd.DataFrame, labels: np.ndarray, fold: np.ndarray, subset: tuple[str, ...]
-) -> tuple[_System, _System]:
-    """Late fusion with default weights (plus a cross-fitted temperature) and learned by stacking."""
-    n, k = len(table), fold.max() + 1
-    default = LateFusion(weights={m: 1.0 for m in subset})
-    default_probs, present = default.fuse(table)
-    scaled = np.full_like(default_probs, np.nan)
-    learned, learned_raw = np.full_like(default_probs, np.nan), np.full_like(default_probs, np.nan)
+    table: pd.DataFrame, labels: np.ndarray, fold: np.ndarray | None, subset: tuple[str, ...], priors: dict
+) -> tuple[_System, _System | None]:
+    """Late fusion with equal weights and no priors (plus a cross-fitted temperature), and late
+    fusion learned by stacking on the prior-relative evidence (None without folds)."""
+    n = len(table)
+    equal = LateFusion(weights={m: 1.0 for m in subset})
+    equal_probs, present = equal.fuse(table)
+    scaled = np.full_like(equal_probs, np.nan)
+    learned, learned_raw = np.full_like(equal_probs, np.nan), np.full_like(equal_probs, np.nan)
     temperatures, weights, learned_t = [], [], []
+    k = 0 if fold is None else fold.max() + 1
     for f in range(k):
         train, test = fold != f, fold == f
-        calibrated = fit_temperature(default, table[train], list(labels[train]))
+        calibrated = fit_temperature(equal, table[train], list(labels[train]))
         temperatures.append(calibrated.temperature)
         scaled[test] = calibrated.fuse(table[test])[0]
         try:
-            stacked = fit_late_fusion(table[train], list(labels[train]), modalities=subset)
+            stacked = fit_late_fusion(
+                table[train], list(labels[train]), modalities=subset, priors={m: p for m, p in priors.items() if m in subset},
+                row_weights=balanced_row_weights(labels[train]),
+            )
         except ValueError as e:  # nothing informative to stack in this fold's training part
             log.warning("late fusion of %s, fold %d: %s; the fold's items get no label from it", subset, f, e)
             weights.append({m: 0.0 for m in subset})
@@ -748,19 +819,22 @@ def _cross_fit_late(
         learned[test] = stacked.fuse(table[test])[0]
         learned_raw[test] = dataclasses.replace(stacked, temperature=1.0).fuse(table[test])[0]
     tag = "+".join(subset)
-    late_default = _System(
-        f"late_default:{tag}", f"late fusion, default weights ({tag})", "late_default", subset, default_probs, present,
-        uncalibrated=default_probs, calibrated=scaled,
+    late_equal = _System(
+        f"late_equal:{tag}", f"late fusion, equal weights, the old default ({tag})", "late_equal", subset, equal_probs, present,
+        uncalibrated=equal_probs, calibrated=scaled if k else None,
         parameters={"weights": {m: 1.0 for m in subset}, "temperature": 1.0, "calibrated_temperature_per_fold": temperatures},
     )
+    if not k:
+        return late_equal, None
     mean_weights = {m: float(np.mean([w[m] for w in weights])) for m in subset}
     late_learned = _System(
-        f"late_learned:{tag}", f"late fusion, learned weights ({tag})", "late_learned", subset, learned,
+        f"late_learned:{tag}", f"late fusion, learned here ({tag})", "late_learned", subset, learned,
         ~np.isnan(learned).any(axis=1),  # a modality stacked to weight 0 gives no label on its own
         uncalibrated=learned_raw,
-        parameters={"weights_per_fold": weights, "weights_mean": mean_weights, "temperature_per_fold": learned_t},
+        parameters={"weights_per_fold": weights, "weights_mean": mean_weights, "temperature_per_fold": learned_t,
+                    "priors": {m: list(p) for m, p in priors.items() if m in subset}},
     )
-    return late_default, late_learned
+    return late_equal, late_learned
 
 
 def _validation_split(groups: np.ndarray, rows: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -887,30 +961,36 @@ def compare_predictions(
     by_group: bool = False,
     by_presence: bool = False,
     bootstrap: int = 1000,
-    fusions: Sequence[str] = ("late_default", "late_learned", "attention"),
+    fusions: Sequence[str] = FUSION_SYSTEMS,
     attention_options=None,
+    return_probabilities: bool = False,
 ) -> dict:
     """Compare each modality, each set of modalities and each fusion on cross-fitted predictions.
 
     Args:
         predictions: from :func:`predict_manifest`.
-        folds: group k-fold folds for everything learned (>= 2, at most the number of groups).
+        folds: group k-fold folds for everything learned (>= 2); with fewer groups, leave-one-group-out,
+            and with a single group nothing learned is scored (see :func:`plan_folds`).
         seed: fold assignment, attention training and the bootstrap.
         by_group: also score every system on each ``group`` value.
         by_presence: also score every system on the items of each presence pattern (which of the
             modalities the item has, e.g. ``audio+text`` or ``face``), for data that mixes sources.
         bootstrap: bootstrap resamples for the 95% intervals (>= 1).
-        fusions: which fusions to run (a subset of ``late_default``, ``late_learned``, ``attention``).
+        fusions: which fusions to score, a subset of :data:`FUSION_SYSTEMS`: ``default`` (the packaged
+            default as shipped), ``late_equal`` (equal weights, no priors: the old default),
+            ``late_learned`` (stacked on the other folds), ``attention`` (trained on the other folds).
         attention_options: :class:`~multimodal_ser.attention_fusion.AttentionOptions` for the
             attention fusion trained in each fold (None: the defaults, without the voice
             embedding when several voice heads made it).
+        return_probabilities: also return every system's out-of-fold probabilities ``(n, 7)``
+            under ``probabilities`` (``{key: array}``; not written by :func:`write_report`).
 
     Returns:
         The content of ``metrics.json``: ``labels``, ``modalities``, ``n_items``, ``n_failed``,
         ``failures``, ``folds``, ``seed``, ``bootstrap``, ``n_groups``, ``fold_sizes``, ``models``,
         ``systems`` (``{key: {name, kind, modalities, n, coverage, ua, ua_ci, wa, wa_ci, macro_f1,
         macro_f1_ci, recall, confusion, ece, ...}}`` with keys like ``audio``,
-        ``late_default:audio+text``, ``late_learned:audio+text``, ``attention:audio+text``),
+        ``default:audio+text``, ``late_equal:audio+text``, ``late_learned:audio+text``, ``attention:audio+text``),
         ``gains`` (each multi-modality system's UA over its best single modality, see
         :func:`_gains_over_best_alone`),
         ``by_group`` (``{group: {key: metrics}}``) and ``by_presence``
@@ -918,9 +998,9 @@ def compare_predictions(
     """
     folds = _valid_positive_int("folds", folds, 2)
     bootstrap = _valid_positive_int("bootstrap", bootstrap)
-    unknown = set(fusions) - {"late_default", "late_learned", "attention"}
+    unknown = set(fusions) - set(FUSION_SYSTEMS)
     if unknown:
-        raise ValueError(f"fusions must be among late_default, late_learned, attention, not {sorted(unknown)}")
+        raise ValueError(f"fusions must be among {', '.join(FUSION_SYSTEMS)}, not {sorted(unknown)}")
     began = time.monotonic()
     table = predictions.table
     if table.empty:
@@ -931,22 +1011,34 @@ def compare_predictions(
     own_groups = all(str(g).startswith("item-") for g in group_values)
     if own_groups:
         log.warning("the manifest has no group column: every item is its own group, so splits cannot keep speakers apart")
-    fold = group_folds(group_values, folds=folds, seed=seed)
+    n_groups = len(set(group_values))
+    used_folds, folds_note = plan_folds(n_groups, folds)
+    if folds_note:
+        log.warning("%s", folds_note)
+    fold = None if used_folds is None else group_folds(group_values, folds=used_folds, seed=seed)
     systems: list[_System] = []
     for m in modalities:
         probabilities, present = modality_probabilities(table, m)
         systems.append(_System(m, f"{m} alone", "modality", (m,), np.where(present[:, None], probabilities, np.nan), present))
+    notes = [folds_note] if folds_note else []
     attention = {}
     if "attention" in fusions and len(modalities) >= 2:
-        options = _attention_options(attention_options, predictions)
-        attention = _cross_fit_attention(table, labels, fold, modalities, seed=seed, options=options)
+        if n_groups >= MIN_GROUPS_ATTENTION:
+            options = _attention_options(attention_options, predictions)
+            attention = _cross_fit_attention(table, labels, fold, modalities, seed=seed, options=options)
+        else:
+            notes.append(f"attention fusion is not scored: it needs at least {MIN_GROUPS_ATTENTION} groups, found {n_groups}")
+    default = _packaged_default(fusions)
+    priors = _priors(default) if "late_learned" in fusions else {}
     for subset in _subsets(modalities):
-        late = {"late_default", "late_learned"} & set(fusions)
-        default, learned = _cross_fit_late(table, labels, fold, subset) if late else (None, None)
-        if "late_default" in fusions:
-            systems.append(default)
-        if "late_learned" in fusions:
-            systems.append(learned)
+        if default is not None:
+            systems.append(_as_shipped(default, table, subset, modalities))
+        if {"late_equal", "late_learned"} & set(fusions):
+            equal, learned = _cross_fit_late(table, labels, fold, subset, priors)
+            if "late_equal" in fusions:
+                systems.append(equal)
+            if "late_learned" in fusions and learned is not None:
+                systems.append(learned)
         if subset in attention:
             systems.append(attention[subset])
     bootstrap_groups = None if own_groups else group_values
@@ -957,12 +1049,14 @@ def compare_predictions(
         "n_failed": len(predictions.failures),
         "failures": predictions.failures,
         "warnings": list(predictions.warnings),
-        "folds": folds,
+        "folds": used_folds,
+        "folds_requested": folds,
+        "notes": notes,
         "seed": seed,
         "bootstrap": bootstrap,
         "bootstrap_unit": "item" if own_groups else "group",
         "n_groups": int(len(set(group_values))),
-        "fold_sizes": np.bincount(fold, minlength=folds).tolist(),
+        "fold_sizes": [] if fold is None else np.bincount(fold, minlength=used_folds).tolist(),
         "models": predictions.model_ids,
         "package_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -993,6 +1087,8 @@ def compare_predictions(
                     for s in systems
                 },
             }
+    if return_probabilities:
+        result["probabilities"] = {s.key: s.probabilities for s in systems}
     result["runtime_s"] = round(time.monotonic() - began, 1)
     return result
 
@@ -1050,6 +1146,10 @@ def evaluate_manifest(
         into ``out_dir``), including ``manifest`` and the total ``runtime_s``.
     """
     began = time.monotonic()
+    table, _ = _load_manifest(manifest)  # cheap: say how the groups will be used before any encoding
+    groups = [str(g) if isinstance(g, str) and g.strip() else f"item-{i}" for i, g in enumerate(table["group"])]
+    used, note = plan_folds(len(set(groups)), folds)
+    log.info("%d items, %d groups: %s", len(table), len(set(groups)), note or f"{used}-fold group cross-fitting")
     predictions = predict_manifest(
         manifest, modalities=modalities, asr_model=asr_model, language=language, images_are_face_crops=images_are_face_crops,
         fps=fps, audio_head=audio_head, text_head=text_head, threads=threads, use_cache=use_cache, progress=progress,
@@ -1069,7 +1169,8 @@ def write_report(result: dict, out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_output(out_dir / "metrics.json") as tmp:
-        tmp.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        written = {k: v for k, v in result.items() if k != "probabilities"}
+        tmp.write_text(json.dumps(written, indent=2, default=_json_default) + "\n")
     with atomic_output(out_dir / "metrics.md") as tmp:
         tmp.write_text(markdown_report(result))
     with atomic_output(out_dir / "comparison.png") as tmp:
@@ -1096,12 +1197,14 @@ def markdown_report(result: dict) -> str:
         "# Modality and fusion comparison",
         "",
         f"{result['n_items']} items ({result['n_failed']} failed and left out), {result['n_groups']} groups, "
-        f"{result['folds']}-fold group cross-fitting (fold sizes {result['fold_sizes']}), seed {result['seed']}; "
-        f"95% intervals from {result['bootstrap']} bootstrap resamples of whole {result['bootstrap_unit']}s.",
-        "Every learned fusion is fitted on other groups than the ones it is scored on. "
-        "`n` = items the system gives a label to; `coverage` = n / items.",
+        + (f"{result['folds']}-fold group cross-fitting (fold sizes {result['fold_sizes']})" if result.get("folds")
+           else "no cross-fitting (one group)")
+        + f", seed {result['seed']}; 95% intervals from {result['bootstrap']} bootstrap resamples of whole {result['bootstrap_unit']}s.",
+        "Every learned fusion is fitted on other groups than the ones it is scored on; the default fusion is scored as "
+        "shipped (its card says what it was learned on). `n` = items the system gives a label to; `coverage` = n / items.",
         "",
     ]
+    lines += [f"**Note:** {note}" for note in result.get("notes", [])] + ([""] if result.get("notes") else [])
     lines += [f"**Warning:** {w}" for w in result.get("warnings", [])] + ([""] if result.get("warnings") else [])
     if result.get("manifest"):
         lines += [f"Manifest: `{result['manifest'].get('path', result['manifest'].get('source'))}`", ""]
@@ -1146,7 +1249,7 @@ def markdown_report(result: dict) -> str:
         lines += [
             "## Calibration (expected calibration error, 15 bins)",
             "",
-            "Before: T = 1. After: the temperature fitted on the training folds (for the default late fusion, "
+            "Before: T = 1. After: the temperature fitted on the training folds (for equal weights, "
             "temperature scaling with the weights kept at 1.0).",
             "",
             M.markdown_table(calibration, columns=["ECE before", "ECE after"], index_name="system"),
@@ -1193,7 +1296,8 @@ def _plot(result: dict, path: Path) -> None:
     axes.set_yticks(y, names)
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
-    axes.set_xlabel(f"score (95% bootstrap interval), {result['n_items']} items, {result['folds']}-fold group cross-fitting")
+    folds = f"{result['folds']}-fold group cross-fitting" if result.get("folds") else "one group, nothing learned"
+    axes.set_xlabel(f"score (95% bootstrap interval), {result['n_items']} items, {folds}")
     axes.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
