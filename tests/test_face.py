@@ -477,8 +477,10 @@ def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
     assert flat["face_frames"].tolist() == [8, 7, 1]
     assert flat["face_quality"].iloc[0] == pytest.approx(STATIC_FACE_WEIGHT)
     assert live["face_quality"].iloc[0] == pytest.approx(1.0)
-    # the last segment holds one frame: too few to call static, and it counts for a third
-    assert not flat["face_static"].iloc[2] and flat["face_quality"].iloc[2] == pytest.approx(1 / 3)
+    # the last segment holds one frame: judged static on the same face around it, and it counts for a third of that
+    assert flat["face_static"].iloc[2] and flat["face_quality"].iloc[2] == pytest.approx(STATIC_FACE_WEIGHT / 3)
+    alone = face_segment_table(still[still["time"] < 0.3], make_grid([0.0], [0.3]))  # two frames and nothing around
+    assert not alone["face_static"].iloc[0] and alone["face_quality"].iloc[0] == pytest.approx(2 / 3)
     # the label is the average, whatever the weight
     assert flat["face_label"].tolist() == ["happy"] * 3
     absent = face_segment_table(still, make_grid([10.0], [11.0]))
