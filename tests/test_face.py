@@ -481,6 +481,12 @@ def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
     assert flat["face_static"].iloc[2] and flat["face_quality"].iloc[2] == pytest.approx(STATIC_FACE_WEIGHT / 3)
     alone = face_segment_table(still[still["time"] < 0.3], make_grid([0.0], [0.3]))  # two frames and nothing around
     assert not alone["face_static"].iloc[0] and alone["face_quality"].iloc[0] == pytest.approx(2 / 3)
+    # a real face that holds still through a short pause between moving stretches is not static
+    paused = moving.copy()
+    gap = (paused["time"] >= 2.0) & (paused["time"] < 2.75)
+    paused.loc[gap, "mouth_openness"] = 0.03
+    paused.loc[gap, PROBS] = still.loc[gap, PROBS].to_numpy()
+    assert not face_segment_table(paused, make_grid([2.0], [2.75]))["face_static"].iloc[0]
     # the label is the average, whatever the weight
     assert flat["face_label"].tolist() == ["happy"] * 3
     absent = face_segment_table(still, make_grid([10.0], [11.0]))
