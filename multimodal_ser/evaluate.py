@@ -563,14 +563,21 @@ def _voice_branches(models: _Models, results: list[dict], heads: dict) -> None:
 
 def _voice_outputs(model, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """What :meth:`VoiceEmotionModel.predict` computes after :func:`voice.segment_features`:
-    ``(emotions (k, 7), embeddings (k, d))`` from features ``(k, F)``."""
+    ``(emotions (k, 7), embeddings (k, d))`` from features ``(k, F)``, with the temperature the
+    head's config stores under ``calibration`` applied to its 8-class probabilities (as the voice
+    model applies it), so that fusions learn from the probabilities the pipeline will pool."""
     import torch
 
+    from .calibration import apply_temperature, stored_temperature
     from .voice import SHARED_SPACE
 
     with torch.inference_mode():
         probs8, embedding = model.head.probabilities(torch.from_numpy(np.asarray(features, dtype=np.float32)))
-    return probs8.double().numpy() @ SHARED_SPACE, embedding.double().numpy()
+    probs8 = probs8.double().numpy()
+    temperature = stored_temperature(getattr(model, "config", {}) or {})
+    if temperature != 1.0:
+        probs8 = apply_temperature(probs8, temperature)
+    return probs8 @ SHARED_SPACE, embedding.double().numpy()
 
 
 def _text_branches(models: _Models, results: list[dict], cache: _Cache, text_ids: dict) -> None:

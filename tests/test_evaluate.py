@@ -294,3 +294,25 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
 
     assert main(common + ["--out", str(tmp_path / "packaged")]) == 0
     assert "12 items are RAVDESS clips of actors the packaged voice head was trained on" in capsys.readouterr().out
+
+
+def test_voice_outputs_apply_the_temperature_the_voice_head_stores():
+    import torch
+
+    from multimodal_ser.calibration import apply_temperature
+    from multimodal_ser.voice import SHARED_SPACE
+
+    probs8 = torch.tensor([[0.7, 0.1, 0.05, 0.05, 0.04, 0.03, 0.02, 0.01]], dtype=torch.float64)
+
+    class Head:
+        def probabilities(self, x):
+            return probs8, torch.zeros((1, 3))
+
+    class Model:
+        head = Head()
+        config = {"calibration": {"temperature": 2.0}}
+
+    emotions, _ = evaluate._voice_outputs(Model(), np.zeros((1, 5)))
+    np.testing.assert_allclose(emotions, apply_temperature(probs8.numpy(), 2.0) @ SHARED_SPACE)
+    Model.config = {}
+    np.testing.assert_allclose(evaluate._voice_outputs(Model(), np.zeros((1, 5)))[0], probs8.numpy() @ SHARED_SPACE)

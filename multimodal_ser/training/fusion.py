@@ -124,7 +124,9 @@ def cross_fitted_voice_heads(
     packaged one (:func:`~multimodal_ser.training.audio.fit_head` with the shipped recipe, on the same
     cached features of :func:`~multimodal_ser.training.audio.extract_features`) on the other folds'
     actors, and saved in the packaged head's format. The fusion then learns from, and the evaluation
-    measures, voice predictions for speakers the voice head did not train on.
+    measures, voice predictions for speakers the voice head did not train on. When the packaged head
+    stores a ``calibration`` (a temperature fitted on held-out speakers), each cross-fitted head gets
+    a copy, so fusions learn from voice probabilities calibrated as the pipeline's will be.
 
     Args:
         data_dir: the RAVDESS speech folder.
@@ -146,12 +148,11 @@ def cross_fitted_voice_heads(
     manifest = ravdess_manifest(data_dir)
     recipe = audio.RECIPE
     fold_actors = audio.actor_folds(manifest, folds=folds, seed=seed)
-    key = hashlib.sha256(
-        json.dumps(
-            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_actors, seed, sorted(Path(p).name for p in manifest["path"])],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
+    calibration = _packaged_voice_calibration()
+    parts = [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_actors, seed, sorted(Path(p).name for p in manifest["path"])]
+    if calibration is not None:
+        parts.append(calibration.get("temperature"))
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "voice-cross-fitted" / key
     paths = [out_dir / f"voice-head-fold{k}.safetensors" for k in range(folds)]
     group_of_actor = {int(a): g for a, g in zip(manifest["actor"], manifest["group"])}
@@ -174,8 +175,22 @@ def cross_fitted_voice_heads(
             actors=sorted(set(actors[train].tolist())),
             seed=seed + k,
         )
+        if calibration is not None:
+            config["calibration"] = calibration
         save_head(path, head.state_dict(), config)
     return mapping
+
+
+def _packaged_voice_calibration() -> dict | None:
+    """The packaged voice head's ``calibration`` (its temperature was fitted on held-out speakers of
+    heads trained like the cross-fitted ones), marked as copied; None when it has none."""
+    from ..heads import load_head
+
+    path = MODELS_DIR / "audio_head.safetensors"
+    if not path.is_file():
+        return None
+    calibration = load_head(path)[1].get("calibration")
+    return None if not calibration else {**calibration, "copied_from": path.name}
 
 
 def train_packaged_fusion(
