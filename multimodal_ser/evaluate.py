@@ -17,7 +17,8 @@ Two stages (``mser evaluate --manifest CSV --out DIR``):
    - **face**: images through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze_image` (the largest
      face), videos through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze` reduced to the item's
      ``start``..``end`` by :func:`~multimodal_ser.face.face_segment_table` (the face whose mouth
-     moves most, else the largest: its mean probabilities); absent when no face is seen.
+     moves most, else the largest: its mean probabilities, and its ``face_quality``, which fusion
+     reads as in the pipeline); absent when no face is seen.
 
    A modality the file cannot have (audio of an image, face of an audio file) is absent, not an
    error. A row whose media file does not exist but that has ``text`` is a text-only item. An item
@@ -124,6 +125,8 @@ class _Branch:
     probabilities: np.ndarray | None = None
     """(7,) over EMOTIONS, or None when the modality is absent."""
     embedding: np.ndarray | None = None
+    quality: float | None = None
+    """the face's ``face_quality`` on a video item (frames seen, static face); None elsewhere (1 in fusion)."""
 
     @property
     def present(self) -> bool:
@@ -132,13 +135,17 @@ class _Branch:
     def arrays(self) -> dict:
         if not self.present:
             return {"present": np.array(False)}
-        return {"present": np.array(True), "probabilities": self.probabilities, "embedding": self.embedding}
+        out = {"present": np.array(True), "probabilities": self.probabilities, "embedding": self.embedding}
+        if self.quality is not None:
+            out["quality"] = np.array(self.quality)
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> _Branch:
         if not bool(arrays["present"]):
             return cls()
-        return cls(np.asarray(arrays["probabilities"], dtype=np.float64), np.asarray(arrays["embedding"], dtype=np.float32))
+        quality = float(arrays["quality"]) if "quality" in arrays else None
+        return cls(np.asarray(arrays["probabilities"], dtype=np.float64), np.asarray(arrays["embedding"], dtype=np.float32), quality)
 
 
 class _Models:
@@ -305,7 +312,7 @@ def _face_branch(models: _Models, path: Path, start: float, end: float, memo: di
     if not bool(table["face_present"].iloc[0]):
         return _Branch()
     probabilities = table[[f"face_{label}" for label in EMOTIONS]].iloc[0].to_numpy(dtype=np.float64)
-    return _Branch(probabilities, np.asarray(table["face_embedding"].iloc[0], dtype=np.float32))
+    return _Branch(probabilities, np.asarray(table["face_embedding"].iloc[0], dtype=np.float32), float(table["face_quality"].iloc[0]))
 
 
 class _ItemRunner:
@@ -635,6 +642,9 @@ def _prediction_table(manifest: pd.DataFrame, results: list[dict], modalities: S
                 probabilities[i] = b.probabilities
                 embeddings[i] = b.embedding
         tables.append(modality_table(m, probabilities, present, embeddings))
+        if any(b.quality is not None for b in branches):  # video faces: the weight fusion gives them
+            quality = [(1.0 if b.quality is None else b.quality) if b.present else np.nan for b in branches]
+            tables.append(pd.DataFrame({f"{m}_quality": np.asarray(quality, dtype=np.float64)}))
     return pd.concat(tables, axis=1)
 
 

@@ -316,3 +316,14 @@ def test_voice_outputs_apply_the_temperature_the_voice_head_stores():
     np.testing.assert_allclose(emotions, apply_temperature(probs8.numpy(), 2.0) @ SHARED_SPACE)
     Model.config = {}
     np.testing.assert_allclose(evaluate._voice_outputs(Model(), np.zeros((1, 5)))[0], probs8.numpy() @ SHARED_SPACE)
+
+
+def test_a_video_face_keeps_its_quality_through_the_cache_and_the_table():
+    p = np.full(len(EMOTIONS), 1 / len(EMOTIONS))
+    branches = [evaluate._Branch(p, np.zeros(3, np.float32), 0.05), evaluate._Branch(), evaluate._Branch(p, np.zeros(3, np.float32))]
+    assert [evaluate._Branch.from_arrays(b.arrays()).quality for b in branches] == [0.05, None, None]
+    results = [{"index": i, "branches": {"face": b}, "text": None, "text_source": None} for i, b in enumerate(branches)]
+    manifest = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.jpg"], "label": ["happy"] * 3, "start": np.nan, "end": np.nan,
+                             "group": ["g"] * 3, "text": [""] * 3})
+    table = evaluate._prediction_table(manifest, results, ("face",))
+    np.testing.assert_array_equal(table["face_quality"].to_numpy(), [0.05, np.nan, 1.0])
