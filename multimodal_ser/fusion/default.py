@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from ..errors import ModelError
 from ..files import sha256_file
