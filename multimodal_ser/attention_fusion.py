@@ -37,13 +37,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.optimize import minimize_scalar
-from scipy.special import log_softmax
 from torch import nn
 
 from .errors import ModelError
 from .files import sha256_file
-from .fusion import _EPS, _TEMPERATURE_RANGE, _targets, _valid_modalities, modality_probabilities
+from .calibration import fit_temperature as fit_probability_temperature
+from .fusion.base import EPS as _EPS
+from .fusion.base import modality_probabilities
+from .fusion.base import targets as _targets
+from .fusion.base import valid_modalities as _valid_modalities
 from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
 from .labels import EMOTIONS, MODALITIES
 
@@ -373,22 +375,16 @@ def _class_weights(y: torch.Tensor) -> torch.Tensor:
 
 
 def _fit_temperature(module: CrossModalAttention, inputs: _Inputs, y: torch.Tensor) -> float:
-    """Temperature scaling: the ``T`` in [0.05, 20] of minimum log-loss of ``logits / T`` on ``inputs``."""
+    """Temperature scaling (:func:`multimodal_ser.calibration.fit_temperature`) of the module's logits on ``inputs``."""
     module.eval()
     with torch.inference_mode():
-        logits = module(inputs.embeddings, inputs.log_probs, inputs.present).double().numpy()
-    targets = y.numpy()
-
-    def nll(log_t: float) -> float:
-        return float(-log_softmax(logits / np.exp(log_t), axis=1)[np.arange(len(targets)), targets].mean())
-
-    low, high = np.log(_TEMPERATURE_RANGE)
-    return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
+        probabilities = torch.softmax(module(inputs.embeddings, inputs.log_probs, inputs.present).double(), dim=1).numpy()
+    return fit_probability_temperature(probabilities, y.numpy())
 
 
 def _stacked_pool(segments: pd.DataFrame, labels: Sequence[str], modalities: Sequence[str]) -> dict[str, float] | None:
     """Effective weights ``w_m / T`` of late fusion stacked on the training rows, or None if nothing is informative."""
-    from .fusion import fit_late_fusion
+    from .fusion.late import fit_late_fusion
 
     try:
         stacked = fit_late_fusion(segments, labels, modalities=modalities)

@@ -78,8 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--transcript", type=_existing_file, help="SRT, WebVTT, JSON or CSV (start,end,speaker,text) transcript that replaces ASR; only with one MEDIA")
     a.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated branches to run (default: audio,text,face)")
     a.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
-    a.add_argument("--fusion", choices=("late", "attention"), default="late", help="how modalities are combined (default: late)")
-    a.add_argument("--fusion-weights", type=_existing_file, help="late: JSON weights from 'mser train fusion --late-out'; attention: a module file (default: packaged)")
+    a.add_argument("--fusion", choices=("default", "late", "attention", "equal"), default="default",
+                   help="how modalities are combined: default = the packaged choice (models/late_fusion.md); late, attention; "
+                   "equal = equal weights, the old default, for comparison")
+    a.add_argument("--fusion-weights", type=_existing_file, help="with --fusion late: JSON weights from 'mser train fusion --late-out'; with --fusion attention: a module file (default: packaged)")
     a.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en), a CTranslate2 folder, a .pt checkpoint, or a hub name (needs a network)")
     a.add_argument("--asr-engine", choices=("ctranslate2", "openai-whisper"), default="ctranslate2", help="decoder for the shared encoder pass (default: ctranslate2, the faster one here)")
     a.add_argument("--language", help="spoken language as an ISO code (default: detect)")
@@ -93,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--manifest", type=_existing_file, help="fusion: train on this labelled manifest CSV (path,label,group[,start,end,text]) instead of reproducing the packaged module from --data")
     t.add_argument("--no-cv", action="store_true", help="audio: skip the cross-validations quoted in the model card (the head is then uncalibrated)")
     t.add_argument("--modalities", type=_modalities, default=MODALITIES, help="fusion: branches to run and fuse (default: audio,text,face)")
-    t.add_argument("--late-out", type=Path, help="fusion: also write stacked late-fusion weights (JSON) here, for --fusion-weights")
+    t.add_argument("--late-out", type=Path, help="fusion: write the learned late-fusion weights (JSON) here, for --fusion-weights "
+                   "(without --manifest: default models/late_fusion.json, the packaged default)")
+    t.add_argument("--late-only", action="store_true", help="fusion without --manifest: learn only the default late fusion, keep the packaged attention module")
+    t.add_argument("--ravdess-text", choices=("asr", "manifest"), default="asr",
+                   help="fusion without --manifest: RAVDESS words from ASR (as in use; default) or the sentence read (no second encoder pass)")
     t.add_argument("--out", type=Path, help="file to write, its model card beside it (default: the packaged one)")
     t.add_argument("--seed", type=int, default=0)
 
@@ -154,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fusion_kind(kind: str, weights: Path | None) -> str:
+    """``--fusion-weights`` alone means late fusion for a JSON file and attention for a module file."""
+    if weights is not None and kind == "default":
+        return "attention" if weights.suffix == ".safetensors" else "late"
+    return kind
+
+
 def _analyze(args) -> int:
     from .pipeline import AnalysisOptions, Analyzer
 
@@ -168,7 +181,7 @@ def _analyze(args) -> int:
             language=args.language,
             beam_size=args.beam_size,
             fps=args.fps,
-            fusion=args.fusion,
+            fusion=_fusion_kind(args.fusion, args.fusion_weights),
             fusion_weights=None if args.fusion_weights is None else str(args.fusion_weights),
             threads=args.threads,
         )
@@ -204,7 +217,9 @@ def _train(args) -> int:
 
         out = args.out or DEFAULT_OUT
         if args.manifest is None:
-            metrics = train_packaged_fusion(args.data, out, seed=args.seed)
+            metrics = train_packaged_fusion(
+                args.data, out, seed=args.seed, late_out=args.late_out, late_only=args.late_only, ravdess_text=args.ravdess_text
+            )
         else:
             metrics = train_fusion(args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=args.late_out)
     elif args.what == "text":

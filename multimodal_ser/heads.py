@@ -93,6 +93,26 @@ def load_head(path: str | os.PathLike, *, sha256: str | None = None) -> tuple[di
     return tensors, json.loads(metadata["config"])
 
 
+def update_head_config(path: str | os.PathLike, updates: dict) -> str:
+    """Re-save a head with ``updates`` merged into its config; the tensors stay exactly as they were.
+
+    Used to store a calibration fitted after training without retraining the head. A packaged
+    head (in :data:`MODELS_DIR`) gets its new sha256 recorded in :data:`CHECKSUMS_FILE`.
+
+    Returns:
+        the file's new sha256.
+
+    Raises:
+        ModelError: the file is missing, corrupt or not a head.
+    """
+    path = Path(path)
+    tensors, config = load_head(path)
+    save_head(path, tensors, {**config, **updates})
+    if path.resolve().parent == MODELS_DIR.resolve():
+        return record_checksum(path)
+    return sha256_file(path)
+
+
 @contextlib.contextmanager
 def one_torch_thread() -> Iterator[None]:
     """Run torch with one intra-op thread. Small heads gain nothing from more, and on busy

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import MediaError, MserError
 from .files import sha256_file
-from .fusion import fused_columns
+from .fusion import FUSIONS, fused_columns
 from .grid import absent_table, make_grid, modality_table
 from .labels import EMOTIONS, MODALITIES
 from .media import MediaInfo, iter_audio, probe
@@ -31,9 +31,6 @@ from .transcript import TranscriptSegment, read_transcript
 from .windows import KnownRegions, windows
 
 log = logging.getLogger(__name__)
-
-FUSIONS = ("late", "attention")
-
 
 @dataclasses.dataclass(frozen=True)
 class AnalysisOptions:
@@ -50,10 +47,12 @@ class AnalysisOptions:
     beam_size: int = 5
     fps: float = 4.0
     """video frames analysed per second by the face branch."""
-    fusion: str = "late"
+    fusion: str = "default"
+    """``default`` (the packaged choice, see ``models/late_fusion.md``), ``late``, ``attention``, or
+    ``equal`` (equal weights, no priors: the old default, for comparison)."""
     fusion_weights: str | None = None
     """late: a JSON file of learned weights (``mser train fusion --late-out``); attention: a
-    module file; None: late fusion's defaults (every weight 1, T = 1) or the packaged module."""
+    module file; None: the packaged late fusion or attention module."""
     gap_window: float = 5.0
     """seconds: silent stretches are covered by windows at most this long, so faces seen while
     nobody speaks still have rows."""
@@ -69,6 +68,8 @@ class AnalysisOptions:
             raise ValueError(f"asr_engine must be one of {ENGINES}, not {self.asr_engine!r}")
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
+        if self.fusion_weights is not None and self.fusion in ("default", "equal"):
+            raise ValueError(f"fusion_weights needs fusion 'late' or 'attention', not {self.fusion!r}")
         if not 0 < self.fps <= 30:
             raise ValueError(f"fps must be in (0, 30], not {self.fps}")
         if self.gap_window <= 0:
@@ -231,7 +232,9 @@ class Analyzer:
                 "audio_*": "the voice (Whisper encoder + prosody)",
                 "text_*, sentiment": "the words (transcript or ASR)",
                 "face_*": "the face (video frames)",
-                "label, confidence, fused_*": "fusion of the modalities named in fused_from",
+                "label, confidence, fused_*, runner_up": "fusion of the modalities named in fused_from",
+                "agreement, conflict": "how far the pooled modalities back the fused label",
+                "face_static, face_quality": "whether the face moved, and the weight its evidence got",
             },
             "notes": notes,
         }

@@ -66,6 +66,28 @@ def coverage_and_agreement(segments: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def conflicts(segments: pd.DataFrame) -> dict | None:
+    """Segments whose pooled modalities disagree (the ``conflict`` column of
+    :func:`multimodal_ser.fusion.fused_columns`), and segments with a static face.
+
+    Returns:
+        ``{"segments", "conflicting", "conflicting_s", "fused", "static_face"}`` (counts and seconds);
+        None for a timeline written before these columns existed.
+    """
+    if "conflict" not in segments:
+        return None
+    seconds = (segments["end"] - segments["start"]).to_numpy(dtype=float)
+    conflict = segments["conflict"].fillna(False).to_numpy(dtype=bool)
+    static = segments["face_static"].fillna(False).to_numpy(dtype=bool) if "face_static" in segments else np.zeros(len(segments), bool)
+    return {
+        "segments": int(len(segments)),
+        "fused": int(segments["label"].notna().sum()),
+        "conflicting": int(conflict.sum()),
+        "conflicting_s": float(seconds[conflict].sum()),
+        "static_face": int(static.sum()),
+    }
+
+
 def markdown_summary(timeline: Timeline, name: str) -> str:
     """The two tables of one timeline as Markdown, under a heading with its name and fusion."""
     segments = timeline.segments
@@ -86,4 +108,12 @@ def markdown_summary(timeline: Timeline, name: str) -> str:
         ),
         "",
     ]
+    counted = conflicts(segments)
+    if counted is not None:
+        lines += [
+            f"Conflicting segments (two or more modalities that count, agreement < 0.75): {counted['conflicting']} of "
+            f"{counted['fused']} fused ({counted['conflicting_s']:.1f} s). Segments with a static face (counted for little): "
+            f"{counted['static_face']}.",
+            "",
+        ]
     return "\n".join(lines)

@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import grid as grid_mod
+from .calibration import stored_temperature
 from .errors import ModelError
 from .files import sha256_file
 from .heads import MODELS_DIR, MLPHead, load_head
@@ -266,6 +267,9 @@ class TextEmotionModel:
             None uses the packaged all-MiniLM-L6-v2.
         head_path: a head written by ``train_text_head``; None uses :data:`DEFAULT_HEAD_PATH`.
             The packaged head is checked against ``models/SHA256SUMS``.
+        calibrated: divide the logits by the temperatures the head's config stores under
+            ``calibration`` (fitted on held-out text, see
+            :func:`multimodal_ser.training.calibrate.calibrate_text_head`); False gives the raw head.
 
     The head records the sha256 of the encoder weights it was trained on; the encoder's weights
     are checked against it before they are loaded, so a head never runs on another encoder's
@@ -275,11 +279,22 @@ class TextEmotionModel:
         ModelError: a missing or corrupt file, or an encoder the head was not trained on.
     """
 
-    def __init__(self, *, encoder_path: str | os.PathLike | None = None, head_path: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        *,
+        encoder_path: str | os.PathLike | None = None,
+        head_path: str | os.PathLike | None = None,
+        calibrated: bool = True,
+    ):
         self.head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
         tensors, self.head_config = load_head(self.head_path)
         self.head_sha256 = sha256_file(self.head_path)
         self.head = head_from_tensors(tensors, self.head_config)
+        try:
+            self.temperature = stored_temperature(self.head_config) if calibrated else 1.0
+            self.sentiment_temperature = stored_temperature(self.head_config, "sentiment_temperature") if calibrated else 1.0
+        except ValueError as e:
+            raise ModelError(f"{self.head_path}: {e}") from e
         trained_on = self.head_config["encoder"]
         if encoder_path is None and trained_on.get("sha256") != PACKAGED_ENCODER_SHA256:
             raise ModelError(
@@ -328,8 +343,8 @@ class TextEmotionModel:
             logits = self.head(torch.from_numpy(embeddings)).double()
         n_emotions = len(EMOTIONS)
         return TextPrediction(
-            emotions=torch.softmax(logits[:, :n_emotions], dim=1).numpy(),
-            sentiment=torch.softmax(logits[:, n_emotions:], dim=1).numpy(),
+            emotions=torch.softmax(logits[:, :n_emotions] / self.temperature, dim=1).numpy(),
+            sentiment=torch.softmax(logits[:, n_emotions:] / self.sentiment_temperature, dim=1).numpy(),
             embeddings=embeddings,
         )
 

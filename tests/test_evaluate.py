@@ -6,12 +6,14 @@ slow ones run the real branches on real files.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from multimodal_ser import comparison as comparison_module
 from multimodal_ser import evaluate
 from multimodal_ser.attention_fusion import AttentionOptions
 from multimodal_ser.grid import modality_table
@@ -89,7 +91,7 @@ def test_the_comparison_writes_the_documented_files_and_keys(comparison, predict
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["systems"].keys() == result["systems"].keys() == {
-        "audio", "text", "late_default:audio+text", "late_learned:audio+text", "attention:audio+text"
+        "audio", "text", "default:audio+text", "late_equal:audio+text", "late_learned:audio+text", "attention:audio+text"
     }
     for key in ("labels", "modalities", "n_items", "n_failed", "failures", "folds", "seed", "bootstrap", "n_groups",
                 "fold_sizes", "models", "systems", "by_group", "runtime_s"):
@@ -104,14 +106,14 @@ def test_the_comparison_writes_the_documented_files_and_keys(comparison, predict
     assert saved["systems"]["text"]["n"] == predictions.table["text_present"].sum() < 240
     assert saved["systems"]["late_learned:audio+text"]["coverage"] == 1.0
     assert "ece_uncalibrated" in saved["systems"]["late_learned:audio+text"]
-    assert "ece_temperature_scaled" in saved["systems"]["late_default:audio+text"]
+    assert "ece_temperature_scaled" in saved["systems"]["late_equal:audio+text"]
     assert set(saved["by_group"]) == {f"actor{i}" for i in range(8)}
     presence = saved["by_presence"]
     assert set(presence) == {"audio", "audio+text"}
     assert presence["audio"]["n_items"] + presence["audio+text"]["n_items"] == 240
     assert presence["audio"]["systems"]["text"]["n"] == 0  # text alone says nothing where there is no text
     markdown = (tmp_path / "metrics.md").read_text()
-    assert "| audio alone | 240 |" in markdown and "late fusion, learned weights (audio+text)" in markdown
+    assert "| audio alone | 240 |" in markdown and "late fusion, learned here (audio+text)" in markdown
     assert "## What fusion adds" in markdown and "| attention fusion (audio+text) | audio alone | 240 |" in markdown
     assert "/clips/bad.wav" in markdown
 
@@ -120,26 +122,44 @@ def test_learned_fusions_ignore_the_noise_and_keep_up_with_the_informative_modal
     systems = comparison[0]["systems"]
     weights = systems["late_learned:audio+text"]["parameters"]["weights_mean"]
     assert weights["text"] < 0.1 * weights["audio"]
-    assert systems["late_default:audio+text"]["ua"] < systems["audio"]["ua"] - 0.05  # equal weights are hurt by the noise
+    assert systems["late_equal:audio+text"]["ua"] < systems["audio"]["ua"] - 0.05  # equal weights are hurt by the noise
     assert systems["late_learned:audio+text"]["ua"] >= systems["audio"]["ua"] - 0.03
     assert systems["attention:audio+text"]["ua"] >= systems["audio"]["ua"] - 0.05
     gains = comparison[0]["gains"]
-    assert set(gains) == {"late_default:audio+text", "late_learned:audio+text", "attention:audio+text"}
+    assert set(gains) == {"default:audio+text", "late_equal:audio+text", "late_learned:audio+text", "attention:audio+text"}
     assert all(g["reference"] == "audio alone" for g in gains.values())
     learned = gains["late_learned:audio+text"]
     assert learned["ua_difference_ci"][0] <= learned["ua_difference"] <= learned["ua_difference_ci"][1]
-    assert gains["late_default:audio+text"]["ua_difference_ci"][1] < 0  # the noise costs the equal-weight fusion
+    assert gains["late_equal:audio+text"]["ua_difference_ci"][1] < 0  # the noise costs the equal-weight fusion
+
+
+@pytest.mark.parametrize("n_groups", [1, 2, 3])
+def test_any_number_of_groups_is_scored(tmp_path, predictions, n_groups):
+    table = predictions.table.assign(group=[f"actor{i % n_groups}" for i in range(len(predictions.table))])
+    few = dataclasses.replace(predictions, table=table)
+    result = evaluate.evaluate_predictions(few, tmp_path, folds=5, seed=0, bootstrap=10, attention_options=FAST_ATTENTION)
+    systems = result["systems"]
+    assert {"audio", "text", "default:audio+text", "late_equal:audio+text"} <= set(systems)
+    assert systems["audio"]["ua"] > 0.5
+    markdown = (tmp_path / "metrics.md").read_text()
+    if n_groups == 1:
+        assert result["folds"] is None and "late_learned:audio+text" not in systems and "attention:audio+text" not in systems
+        assert "learned fusions need speakers to learn on" in markdown
+    else:
+        assert result["folds"] == n_groups and result["fold_sizes"] == [len(table) // n_groups] * n_groups
+        assert "late_learned:audio+text" in systems and "leave-one-group-out" in markdown
+        assert ("attention:audio+text" in systems) == (n_groups >= 3)
 
 
 def test_whatever_is_learned_never_sees_the_groups_it_is_scored_on(tmp_path, predictions, monkeypatch):
     seen = []
-    original = evaluate.fit_late_fusion
+    original = comparison_module.fit_late_fusion
 
     def recording(segments, labels, **kwargs):
         seen.append(set(predictions.table.loc[segments.index, "group"]))
         return original(segments, labels, **kwargs)
 
-    monkeypatch.setattr(evaluate, "fit_late_fusion", recording)
+    monkeypatch.setattr(comparison_module, "fit_late_fusion", recording)
     evaluate.evaluate_predictions(predictions, tmp_path, folds=4, seed=2, bootstrap=10, fusions=("late_learned",))
     folds = evaluate.group_folds(predictions.table["group"], folds=4, seed=2)
     groups = predictions.table["group"].to_numpy()
@@ -273,4 +293,15 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
     assert "| audio alone | 12 |" in capsys.readouterr().out
 
     assert main(common + ["--out", str(tmp_path / "packaged")]) == 0
-    assert "12 items are ravdess clips of speakers the packaged voice head was trained on" in capsys.readouterr().out
+    assert "12 items are RAVDESS clips of speakers the packaged voice head was trained on" in capsys.readouterr().out
+
+
+def test_a_video_face_keeps_its_quality_through_the_cache_and_the_table():
+    p = np.full(len(EMOTIONS), 1 / len(EMOTIONS))
+    branches = [evaluate._Branch(p, np.zeros(3, np.float32), 0.05), evaluate._Branch(), evaluate._Branch(p, np.zeros(3, np.float32))]
+    assert [evaluate._Branch.from_arrays(b.arrays()).quality for b in branches] == [0.05, None, None]
+    results = [{"index": i, "branches": {"face": b}, "text": None, "text_source": None} for i, b in enumerate(branches)]
+    manifest = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.jpg"], "label": ["happy"] * 3, "start": np.nan, "end": np.nan,
+                             "group": ["g"] * 3, "text": [""] * 3})
+    table = evaluate._prediction_table(manifest, results, ("face",))
+    np.testing.assert_array_equal(table["face_quality"].to_numpy(), [0.05, np.nan, 1.0])

@@ -460,6 +460,52 @@ def test_face_segment_table_short_segments_and_bad_input():
         face_segment_table(frames, grid, speech_energy=np.zeros(3))
 
 
+def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
+    from multimodal_ser.face_segments import STATIC_FACE_WEIGHT
+
+    rng = np.random.default_rng(0)
+    times = np.arange(0, 4, 0.25)
+    rows = [{"time": t, "face_id": 0, "side": 100, "mouth": 0.03, "label": "happy"} for t in times]
+    still = _frames(rows)
+    moving = still.assign(mouth_openness=0.03 + 0.03 * rng.random(len(times)))
+    probs = moving[PROBS].to_numpy() + rng.uniform(0, 0.05, size=(len(times), len(PROBS)))
+    moving[PROBS] = probs / probs.sum(axis=1, keepdims=True)
+    grid = make_grid([0.0, 2.0, 3.7], [2.0, 3.7, 3.8])
+    flat = face_segment_table(still, grid)
+    live = face_segment_table(moving, grid)
+    assert flat["face_static"].tolist()[:2] == [True, True] and live["face_static"].tolist()[:2] == [False, False]
+    assert flat["face_frames"].tolist() == [8, 7, 1]
+    assert flat["face_quality"].iloc[0] == pytest.approx(STATIC_FACE_WEIGHT)
+    assert live["face_quality"].iloc[0] == pytest.approx(1.0)
+    # the last segment holds one frame: judged static on the same face around it, and it counts for a third of that
+    assert flat["face_static"].iloc[2] and flat["face_quality"].iloc[2] == pytest.approx(STATIC_FACE_WEIGHT / 3)
+    alone = face_segment_table(still[still["time"] < 0.3], make_grid([0.0], [0.3]))  # two frames and nothing around
+    assert not alone["face_static"].iloc[0] and alone["face_quality"].iloc[0] == pytest.approx(2 / 3)
+    # a real face that holds still through a short pause between moving stretches is not static
+    paused = moving.copy()
+    gap = (paused["time"] >= 2.0) & (paused["time"] < 2.75)
+    paused.loc[gap, "mouth_openness"] = 0.03
+    paused.loc[gap, PROBS] = still.loc[gap, PROBS].to_numpy()
+    assert not face_segment_table(paused, make_grid([2.0], [2.75]))["face_static"].iloc[0]
+    # the label is the average, whatever the weight
+    assert flat["face_label"].tolist() == ["happy"] * 3
+    absent = face_segment_table(still, make_grid([10.0], [11.0]))
+    assert not absent["face_present"].iloc[0] and pd.isna(absent["face_static"].iloc[0]) and np.isnan(absent["face_quality"].iloc[0])
+
+
+def test_the_packaged_expression_model_applies_its_stored_temperature():
+    calibrated, raw = ExpressionModel(), ExpressionModel(calibrated=False)
+    stored = calibrated.head_config["calibration"]
+    assert calibrated.temperature == pytest.approx(stored["temperature"]) and raw.temperature == 1.0
+    assert ExpressionModel(mirror_average=False).temperature == pytest.approx(stored["temperature_single_crop"])
+    crops = np.random.default_rng(0).integers(0, 255, size=(4, 64, 64), dtype=np.uint8)
+    p_cal, _ = calibrated.predict(crops)
+    p_raw, _ = raw.predict(crops)
+    assert (p_cal.argmax(axis=1) == p_raw.argmax(axis=1)).all()
+    assert not np.allclose(p_cal, p_raw)
+    np.testing.assert_allclose(p_cal.sum(axis=1), 1.0)
+
+
 # ----------------------------------------------------------------------------- real talking heads
 
 

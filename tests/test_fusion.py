@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from multimodal_ser.errors import ModelError
-from multimodal_ser.fusion import LateFusion, fit_late_fusion, fit_temperature, fused_columns, load_fusion, load_late_fusion
+from multimodal_ser.fusion import (
+    LateFusion,
+    balanced_row_weights,
+    fit_late_fusion,
+    fit_temperature,
+    fused_columns,
+    load_fusion,
+    load_late_fusion,
+)
 from multimodal_ser.grid import modality_table
 from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.metrics import expected_calibration_error
@@ -160,7 +168,7 @@ def test_learned_parameters_round_trip_through_json(tmp_path, informative_and_no
     assert loaded.describe()["provenance"]["method"].startswith("stacking")
     np.testing.assert_allclose(loaded.fuse(seg)[0], learned.fuse(seg)[0])
     assert load_fusion("late", path) == learned
-    assert load_fusion("late") == LateFusion()
+    assert load_fusion("equal") == LateFusion(name="equal")
 
 
 def test_loading_refuses_files_that_are_not_late_fusion(tmp_path):
@@ -179,6 +187,8 @@ def test_loading_refuses_files_that_are_not_late_fusion(tmp_path):
         load_late_fusion(tmp_path / "negative.json")
     with pytest.raises(ValueError, match="fusion kind"):
         load_fusion("median")
+    with pytest.raises(ValueError, match="takes no weights file"):
+        load_fusion("default", tmp_path / "good.json")
 
 
 def test_fused_from_names_only_the_modalities_the_fusion_reads():
@@ -186,3 +196,75 @@ def test_fused_from_names_only_the_modalities_the_fusion_reads():
     fused = fused_columns(seg, LateFusion(weights={"audio": 1.0, "text": 0.0}))
     assert list(fused["fused_from"]) == ["audio", "audio"]
     assert list(fused["label"]) == ["angry", "angry"]
+
+
+# --- evidence relative to each branch's prior, quality, agreement --------------------------------------
+
+
+def _with_face(seg, face, quality):
+    table = modality_table("face", np.array(face), np.ones(len(face), bool))
+    table["face_quality"] = quality
+    return pd.concat([seg, table], axis=1)
+
+
+def test_a_branch_that_repeats_its_prior_moves_nothing():
+    text_prior = _p("neutral", 0.5)
+    seg = _segments([_p("angry", 0.6)], [text_prior], [True], [True])
+    fusion = LateFusion(weights={"audio": 1.0, "text": 1.0}, priors={"text": text_prior})
+    np.testing.assert_allclose(fusion.fuse(seg)[0][0], _p("angry", 0.6))
+    # without the prior, the same neutral-leaning words drag the result towards neutral
+    assert LateFusion(weights={"audio": 1.0, "text": 1.0}).fuse(seg)[0][0][0] > 2 * _p("angry", 0.6)[0]
+
+
+def test_a_static_face_never_overturns_voice_and_words_that_agree():
+    seg = _segments([_p("angry", 0.45)], [_p("angry", 0.45)], [True], [True])
+    face = [_p("happy", 0.999)]
+    fusion = LateFusion(weights={"audio": 1.0, "text": 1.0, "face": 1.0})
+    assert fused_columns(_with_face(seg, face, 1.0), fusion)["label"][0] == "happy"  # a moving face this sure would
+    still = fused_columns(_with_face(seg, face, 0.05), fusion)
+    assert still["label"][0] == "angry" and still["fused_from"][0] == "audio+text+face"
+    assert not still["conflict"][0]  # the static face does not make a conflict either
+    with pytest.raises(ValueError, match=r"face_quality must be in \[0, 1\]"):
+        fusion.fuse(_with_face(seg, face, 1.5))
+
+
+def test_agreement_runner_up_and_conflict_say_how_far_the_branches_back_the_label():
+    agree = _segments([_p("angry", 0.7)], [_p("angry", 0.6)], [True], [True])
+    clash = _segments([_p("angry", 0.7)], [_p("sad", 0.7)], [True], [True])
+    alone = _segments([_p("angry", 0.7)], [_p("sad", 0.7)], [True], [False])
+    fusion = LateFusion(weights={"audio": 1.0, "text": 0.9})
+    a, c, one = (fused_columns(s, fusion) for s in (agree, clash, alone))
+    assert a["agreement"][0] == pytest.approx(1.0) and not a["conflict"][0]
+    assert c["label"][0] == "angry" and c["runner_up"][0] == "sad"
+    assert c["agreement"][0] < 0.75 and c["conflict"][0]
+    assert c["confidence"][0] < one["confidence"][0] < a["confidence"][0]  # disagreement lowers the confidence
+    assert one["agreement"][0] == pytest.approx(1.0) and not one["conflict"][0]
+    none = fused_columns(_segments([_p("sad")], [_p("sad")], [False], [False]), fusion)
+    assert none["runner_up"][0] is None and np.isnan(none["agreement"][0]) and pd.isna(none["conflict"][0])
+
+
+def test_a_modality_masked_out_of_the_fit_keeps_the_weight_it_was_given(informative_and_noise):
+    seg, labels = informative_and_noise
+    masked = fit_late_fusion(seg, labels, modalities=("audio", "text"), fit_mask={"text": np.zeros(len(seg), bool)},
+                             fixed={"text": 0.8})
+    plain = fit_late_fusion(seg, labels, modalities=("audio", "text"))
+    assert masked.weights["text"] / masked.temperature == pytest.approx(0.8)
+    assert plain.weights["text"] < 0.05
+
+
+def test_balanced_row_weights_give_each_source_and_class_the_same_total():
+    labels = np.array(["happy", "happy", "happy", "sad", "neutral", "neutral"])
+    sources = np.array(["a", "a", "a", "a", "b", "b"])
+    w = balanced_row_weights(labels, sources)
+    assert w.sum() == pytest.approx(1.0)
+    assert w[sources == "a"].sum() == pytest.approx(0.5) and w[3] == pytest.approx(0.25) and w[0] == pytest.approx(0.25 / 3)
+
+
+def test_version_1_files_read_as_uniform_priors(tmp_path):
+    document = {"format": "multimodal-ser/late-fusion", "version": 1, "labels": list(EMOTIONS),
+                "weights": {"audio": 1.0, "text": 0.5}, "temperature": 1.2, "provenance": {}}
+    (tmp_path / "v1.json").write_text(json.dumps(document))
+    loaded = load_late_fusion(tmp_path / "v1.json")
+    assert loaded.priors == {} and loaded.weights == {"audio": 1.0, "text": 0.5}
+    with pytest.raises(ValueError, match="prior of text"):
+        LateFusion(priors={"text": [0.5, 0.5]})

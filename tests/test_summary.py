@@ -46,3 +46,14 @@ def test_a_source_that_labels_nothing_has_no_shares(segments):
     shares = label_shares(segments)
     assert shares["face"].isna().all()
     assert coverage_and_agreement(segments).loc["face", "coverage"] == 0.0
+
+
+def test_conflicting_segments_are_counted_with_their_seconds(segments):
+    from multimodal_ser.summary import conflicts
+
+    assert conflicts(segments) is None  # a timeline from before the column existed
+    marked = segments.assign(
+        conflict=pd.array([False, True, None, True], dtype="boolean"),
+        face_static=pd.array([True, True, False, None], dtype="boolean"),
+    )
+    assert conflicts(marked) == {"segments": 4, "fused": 4, "conflicting": 2, "conflicting_s": 6.0, "static_face": 2}

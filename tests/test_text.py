@@ -253,3 +253,13 @@ def test_head_beats_lexicon_on_goemotions_test_subset(shared_data, model):
     assert head["emotion"]["macro_f1"] > lexicon["emotion"]["macro_f1"] + 0.1
     assert head["emotion"]["wa"] > 0.5
     assert head["sentiment"]["weighted_f1"] > lexicon["sentiment"]["weighted_f1"]
+
+
+def test_the_packaged_head_applies_the_temperatures_it_stores(model, prediction):
+    stored = model.head_config["calibration"]
+    assert model.temperature == pytest.approx(stored["temperature"])
+    assert model.sentiment_temperature == pytest.approx(stored["sentiment_temperature"])
+    assert len(stored["prior"]) == len(EMOTIONS) and sum(stored["prior"]) == pytest.approx(1.0)
+    raw = TextEmotionModel(calibrated=False).predict(SENTENCES)
+    np.testing.assert_array_equal(raw.emotions.argmax(axis=1), prediction.emotions.argmax(axis=1))
+    assert not np.allclose(raw.sentiment, prediction.sentiment)  # sentiment T = 1.14 visibly softens

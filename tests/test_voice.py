@@ -197,3 +197,16 @@ def test_the_recording_level_does_not_change_what_the_voice_says(encoder, ravdes
     assert np.max(np.abs(audio)) * 2.0 < 1.0  # no clipping at the loudest gain
     for other in predictions[1:]:
         np.testing.assert_allclose(other, predictions[0], atol=2e-3)
+
+
+def test_the_voice_model_applies_the_temperature_its_head_stores(packaged_model):
+    import torch
+
+    from multimodal_ser.calibration import apply_temperature
+
+    assert packaged_model.temperature == packaged_model.config["calibration"]["temperature"] != 1.0
+    features = np.random.default_rng(0).standard_normal((3, packaged_model.head.n_features)).astype(np.float32)
+    calibrated, _ = packaged_model.probabilities(features)
+    with torch.inference_mode():
+        raw = packaged_model.head.probabilities(torch.from_numpy(features))[0].double().numpy()
+    np.testing.assert_allclose(calibrated, apply_temperature(raw, packaged_model.temperature), atol=1e-9)

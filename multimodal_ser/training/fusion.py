@@ -38,7 +38,6 @@ from ..attention_fusion import AttentionOptions, fit_attention_fusion
 from ..errors import ManifestError
 from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
 from ..files import atomic_output
-from ..fusion import fit_late_fusion
 from ..heads import MODELS_DIR, record_checksum
 from ..labels import EMOTIONS, MODALITIES
 from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
@@ -60,8 +59,9 @@ What the packaged module could and could not learn from this data:
   words occur together, so this is where the module learns how far to trust the words against the
   voice, and it learns to discount them. It has never seen speech whose words carry emotion
   together with a voice: on such speech it may under-weight the words. Where the words matter
-  (calls, interviews with transcripts), use late fusion (the default: equal weights), or train this
-  module on your own labelled data with `mser train fusion --manifest CSV`.
+  (calls, interviews with transcripts), use late fusion (`--fusion late`, whose words' weight is
+  learned where the words are informative), or train this module on your own labelled data with
+  `mser train fusion --manifest CSV`.
 - **MELD dev** (words only, TV dialogue, mostly neutral): how to read the text branch alone.
 - **FER2013 PrivateTest** (face only, 48x48 crops, no subject ids, so each image is its own group):
   how to read the face branch alone. The module never saw a face together with a voice or words.
@@ -78,22 +78,32 @@ rebuilt from the data, the branch outputs are cached.
 """The "Limits" notes of the packaged module's card (see :func:`packaged_training_manifest`)."""
 
 
-def packaged_training_manifest(data_dir: str | os.PathLike, *, fer_split: str = "test", meld_split: str = "dev") -> pd.DataFrame:
-    """The mixed manifest the packaged attention fusion is trained on, from ``../shared/data``.
+def packaged_training_manifest(
+    data_dir: str | os.PathLike, *, fer_split: str = "test", meld_split: str = "dev", ravdess_text: str = "asr"
+) -> pd.DataFrame:
+    """The mixed manifest the packaged fusions are trained on, from ``../shared/data``.
 
-    - RAVDESS speech, actors 1-20 (audio; ``text`` left blank so ASR transcribes the clip, as in
-      use; the words are one of two neutral sentences whatever the emotion): ``source`` ravdess.
+    - RAVDESS speech, the actors under ``ravdess-speech-16k`` (audio; with ``ravdess_text="asr"``
+      the ``text`` is left blank so ASR transcribes the clip, as in use; ``"manifest"`` keeps the
+      sentence the actor read, which saves a second encoder pass per clip; either way the words
+      are one of two neutral sentences whatever the emotion): ``source`` ravdess.
     - MELD ``meld_split`` utterances, text only (no clips here), group = dialogue; ``dev`` is held
       out from the packaged text head's training and selection: ``source`` meld.
     - FER2013 ``fer_split`` face crops (``test`` = the PrivateTest split, which the packaged
-      expression model did not train on), each image its own group: ``source`` fer2013.
+      expression model did not train on and its calibration did not see), each image its own
+      group: ``source`` fer2013.
 
     Raises:
         ManifestError: a dataset folder is missing.
+        ValueError: ``ravdess_text`` is neither ``asr`` nor ``manifest``.
     """
+    if ravdess_text not in ("asr", "manifest"):
+        raise ValueError(f"ravdess_text must be 'asr' or 'manifest', not {ravdess_text!r}")
     data_dir = Path(data_dir)
     ravdess = ravdess_manifest(data_dir / "ravdess-speech-16k")
-    ravdess = ravdess.assign(text="", source="ravdess", group="ravdess-" + ravdess["group"].astype(str))
+    ravdess = ravdess.assign(source="ravdess", group="ravdess-" + ravdess["group"].astype(str))
+    if ravdess_text == "asr":
+        ravdess = ravdess.assign(text="")
     meld = meld_manifest(data_dir / "meld", require_media=False)
     meld = meld[meld["split"] == meld_split].assign(source="meld")
     if meld.empty:
@@ -112,8 +122,8 @@ def cross_fitted_voice_heads(
     The RAVDESS actors are split into ``folds`` sex-balanced folds
     (:func:`multimodal_ser.training.audio.speaker_folds`); each fold's head is trained exactly like
     the packaged one (same recipe, same cached features, on every corpus under the data folder) but
-    without that fold's actors, and saved in the packaged head's format, calibrated with the
-    packaged head's temperature. The fusion then learns from, and the evaluation measures, voice
+    without that fold's actors, and saved in the packaged head's format with a copy of the packaged
+    head's calibration. The fusion then learns from, and the evaluation measures, voice
     predictions for speakers the voice head did not train on.
 
     Args:
@@ -130,7 +140,6 @@ def cross_fitted_voice_heads(
 
     from .. import voice
     from ..heads import save_head
-    from ..voice import VoiceEmotionModel
     from ..weights import cache_dir
     from . import audio
     from .audio.crossval import Data
@@ -147,10 +156,10 @@ def cross_fitted_voice_heads(
     manifest = audio.training_manifest(folders)
     ravdess = manifest[manifest["corpus"] == "ravdess"]
     fold_speakers = audio.speaker_folds(ravdess, folds=folds, seed=seed)
-    temperature = VoiceEmotionModel().temperature
+    calibration = _packaged_voice_calibration()
     key = hashlib.sha256(
         json.dumps(
-            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_speakers, seed, corpora, temperature,
+            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_speakers, seed, corpora, calibration,
              sorted(Path(p).name for p in manifest["path"])],
             sort_keys=True,
         ).encode()
@@ -173,36 +182,79 @@ def cross_fitted_voice_heads(
             speakers=sorted(set(speakers[train].tolist())),
             seed=seed + k,
         )
-        config["calibration"] = {"temperature": temperature, "fitted_on": "the packaged voice head's temperature"}
+        if calibration is not None:
+            config["calibration"] = calibration
         save_head(path, head.state_dict(), config)
     return mapping
 
 
+def _packaged_voice_calibration() -> dict | None:
+    """The packaged voice head's ``calibration`` (its temperature was fitted on held-out speakers of
+    heads trained like the cross-fitted ones), marked as copied; None when it has none."""
+    from ..heads import load_head
+
+    path = MODELS_DIR / "audio_head.safetensors"
+    if not path.is_file():
+        return None
+    calibration = load_head(path)[1].get("calibration")
+    return None if not calibration else {**calibration, "copied_from": path.name}
+
+
 def train_packaged_fusion(
-    data_dir: str | os.PathLike, out_path: str | os.PathLike = DEFAULT_OUT, *, seed: int = 0, progress: bool = True
+    data_dir: str | os.PathLike,
+    out_path: str | os.PathLike = DEFAULT_OUT,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    late_out: str | os.PathLike | None = None,
+    late_only: bool = False,
+    ravdess_text: str = "asr",
 ) -> dict:
-    """Reproduce the packaged attention fusion from ``../shared/data`` (see :data:`PACKAGED_NOTES`).
+    """Reproduce the packaged fusions from ``../shared/data`` (see :data:`PACKAGED_NOTES`).
 
     Builds :func:`packaged_training_manifest` (written to ``weights.cache_dir()/fusion-training``),
-    trains the cross-fitted voice heads (:func:`cross_fitted_voice_heads`) and runs
-    :func:`train_fusion` with face crops (FER2013), English ASR and the packaged notes.
+    trains the cross-fitted voice heads (:func:`cross_fitted_voice_heads`), runs every branch once
+    per item (face crops for FER2013, English ASR), then learns the default late fusion
+    (:func:`multimodal_ser.training.default_fusion.train_default_fusion`: ``late_out``, by default
+    ``models/late_fusion.json``, and its card) and, unless ``late_only``, trains the attention
+    fusion (:func:`train_fusion`) on the same predictions.
 
     Returns:
-        :func:`train_fusion`'s summary.
+        ``{"late": train_default_fusion's summary, "attention": train_fusion's summary or None}``.
     """
+    from ..fusion import DEFAULT_PATH
     from ..weights import cache_dir
+    from .default_fusion import train_default_fusion
 
     data_dir = Path(data_dir)
-    manifest = packaged_training_manifest(data_dir)
-    manifest_path = cache_dir() / "fusion-training" / f"packaged-seed{seed}.csv"
+    manifest = packaged_training_manifest(data_dir, ravdess_text=ravdess_text)
+    manifest_path = cache_dir() / "fusion-training" / f"packaged-seed{seed}-{ravdess_text}.csv"
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(manifest_path) as tmp:
         manifest.to_csv(tmp, index=False)
     heads = {f"ravdess-{g}": p for g, p in cross_fitted_voice_heads(data_dir, seed=seed).items()}
-    return train_fusion(
-        manifest_path, out_path, seed=seed, images_are_face_crops=True, audio_head=heads, language="en",
-        notes=PACKAGED_NOTES, progress=progress,
+    predictions = predict_manifest(
+        manifest_path, images_are_face_crops=True, audio_head=heads, language="en", progress=progress,
     )
+    actors = sorted({g.removeprefix("ravdess-") for g, s in zip(manifest["group"], manifest["source"]) if s == "ravdess"})
+    note = (
+        f"`mser train fusion --data {data_dir}`: RAVDESS speech of actors {', '.join(actors)} (voice from heads "
+        "cross-fitted by actor, so never an actor's own; words "
+        + ("from ASR" if ravdess_text == "asr" else "= the sentence read, not ASR")
+        + "), MELD dev (words only), FER2013 PrivateTest (face crops only). The text head's calibration was fitted on "
+        "GoEmotions dev + MELD validation dialogues, the face head's on FER2013 PublicTest: neither saw these items."
+    )
+    late = train_default_fusion(
+        predictions, out_path=Path(late_out) if late_out is not None else DEFAULT_PATH, seed=seed, data_note=note,
+        attention_options=dataclasses.replace(AttentionOptions(), embeddings=("text", "face")),
+    )
+    attention = None
+    if not late_only:
+        attention = train_fusion(
+            manifest_path, out_path, seed=seed, images_are_face_crops=True, audio_head=heads, language="en",
+            notes=PACKAGED_NOTES, progress=progress, predictions=predictions,
+        )
+    return {"late": late, "attention": attention}
 
 
 def _label_counts(labels: Sequence[str]) -> dict[str, int]:
@@ -228,6 +280,7 @@ def train_fusion(
     notes: str | None = None,
     threads: int = 2,
     progress: bool = True,
+    predictions: Predictions | None = None,
 ) -> dict:
     """Train the attention fusion (and stack late-fusion weights) on a labelled manifest.
 
@@ -239,7 +292,8 @@ def train_fusion(
         seed: folds, validation split, initialisation, batch order and modality dropout.
         modalities: the branches to run and fuse.
         card_path: the model card (Markdown); None writes it beside ``out_path`` as ``<stem>.md``.
-        late_fusion_path: also write the late-fusion weights stacked on all items (JSON) here.
+        late_fusion_path: also write late-fusion weights learned on all items (JSON) here, with the
+            recipe of the packaged default (:mod:`multimodal_ser.training.default_fusion`).
         folds: group folds of the cross-fitted evaluation reported in the card (>= 2).
         bootstrap: resamples of the card's 95% intervals.
         images_are_face_crops: images are face crops already (FER2013): no face detection.
@@ -251,6 +305,7 @@ def train_fusion(
         notes: Markdown appended to the card's "Limits" section (what the data can and cannot teach).
         threads: CPU threads for the speech models.
         progress: progress bars.
+        predictions: the branches' outputs for ``manifest`` when already computed (skips the pass).
 
     Returns:
         A summary: ``out_path``, ``card_path``, ``late_fusion_path``, ``sha256`` (when recorded in
@@ -260,10 +315,11 @@ def train_fusion(
     began = time.monotonic()
     out_path = Path(out_path)
     card_path = Path(card_path) if card_path is not None else out_path.with_suffix(".md")
-    predictions = predict_manifest(
-        manifest, modalities=modalities, asr_model=asr_model, language=language, images_are_face_crops=images_are_face_crops,
-        audio_head=audio_head, threads=threads, progress=progress,
-    )
+    if predictions is None:
+        predictions = predict_manifest(
+            manifest, modalities=modalities, asr_model=asr_model, language=language,
+            images_are_face_crops=images_are_face_crops, audio_head=audio_head, threads=threads, progress=progress,
+        )
     if options is None:
         options = AttentionOptions()
         if audio_head is not None:
@@ -285,7 +341,10 @@ def train_fusion(
     )
     saved = fusion.save(out_path)
     sha256 = record_checksum(saved) if saved.resolve().parent == MODELS_DIR.resolve() else None
-    late = fit_late_fusion(table, list(labels), modalities=predictions.modalities, provenance=provenance)
+    from .default_fusion import _sources, branch_priors, fit_default_fusion
+
+    priors, _ = branch_priors(table, predictions.modalities)
+    late, _ = fit_default_fusion(table, labels, _sources(table), predictions.modalities, priors=priors, provenance=provenance)
     if late_fusion_path is not None:
         late.save(late_fusion_path)
     summary = {

@@ -560,6 +560,9 @@ def train_text_head(
         write_card(
             Path(card_path), config, out_path=out_path, run={"seconds": elapsed, "texts": n_texts, "encoded": n_encoded}
         )
+    from .calibrate import calibrate_text_head
+
+    metrics["calibration"] = {k: v for k, v in calibrate_text_head(data_dir, out_path, card_path=card_path).items() if not k.endswith("reports")}
     return metrics
 
 

@@ -1,0 +1,40 @@
+"""Fusion: one emotion distribution per segment from the modalities that are present.
+
+- :mod:`~multimodal_ser.fusion.base`: the :class:`Fusion` interface, reading a modality's columns,
+  and the fused columns of ``segments.parquet`` (label, confidence, runner-up, agreement, conflict);
+- :mod:`~multimodal_ser.fusion.late`: the reliability-weighted log-linear pool of calibrated,
+  prior-relative evidence, and its stacking;
+- :mod:`~multimodal_ser.fusion.default`: the packaged default and ``load_fusion``;
+- :mod:`multimodal_ser.attention_fusion`: the cross-modal attention fusion.
+"""
+
+from .base import (
+    CONFLICT_AGREEMENT,
+    EPS,
+    TEMPERATURE_RANGE,
+    Fusion,
+    agreement,
+    fused_columns,
+    modality_probabilities,
+    modality_quality,
+    targets,
+    valid_modalities,
+)
+from .default import DEFAULT_PATH, FUSIONS, load_fusion, packaged_default_kind
+from .late import (
+    LATE_FUSION_FORMAT,
+    LATE_FUSION_VERSION,
+    LateFusion,
+    balanced_row_weights,
+    evidence,
+    fit_late_fusion,
+    fit_temperature,
+    load_late_fusion,
+)
+
+__all__ = [
+    "CONFLICT_AGREEMENT", "DEFAULT_PATH", "EPS", "FUSIONS", "LATE_FUSION_FORMAT", "LATE_FUSION_VERSION", "TEMPERATURE_RANGE",
+    "Fusion", "LateFusion", "agreement", "balanced_row_weights", "evidence", "fit_late_fusion", "fit_temperature",
+    "fused_columns", "load_fusion", "load_late_fusion", "modality_probabilities", "modality_quality",
+    "packaged_default_kind", "targets", "valid_modalities",
+]
