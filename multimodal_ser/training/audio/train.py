@@ -20,7 +20,6 @@ from . import corpus as packing
 from .conditions import CLEAN
 from .corpus import CORPORA, corpus_folders
 from .crossval import Data
-from .features import ENCODER_NAME
 from .head import RECIPE, HeadRecipe, head_config, predict_head
 
 log = logging.getLogger(__name__)
