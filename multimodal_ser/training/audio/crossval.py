@@ -226,6 +226,10 @@ def cross_validate_audio(
     temperature = shared_space_temperature(stacked[encoded], truth[encoded])
     calibrated = apply_temperature(stacked[encoded], temperature) @ voice.SHARED_SPACE
     prior = np.mean([calibrated[corpus[encoded] == c].mean(axis=0) for c in np.unique(corpus)], axis=0)
+    reliability = {
+        "before": reliability_bins(stacked[encoded] @ voice.SHARED_SPACE, truth[encoded]),
+        "after": reliability_bins(calibrated, truth[encoded]),
+    }
     rows = {c: (data.manifest["corpus"] == c).to_numpy() for c in corpora}
     report = {
         "protocol": "speaker-disjoint",
@@ -235,11 +239,25 @@ def cross_validate_audio(
         "recipe": dataclasses.asdict(recipe),
         "temperature": temperature,
         "prior": [float(x) for x in prior],
+        "reliability": reliability,
         "results": _report(data, head_p, base_p, rows, temperature=temperature, n_resamples=n_resamples, seed=seed),
         "runtime_seconds": time.perf_counter() - started,
     }
     report["markdown"] = markdown(report)
     return report
+
+
+def reliability_bins(probs7: np.ndarray, truth7: np.ndarray, *, n_bins: int = 10) -> list[dict]:
+    """Top-label confidence against accuracy in equal-width bins: ``[{"bin", "n", "confidence", "accuracy"}]``
+    (empty bins left out), the table behind a reliability diagram."""
+    confidence = probs7.max(axis=1)
+    correct = np.asarray(EMOTIONS, dtype=object)[probs7.argmax(axis=1)] == truth7
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    return [
+        {"bin": f"{b / n_bins:.1f}-{(b + 1) / n_bins:.1f}", "n": int((bins == b).sum()),
+         "confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
+        for b in range(n_bins) if (bins == b).any()
+    ]
 
 
 def shared_space_temperature(probs8: np.ndarray, truth7: np.ndarray) -> float:
@@ -336,6 +354,19 @@ def markdown(report: dict) -> str:
     parts = [title, "", metrics.markdown_table(rows, columns=COLUMNS, index_name="test corpus, model")]
     if report.get("temperature") is not None:
         parts += ["", f"Calibration temperature: {report['temperature']:.3f} (ECE calibrated: with it applied)."]
+    if report.get("reliability") is not None:
+        before = {r["bin"]: r for r in report["reliability"]["before"]}
+        after = {r["bin"]: r for r in report["reliability"]["after"]}
+        table = {
+            b: {"n before": before.get(b, {}).get("n"), "confidence before": before.get(b, {}).get("confidence"),
+                "accuracy before": before.get(b, {}).get("accuracy"), "n after": after.get(b, {}).get("n"),
+                "confidence after": after.get(b, {}).get("confidence"), "accuracy after": after.get(b, {}).get("accuracy")}
+            for b in sorted(set(before) | set(after))
+        }
+        parts += ["", "Reliability of the 7-label top confidence on the pooled held-out clean, isolated and telephone "
+                  "predictions of all corpora, before and after the temperature (a calibrated head has accuracy = confidence)", "",
+                  metrics.markdown_table(table, columns=["n before", "confidence before", "accuracy before", "n after",
+                                                         "confidence after", "accuracy after"], index_name="confidence bin")]
     conditions = list(next(iter(results.values())))
     if len(conditions) > 1:
         table = {
