@@ -34,7 +34,9 @@ def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarr
     return np.exp(log_softmax(logs / temperature, axis=-1))
 
 
-def fit_temperature(probabilities: np.ndarray, targets: np.ndarray, *, weights: np.ndarray | None = None) -> float:
+def fit_temperature(
+    probabilities: np.ndarray, targets: np.ndarray, *, weights: np.ndarray | None = None, into: np.ndarray | None = None
+) -> float:
     """The temperature that minimises the log-loss of held-out predictions.
 
     Args:
@@ -42,6 +44,9 @@ def fit_temperature(probabilities: np.ndarray, targets: np.ndarray, *, weights: 
         targets: shape ``(n,)`` int: the true class index of each row.
         weights: shape ``(n,)`` non-negative weight of each row in the log-loss (e.g. so that two
             corpora count the same); None weighs rows equally.
+        into: shape ``(k, k')``: the calibrated probabilities are summed into ``k'`` classes
+            (``p @ into``) before scoring, and ``targets`` index those (the voice head's 8 classes
+            scored in the shared 7, calm into neutral); None scores the ``k`` classes themselves.
 
     Returns:
         ``T`` in :data:`TEMPERATURE_RANGE`.
@@ -58,7 +63,10 @@ def fit_temperature(probabilities: np.ndarray, targets: np.ndarray, *, weights: 
     rows = np.arange(len(targets))
 
     def nll(log_t: float) -> float:
-        return float(-(w * log_softmax(logs / np.exp(log_t), axis=1)[rows, targets]).sum())
+        log_p = log_softmax(logs / np.exp(log_t), axis=1)
+        if into is not None:
+            log_p = np.log(np.clip(np.exp(log_p) @ into, _EPS, 1.0))
+        return float(-(w * log_p[rows, targets]).sum())
 
     low, high = np.log(TEMPERATURE_RANGE)
     return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))

@@ -231,13 +231,18 @@ def _train(args) -> int:
 
         metrics = train_face_head(args.data, out, seed=args.seed, card_path=card)
     else:
-        from .training.audio import cross_validate_audio, leave_one_corpus_out, train_audio_head
+        from .training.audio import RECIPE, corpus_folders, cross_validate_audio, leave_one_corpus_out, train_audio_head
+        from .training.audio.crossval import TESTED, Data
 
         cv_report = loco_report = None
+        tested = ("clean",) if args.no_cv else TESTED
+        data = Data.load(corpus_folders(args.data), recipe=RECIPE, seed=args.seed, tested=tested)  # decoded once for all three
         if not args.no_cv:
-            cv_report = cross_validate_audio(args.data, seed=args.seed)
-            loco_report = leave_one_corpus_out(args.data, seed=args.seed, temperature=cv_report["temperature"])
-        metrics = train_audio_head(args.data, out, seed=args.seed, card_path=card, cv_report=cv_report, loco_report=loco_report)
+            cv_report = cross_validate_audio(args.data, seed=args.seed, data=data)
+            loco_report = leave_one_corpus_out(args.data, seed=args.seed, temperature=cv_report["temperature"], data=data)
+        metrics = train_audio_head(
+            args.data, out, seed=args.seed, card_path=card, cv_report=cv_report, loco_report=loco_report, data=data
+        )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 

@@ -182,16 +182,3 @@ def test_cross_validation_and_leave_one_corpus_out_on_real_corpora(three_small_c
     assert set(loco["results"]) == {"ravdess", "turev-db", "urdu"} and set(loco["ravdess_only"]) == {"turev-db", "urdu"}
     assert "angry false alarms" in loco["markdown"] and "Leave one corpus out" in loco["markdown"]
 
-
-def test_reliability_bins_put_each_prediction_in_its_confidence_bin():
-    from multimodal_ser.training.audio.crossval import reliability_bins
-
-    probs = np.full((4, 7), 0.02)
-    probs[:2, 0] = 0.88  # two sure "neutral" predictions, one right
-    probs[2:] = 0.08
-    probs[2:, 3] = 0.52  # two hesitant "angry" ones, both right
-    truth = np.array(["neutral", "sad", "angry", "angry"], dtype=object)
-    bins = {b["bin"]: b for b in reliability_bins(probs, truth)}
-    assert set(bins) == {"0.8-0.9", "0.5-0.6"}
-    assert bins["0.8-0.9"]["n"] == 2 and bins["0.8-0.9"]["accuracy"] == 0.5
-    assert bins["0.5-0.6"]["n"] == 2 and bins["0.5-0.6"]["accuracy"] == 1.0

@@ -28,9 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ... import metrics, voice
-from scipy.optimize import minimize_scalar
-
-from ...calibration import TEMPERATURE_RANGE, apply_temperature
+from ...calibration import apply_temperature, fit_temperature, markdown_reliability, reliability_table
 from ...labels import EMOTIONS, RAVDESS_8
 from .conditions import CLEAN, ISOLATED, Condition
 from .corpus import Corpus, corpus_folders, label_sets, training_manifest
@@ -198,22 +196,25 @@ def cross_validate_audio(
     recipe: HeadRecipe = RECIPE,
     tested: Sequence[str] = TESTED,
     n_resamples: int = 1000,
+    data: Data | None = None,
 ) -> dict:
     """Speaker-disjoint cross-validation over all corpora, and the calibration temperature it yields.
 
     Args:
         data_dir: the data folder; ``corpora`` names the corpora in it (None: every one found).
+        data: the clips and features already loaded (:meth:`Data.load`); then ``data_dir`` and
+            ``corpora`` are not read again.
 
     Returns:
         JSON-ready dict: ``folds`` (test speakers), ``results`` ``{corpus: {condition: {model:
         metrics}}}``, ``temperature`` (fitted on the pooled held-out clean, isolated and telephone
-        predictions of all corpora, :func:`shared_space_temperature`), ``prior`` (the mean calibrated
+        predictions of all corpora, scored in the 7 shared labels), ``prior`` (the mean calibrated
         7-label prediction on them, each corpus weighing the same: what fusion reads evidence against), ``ece`` before/after per corpus, ``markdown``, ``runtime_seconds``.
     """
     started = time.perf_counter()
-    folders = corpus_folders(data_dir, corpora)
-    corpora = list(folders)
-    data = Data.load(folders, recipe=recipe, seed=seed, tested=tested)
+    if data is None:
+        data = Data.load(corpus_folders(data_dir, corpora), recipe=recipe, seed=seed, tested=tested)
+    corpora = list(dict.fromkeys(data.manifest["corpus"]))
     fold_speakers = speaker_folds(data.manifest, folds=folds, seed=seed)
     speakers = data.manifest["speaker"].to_numpy()
     masks = [np.isin(speakers, f) for f in fold_speakers]
@@ -223,12 +224,13 @@ def cross_validate_audio(
     truth = np.concatenate([_truth7(data.manifest)] * len(pooled))
     corpus = np.concatenate([data.manifest["corpus"].to_numpy()] * len(pooled))
     encoded = ~np.isnan(stacked).any(axis=1)
-    temperature = shared_space_temperature(stacked[encoded], truth[encoded])
+    target = np.array([EMOTIONS.index(t) for t in truth[encoded]])
+    temperature = fit_temperature(stacked[encoded], target, into=voice.SHARED_SPACE)
     calibrated = apply_temperature(stacked[encoded], temperature) @ voice.SHARED_SPACE
     prior = np.mean([calibrated[corpus[encoded] == c].mean(axis=0) for c in np.unique(corpus)], axis=0)
     reliability = {
-        "before": reliability_bins(stacked[encoded] @ voice.SHARED_SPACE, truth[encoded]),
-        "after": reliability_bins(calibrated, truth[encoded]),
+        "before": reliability_table(stacked[encoded] @ voice.SHARED_SPACE, target),
+        "after": reliability_table(calibrated, target),
     }
     rows = {c: (data.manifest["corpus"] == c).to_numpy() for c in corpora}
     report = {
@@ -247,34 +249,6 @@ def cross_validate_audio(
     return report
 
 
-def reliability_bins(probs7: np.ndarray, truth7: np.ndarray, *, n_bins: int = 10) -> list[dict]:
-    """Top-label confidence against accuracy in equal-width bins: ``[{"bin", "n", "confidence", "accuracy"}]``
-    (empty bins left out), the table behind a reliability diagram."""
-    confidence = probs7.max(axis=1)
-    correct = np.asarray(EMOTIONS, dtype=object)[probs7.argmax(axis=1)] == truth7
-    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
-    return [
-        {"bin": f"{b / n_bins:.1f}-{(b + 1) / n_bins:.1f}", "n": int((bins == b).sum()),
-         "confidence": float(confidence[bins == b].mean()), "accuracy": float(correct[bins == b].mean())}
-        for b in range(n_bins) if (bins == b).any()
-    ]
-
-
-def shared_space_temperature(probs8: np.ndarray, truth7: np.ndarray) -> float:
-    """The temperature of the 8-class probabilities ``(n, 8)`` that minimises the log-loss of the
-    7-label probabilities they sum to (calm into neutral), against labels ``truth7`` ``(n,)``:
-    calibrated where the timeline and fusion read them."""
-    target = np.array([EMOTIONS.index(t) for t in truth7])
-    rows = np.arange(len(target))
-
-    def nll(log_t: float) -> float:
-        p7 = apply_temperature(probs8, float(np.exp(log_t))) @ voice.SHARED_SPACE
-        return float(-np.log(np.clip(p7[rows, target], 1e-12, 1.0)).mean())
-
-    low, high = np.log(TEMPERATURE_RANGE)
-    return float(np.exp(minimize_scalar(nll, bounds=(low, high), method="bounded").x))
-
-
 def leave_one_corpus_out(
     data_dir: str | os.PathLike,
     *,
@@ -284,11 +258,13 @@ def leave_one_corpus_out(
     tested: Sequence[str] = TESTED,
     temperature: float | None = None,
     n_resamples: int = 1000,
+    data: Data | None = None,
 ) -> dict:
     """Each corpus scored by a head trained on the other corpora only (and by one trained on RAVDESS only).
 
     Args:
         data_dir: the data folder; ``corpora`` names the corpora in it (None: every one found).
+        data: the clips and features already loaded (:meth:`Data.load`), as for :func:`cross_validate_audio`.
         temperature: the calibration to apply for the calibrated ECE (e.g. :func:`cross_validate_audio`'s).
 
     Returns:
@@ -296,11 +272,11 @@ def leave_one_corpus_out(
         ``ravdess_only`` with the same metrics for a head trained on RAVDESS alone.
     """
     started = time.perf_counter()
-    folders = corpus_folders(data_dir, corpora)
-    corpora = list(folders)
+    if data is None:
+        data = Data.load(corpus_folders(data_dir, corpora), recipe=recipe, seed=seed, tested=tested)
+    corpora = list(dict.fromkeys(data.manifest["corpus"]))
     if len(corpora) < 2:
         raise ValueError(f"leaving one corpus out needs at least two corpora, not {corpora}")
-    data = Data.load(folders, recipe=recipe, seed=seed, tested=tested)
     corpus = data.manifest["corpus"].to_numpy()
     rows = {c: corpus == c for c in corpora}
     head_p, base_p = _held_out(data, [rows[c] for c in corpora], recipe=recipe, seed=seed, tested=tested, desc="left-out corpora")
@@ -355,18 +331,9 @@ def markdown(report: dict) -> str:
     if report.get("temperature") is not None:
         parts += ["", f"Calibration temperature: {report['temperature']:.3f} (ECE calibrated: with it applied)."]
     if report.get("reliability") is not None:
-        before = {r["bin"]: r for r in report["reliability"]["before"]}
-        after = {r["bin"]: r for r in report["reliability"]["after"]}
-        table = {
-            b: {"n before": before.get(b, {}).get("n"), "confidence before": before.get(b, {}).get("confidence"),
-                "accuracy before": before.get(b, {}).get("accuracy"), "n after": after.get(b, {}).get("n"),
-                "confidence after": after.get(b, {}).get("confidence"), "accuracy after": after.get(b, {}).get("accuracy")}
-            for b in sorted(set(before) | set(after))
-        }
         parts += ["", "Reliability of the 7-label top confidence on the pooled held-out clean, isolated and telephone "
                   "predictions of all corpora, before and after the temperature (a calibrated head has accuracy = confidence)", "",
-                  metrics.markdown_table(table, columns=["n before", "confidence before", "accuracy before", "n after",
-                                                         "confidence after", "accuracy after"], index_name="confidence bin")]
+                  markdown_reliability(report["reliability"]["before"], report["reliability"]["after"])]
     conditions = list(next(iter(results.values())))
     if len(conditions) > 1:
         table = {

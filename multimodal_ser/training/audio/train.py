@@ -38,6 +38,7 @@ def train_audio_head(
     cv_report: dict | None = None,
     loco_report: dict | None = None,
     card_path: str | os.PathLike | None = None,
+    data: Data | None = None,
 ) -> dict:
     """Train the voice head on every clip of ``corpora`` under ``data_dir`` and save it.
 
@@ -50,6 +51,8 @@ def train_audio_head(
             head (without it the head is stored uncalibrated), and the card quotes it.
         loco_report: a :func:`.crossval.leave_one_corpus_out` result for the card.
         card_path: where to write the model card (Markdown), if anywhere.
+        data: the clips and features already loaded (:meth:`.crossval.Data.load`, e.g. for the
+            evaluations just run); then ``data_dir`` and ``corpora`` are not read again.
 
     Returns:
         ``path``, ``sha256``, ``n_clips`` per corpus, ``speakers``, ``seed``, ``recipe``,
@@ -58,9 +61,9 @@ def train_audio_head(
     """
     started = time.perf_counter()
     out_path = Path(out_path)
-    folders = corpus_folders(data_dir, corpora)
-    corpora = list(folders)
-    data = Data.load(folders, recipe=recipe, seed=seed, tested=(CLEAN.name,))
+    if data is None:
+        data = Data.load(corpus_folders(data_dir, corpora), recipe=recipe, seed=seed, tested=(CLEAN.name,))
+    corpora = list(dict.fromkeys(data.manifest["corpus"]))
     everything = np.ones(len(data.manifest), dtype=bool)
     log.info("training the voice head on %d clips of %s (augmentation %s)", len(data.manifest), list(corpora), list(recipe.augment))
     head = data.fit(everything, recipe=recipe, seed=seed)
