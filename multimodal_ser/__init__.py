@@ -1,8 +1,47 @@
-"""multimodal-ser: emotion timelines from the voice, the words and the face of recorded speech."""
+"""multimodal-ser: emotion timelines from the voice, the words and the face of recorded speech.
+
+The package root is light: the analysis (torch, the models) loads when one of its names is first
+used, so ``import multimodal_ser`` and ``mser --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .errors import ManifestError, MediaError, ModelError, MserError, TranscriptError
+from .options import AnalysisOptions
 
 __version__ = "0.1.0"
 
-from .pipeline import AnalysisOptions, Analyzer, analyze
-from .timeline import Timeline, load_timeline
+_LAZY = {
+    "Analyzer": "pipeline",
+    "analyze": "pipeline",
+    "Timeline": "timeline",
+    "load_timeline": "timeline",
+}
 
-__all__ = ["AnalysisOptions", "Analyzer", "Timeline", "analyze", "load_timeline", "__version__"]
+__all__ = [
+    "AnalysisOptions",
+    "Analyzer",
+    "ManifestError",
+    "MediaError",
+    "ModelError",
+    "MserError",
+    "Timeline",
+    "TranscriptError",
+    "__version__",
+    "analyze",
+    "load_timeline",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -20,7 +20,6 @@ from .encoder import FRAMES_PER_SECOND, EncodedWindow
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("ctranslate2", "openai-whisper")
 
 _PUNCTUATION_BEFORE = "\"'“¿([{-"
 _PUNCTUATION_AFTER = "\"'.。,，!！?？:：”)]}、"

@@ -16,10 +16,12 @@ from pathlib import Path
 from . import __version__
 from .errors import MserError
 from .labels import MODALITIES
+from .options import AnalysisOptions, add_option_arguments, option_values, parse_modalities
 
 log = logging.getLogger("multimodal_ser.cli")
 
-DEFAULT_DATA = Path(os.environ.get("MSER_DATA", "../shared/data"))
+EVALUATE_OPTIONS = ("language", "asr_model", "fps", "threads")
+"""The analysis options ``mser evaluate`` shares with ``mser analyze``."""
 
 
 def _existing_file(text: str) -> Path:
@@ -36,14 +38,6 @@ def _existing_dir(text: str) -> Path:
     return path
 
 
-def _modalities(text: str) -> tuple[str, ...]:
-    names = tuple(m.strip() for m in text.split(",") if m.strip())
-    unknown = [m for m in names if m not in MODALITIES]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"modalities must be a comma-separated subset of {','.join(MODALITIES)}, not {text!r}")
-    return names
-
-
 def _corpora(text: str) -> tuple[str, ...]:
     from .training.audio.corpus import CORPORA
 
@@ -54,11 +48,13 @@ def _corpora(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
+def _add_data(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--data``: required unless ``$MSER_DATA`` names the folder."""
+    default = os.environ.get("MSER_DATA")
+    parser.add_argument(
+        "--data", type=_existing_dir, default=default, required=default is None,
+        help=f"{what} (default: $MSER_DATA{', now ' + default if default else ', which is not set'})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,32 +72,34 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="video (mp4, mov, mkv, webm, avi, flv) or audio (wav, flac, mp3, m4a, ogg) files")
     a.add_argument("--out", required=True, type=Path, help="output folder")
     a.add_argument("--transcript", type=_existing_file, help="SRT, WebVTT, JSON or CSV (start,end,speaker,text) transcript that replaces ASR; only with one MEDIA")
-    a.add_argument("--modalities", type=_modalities, default=MODALITIES, help="comma-separated branches to run (default: audio,text,face)")
-    a.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
-    a.add_argument("--fusion", choices=("default", "late", "attention", "equal"), default="default",
-                   help="how modalities are combined: default = the packaged choice (models/late_fusion.md); late, attention; "
-                   "equal = equal weights, the old default, for comparison")
-    a.add_argument("--fusion-weights", type=_existing_file, help="with --fusion late: JSON weights from 'mser train fusion --late-out'; with --fusion attention: a module file (default: packaged)")
-    a.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en), a CTranslate2 folder, a .pt checkpoint, or a hub name (needs a network)")
-    a.add_argument("--asr-engine", choices=("ctranslate2", "openai-whisper"), default="ctranslate2", help="decoder for the shared encoder pass (default: ctranslate2, the faster one here)")
-    a.add_argument("--language", help="spoken language as an ISO code (default: detect)")
-    a.add_argument("--beam-size", type=int, default=5, help="ASR beam size (default: 5)")
-    a.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="CPU threads (default: up to 4)")
+    add_option_arguments(a)
     a.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    t = commands.add_parser("train", help="reproduce a packaged head from data, or train fusion on your own manifest")
-    t.add_argument("what", choices=("text", "audio", "face", "fusion"), help="which head")
-    t.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder the packaged heads are trained on (default: $MSER_DATA or ../shared/data)")
-    t.add_argument("--manifest", type=_existing_file, help="fusion: train on this labelled manifest CSV (path,label,group[,start,end,text]) instead of reproducing the packaged module from --data")
-    t.add_argument("--no-cv", action="store_true", help="audio: skip the cross-validations quoted in the model card (the head is then uncalibrated)")
-    t.add_argument("--modalities", type=_modalities, default=MODALITIES, help="fusion: branches to run and fuse (default: audio,text,face)")
-    t.add_argument("--late-out", type=Path, help="fusion: write the learned late-fusion weights (JSON) here, for --fusion-weights "
-                   "(without --manifest: default models/late_fusion.json, the packaged default)")
-    t.add_argument("--late-only", action="store_true", help="fusion without --manifest: learn only the default late fusion, keep the packaged attention module")
-    t.add_argument("--ravdess-text", choices=("asr", "manifest"), default="asr",
-                   help="fusion without --manifest: RAVDESS words from ASR (as in use; default) or the sentence read (no second encoder pass)")
-    t.add_argument("--out", type=Path, help="file to write, its model card beside it (default: the packaged one)")
-    t.add_argument("--seed", type=int, default=0)
+    t = commands.add_parser(
+        "train", help="reproduce a packaged head from data, or learn a fusion on your own manifest",
+        description="Each job writes its file and model card into --out; to replace the packaged ones, give the "
+        "package's models folder.",
+    )
+    jobs = t.add_subparsers(dest="what", required=True)
+    for what, help in (
+        ("audio", "voice head on every speech corpus in --data, with speaker-disjoint and leave-one-corpus-out evaluation"),
+        ("text", "text head on GoEmotions + MELD (+ dair-emotion) in --data"),
+        ("face", "face expression model fine-tuned on FER2013 in --data"),
+        ("fusion", "the default late fusion (and attention fusion) from held-out branch predictions"),
+    ):
+        job = jobs.add_parser(what, help=help)
+        _add_data(job, "real data folder (../shared/data layout)")
+        job.add_argument("--out", type=Path, required=True, help="folder for the trained file(s) and card(s)")
+        job.add_argument("--seed", type=int, default=0)
+        if what == "audio":
+            job.add_argument("--no-cv", action="store_true", help="skip the cross-validations quoted in the card (the head is then uncalibrated)")
+        if what == "fusion":
+            job.add_argument("--manifest", type=_existing_file, help="learn from this labelled manifest CSV (path,label,group[,start,end,text]) "
+                             "instead of reproducing the packaged fusions from --data")
+            job.add_argument("--modalities", type=parse_modalities, default=MODALITIES, help="with --manifest: branches to run and fuse (default: audio,text,face)")
+            job.add_argument("--late-only", action="store_true", help="without --manifest: learn only the default late fusion")
+            job.add_argument("--ravdess-text", choices=("asr", "manifest"), default="asr",
+                             help="without --manifest: RAVDESS words from ASR (as in use; default) or the sentence read (no second encoder pass)")
 
     e = commands.add_parser(
         "evaluate",
@@ -112,13 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--manifest", type=_existing_file, required=True, help="CSV: path,label[,start,end,group,split,text] (see 'mser manifest')")
     e.add_argument("--out", type=Path, required=True, help="output folder")
-    e.add_argument("--modalities", type=_modalities, default=MODALITIES, help="branches to run (default: audio,text,face)")
+    e.add_argument("--modalities", type=parse_modalities, default=MODALITIES, help="branches to run (default: audio,text,face)")
     e.add_argument("--folds", type=int, default=5, help="group folds for learned fusions (default: 5)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--by-group", action="store_true", help="also report every metric per group value")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     e.add_argument("--face-crops", action="store_true", help="images are already face crops (e.g. FER2013): skip detection")
-    e.add_argument("--language", help="spoken language as an ISO code (default: detect)")
     voice_heads = e.add_mutually_exclusive_group()
     voice_heads.add_argument("--audio-head", type=_existing_file, help="voice head file (default: packaged)")
     voice_heads.add_argument(
@@ -128,9 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the manifest's groups must be the actors ('mser manifest ravdess')",
     )
     e.add_argument("--text-head", type=_existing_file, help="text head file (default: packaged)")
-    e.add_argument("--asr-model", default="base", help="packaged Whisper name (base, tiny.en) or a CTranslate2 folder (default: base)")
-    e.add_argument("--fps", type=_positive_float, default=4.0, help="video frames per second analysed for faces (default: 4)")
-    e.add_argument("--threads", type=int, default=min(os.cpu_count() or 1, 4), help="CPU threads (default: up to 4)")
+    add_option_arguments(e, EVALUATE_OPTIONS)
     e.add_argument("--no-cache", action="store_true", help="neither read nor write the per-item prediction cache")
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -151,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         "test corpus UA, WA, macro-F1, angry false alarms, ECE, confusion, and the clean / isolated / telephone "
         "versions of the held-out clips.",
     )
-    cv.add_argument("--data", type=_existing_dir, default=DEFAULT_DATA, help="real data folder (default: $MSER_DATA or ../shared/data)")
+    _add_data(cv, "real data folder (../shared/data layout)")
     cv.add_argument("--corpora", type=_corpora, default=None, help="comma-separated corpora (default: every one found: ravdess,turev-db,urdu)")
     cv.add_argument("--leave-out-corpus", action="store_true", help="test each corpus with a head trained on the others only")
     cv.add_argument("--folds", type=int, default=5, help="speaker folds (default: 5)")
@@ -160,31 +155,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fusion_kind(kind: str, weights: Path | None) -> str:
+def _fusion_kind(kind: str, weights: str | None) -> str:
     """``--fusion-weights`` alone means late fusion for a JSON file and attention for a module file."""
     if weights is not None and kind == "default":
-        return "attention" if weights.suffix == ".safetensors" else "late"
+        return "attention" if Path(weights).suffix == ".safetensors" else "late"
     return kind
 
 
 def _analyze(args) -> int:
-    from .pipeline import AnalysisOptions, Analyzer
+    from .pipeline import Analyzer
 
     if args.transcript is not None and len(args.media) > 1:
         log.error("--transcript belongs to one recording; give a single MEDIA with it")
         return 2
+    values = option_values(args)
+    values["fusion"] = _fusion_kind(args.fusion, args.fusion_weights)
     try:
-        options = AnalysisOptions(
-            modalities=args.modalities,
-            asr_model=args.asr_model,
-            asr_engine=args.asr_engine,
-            language=args.language,
-            beam_size=args.beam_size,
-            fps=args.fps,
-            fusion=_fusion_kind(args.fusion, args.fusion_weights),
-            fusion_weights=None if args.fusion_weights is None else str(args.fusion_weights),
-            threads=args.threads,
-        )
+        options = AnalysisOptions(**values)
     except ValueError as e:
         log.error("%s", e)
         return 2
@@ -208,21 +195,25 @@ def _analyze(args) -> int:
 
 
 def _train(args) -> int:
-    from .heads import MODELS_DIR
-
-    out = args.out or MODELS_DIR / f"{args.what}_head.safetensors"
-    card = out.with_suffix(".md")
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "fusion":
         from .training.fusion import DEFAULT_OUT, train_fusion, train_packaged_fusion
 
-        out = args.out or DEFAULT_OUT
+        out = args.out / DEFAULT_OUT.name
+        late_out = args.out / "late_fusion.json"
         if args.manifest is None:
             metrics = train_packaged_fusion(
-                args.data, out, seed=args.seed, late_out=args.late_out, late_only=args.late_only, ravdess_text=args.ravdess_text
+                args.data, out, seed=args.seed, late_out=late_out, late_only=args.late_only, ravdess_text=args.ravdess_text
             )
         else:
-            metrics = train_fusion(args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=args.late_out)
-    elif args.what == "text":
+            metrics = train_fusion(
+                args.manifest, out, seed=args.seed, modalities=args.modalities, card_path=out.with_suffix(".md"), late_fusion_path=late_out
+            )
+        print(json.dumps(metrics, indent=2, default=str))
+        return 0
+    out = args.out / f"{args.what}_head.safetensors"
+    card = out.with_suffix(".md")
+    if args.what == "text":
         from .training.text import train_text_head
 
         metrics = train_text_head(args.data, out, seed=args.seed, card_path=card)

@@ -22,61 +22,16 @@ from tqdm.auto import tqdm
 from . import __version__
 from .errors import MediaError, MserError
 from .files import sha256_file
-from .fusion import FUSIONS, fused_columns
+from .fusion import fused_columns
 from .grid import absent_table, make_grid, modality_table
-from .labels import EMOTIONS, MODALITIES
+from .labels import EMOTIONS
 from .media import MediaInfo, iter_audio, probe
+from .options import AnalysisOptions
 from .timeline import WORD_COLUMNS, Timeline
 from .transcript import TranscriptSegment, read_transcript
 from .windows import KnownRegions, windows
 
 log = logging.getLogger(__name__)
-
-@dataclasses.dataclass(frozen=True)
-class AnalysisOptions:
-    """Everything that decides an analysis; recorded in every output file."""
-
-    modalities: tuple[str, ...] = MODALITIES
-    """which branches run: any of audio, text, face."""
-    asr_model: str = "base"
-    """packaged Whisper name (base, tiny.en), a CTranslate2 folder, an openai-whisper .pt, or a hub name."""
-    asr_engine: str = "ctranslate2"
-    """``ctranslate2`` (faster) or ``openai-whisper``; both decode the same encoder pass."""
-    language: str | None = None
-    """spoken language (ISO code); None detects it."""
-    beam_size: int = 5
-    fps: float = 4.0
-    """video frames analysed per second by the face branch."""
-    fusion: str = "default"
-    """``default`` (the packaged choice, see ``models/late_fusion.md``), ``late``, ``attention``, or
-    ``equal`` (equal weights, no priors: the old default, for comparison)."""
-    fusion_weights: str | None = None
-    """late: a JSON file of learned weights (``mser train fusion --late-out``); attention: a
-    module file; None: the packaged late fusion or attention module."""
-    gap_window: float = 5.0
-    """seconds: silent stretches are covered by windows at most this long, so faces seen while
-    nobody speaks still have rows."""
-    threads: int = 2
-
-    def __post_init__(self):
-        from .asr import ENGINES
-
-        unknown = set(self.modalities) - set(MODALITIES)
-        if unknown or not self.modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, not {self.modalities}")
-        if self.asr_engine not in ENGINES:
-            raise ValueError(f"asr_engine must be one of {ENGINES}, not {self.asr_engine!r}")
-        if self.fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {FUSIONS}, not {self.fusion!r}")
-        if self.fusion_weights is not None and self.fusion in ("default", "equal"):
-            raise ValueError(f"fusion_weights needs fusion 'late' or 'attention', not {self.fusion!r}")
-        if not 0 < self.fps <= 30:
-            raise ValueError(f"fps must be in (0, 30], not {self.fps}")
-        if self.gap_window <= 0:
-            raise ValueError(f"gap_window must be positive, not {self.gap_window}")
-        if self.threads < 1:
-            raise ValueError(f"threads must be at least 1, not {self.threads}")
-
 
 @dataclasses.dataclass
 class _SpeechSegment:
@@ -482,12 +437,16 @@ def _words_table(speech: list[_SpeechSegment], rows: np.ndarray, grid: pd.DataFr
 
 def analyze(
     path: str | os.PathLike,
+    options: AnalysisOptions | None = None,
     *,
     transcript: str | os.PathLike | None = None,
     channel: int | None = None,
     speaker: str | None = None,
     progress: bool = False,
-    **options,
 ) -> Timeline:
-    """Analyse one recording; ``options`` are :class:`AnalysisOptions` fields given as keywords."""
-    return Analyzer(AnalysisOptions(**options)).analyze(path, transcript=transcript, channel=channel, speaker=speaker, progress=progress)
+    """Analyse one recording with ``options`` (default: ``AnalysisOptions()``); see :meth:`Analyzer.analyze`.
+
+    To analyse several recordings, make one :class:`Analyzer` and reuse it: the models load once.
+    """
+    analyzer = Analyzer(options or AnalysisOptions())
+    return analyzer.analyze(path, transcript=transcript, channel=channel, speaker=speaker, progress=progress)

@@ -50,6 +50,50 @@ class Timeline:
                 pq.write_table(table, tmp)
         return directory
 
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Timeline:
+        """Read a timeline written by :meth:`save`.
+
+        Raises:
+            MserError: a table is missing or was not written by this package.
+        """
+        directory = Path(directory)
+        tables = {}
+        metadata: dict = {}
+        for name in TABLES:
+            path = directory / f"{name}.parquet"
+            if not path.is_file():
+                raise MserError(f"{path}: missing; {directory} is not a complete timeline")
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(METADATA_KEY)
+            if raw is None:
+                raise MserError(f"{path}: no multimodal_ser provenance in its metadata")
+            metadata = json.loads(raw)
+            tables[name] = table.to_pandas()
+        return cls(metadata=metadata, **tables)
+
+    @classmethod
+    def concat(cls, parts: list[Timeline], metadata: dict) -> Timeline:
+        """One timeline from ``parts`` on the same clock (for example each channel of a call).
+
+        Segments are sorted by start (then speaker) and renumbered; each word keeps its segment
+        under the new number; frames are sorted by time.
+        """
+        if not parts:
+            raise ValueError("concat needs at least one timeline")
+        segments = pd.concat([p.segments.assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
+        segments = segments.sort_values(["start", "speaker"], kind="stable").reset_index(drop=True)
+        new_id = {key: i for i, key in enumerate(zip(segments["_part"], segments["segment_id"]))}
+        segments["segment_id"] = np.arange(len(segments), dtype=np.int64)
+        words = pd.concat([p.words.assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
+        words["segment_id"] = np.array([new_id[key] for key in zip(words["_part"], words["segment_id"])], dtype=np.int64)
+        words = words.sort_values("start", kind="stable").reset_index(drop=True)
+        seen = [p.frames for p in parts if len(p.frames)]
+        frames = pd.concat(seen, ignore_index=True) if seen else parts[0].frames
+        if "time" in frames:
+            frames = frames.sort_values("time", kind="stable").reset_index(drop=True)
+        return cls(segments=segments.drop(columns="_part"), words=words.drop(columns="_part"), frames=frames, metadata=metadata)
+
 
 def _to_arrow(frame: pd.DataFrame) -> pa.Table:
     """Arrow table whose ``*_embedding`` columns are lists of float32, null where absent.
@@ -71,25 +115,8 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
 
 
 def load_timeline(directory: str | os.PathLike) -> Timeline:
-    """Read a timeline written by :meth:`Timeline.save`.
-
-    Raises:
-        MserError: a table is missing or was not written by this package.
-    """
-    directory = Path(directory)
-    tables = {}
-    metadata: dict = {}
-    for name in TABLES:
-        path = directory / f"{name}.parquet"
-        if not path.is_file():
-            raise MserError(f"{path}: missing; {directory} is not a complete timeline")
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(METADATA_KEY)
-        if raw is None:
-            raise MserError(f"{path}: no multimodal_ser provenance in its metadata")
-        metadata = json.loads(raw)
-        tables[name] = table.to_pandas()
-    return Timeline(metadata=metadata, **tables)
+    """Read a timeline written by :meth:`Timeline.save` (the same as :meth:`Timeline.load`)."""
+    return Timeline.load(directory)
 
 
 def read_provenance(path: str | os.PathLike) -> dict:

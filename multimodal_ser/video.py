@@ -34,8 +34,6 @@ Errors (decided here and relied on by the face branch):
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ import av
 import numpy as np
 
 from .errors import MediaError
+from .validate import valid_fps
 
 logger = logging.getLogger(__name__)
 
@@ -69,15 +68,6 @@ class VideoInfo:
     """Average frames per second as declared; None when unknown."""
     rotation: int
     """Degrees counter-clockwise applied to the coded pixels for display (0, 90, 180 or -90)."""
-
-
-def valid_fps(fps: float) -> float:
-    """Return ``fps`` as a float, or raise ValueError unless it is finite and in (0, 120]."""
-    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
-        raise ValueError(f"fps must be a number of frames per second, not {type(fps).__name__}")
-    if not (math.isfinite(fps) and 0 < fps <= 120):  # also rejects NaN
-        raise ValueError(f"fps must be in (0, 120] frames per second, not {fps}")
-    return float(fps)
 
 
 def _open(path: Path) -> av.container.InputContainer:

@@ -60,17 +60,9 @@ def analyze_call(path: Path, *, agent_channel: int = 0, transcript: Path | None 
                 log.warning("%s: the transcript has no rows for speaker %r", transcript, speaker)
                 continue
             parts.append(analyzer.analyze(path, transcript=own, channel=channels[speaker], speaker=speaker))
-    # ids are unique per part: key every row by (part, id), sort by time, then renumber
-    segments = pd.concat([p.segments[p.segments["speech"]].assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
-    words = pd.concat([p.words.assign(_part=i) for i, p in enumerate(parts)], ignore_index=True)
-    segments = segments.sort_values(["start", "speaker"], kind="stable").reset_index(drop=True)
-    new_id = {key: i for i, key in enumerate(zip(segments["_part"], segments["segment_id"]))}
-    segments["segment_id"] = range(len(segments))
-    words["segment_id"] = [new_id[key] for key in zip(words["_part"], words["segment_id"])]
-    segments = segments.drop(columns="_part")
-    words = words.drop(columns="_part").sort_values("start", kind="stable").reset_index(drop=True)
+    speech = [Timeline(p.segments[p.segments["speech"]], p.words, p.frames, p.metadata) for p in parts]
     metadata = {**parts[0].metadata, "pipeline": "call_center", "channels": channels, "customer_only": customer_only}
-    return Timeline(segments=segments, words=words, frames=pd.DataFrame(), metadata=metadata)
+    return Timeline.concat(speech, metadata)
 
 
 def summarize(segments: pd.DataFrame) -> dict:

@@ -71,3 +71,23 @@ def test_saved_files_get_the_usual_permissions(tmp_path):
     os.umask(mask)
     mode = stat.S_IMODE((tmp_path / "segments.parquet").stat().st_mode)
     assert mode == 0o666 & ~mask
+
+
+def test_load_is_the_classmethod_of_a_saved_timeline(tmp_path):
+    _timeline().save(tmp_path)
+    assert Timeline.load(tmp_path).segments.equals(load_timeline(tmp_path).segments)
+
+
+def test_concat_interleaves_two_channels_and_keeps_each_word_with_its_segment():
+    agent = _timeline()
+    customer = _timeline()
+    customer.segments = customer.segments.assign(start=[1.0, 5.0], end=[1.5, 6.0], speaker=["B", None])
+    customer.words = customer.words.assign(start=[1.1, 1.2], end=[1.15, 1.4], speaker=["B", "B"], word=["yes", "indeed"])
+    call = Timeline.concat([agent, customer], metadata={"pipeline": "test"})
+    assert call.segments["start"].tolist() == [0.0, 1.0, 2.0, 5.0]
+    assert call.segments["segment_id"].tolist() == [0, 1, 2, 3]
+    by_word = dict(zip(call.words["word"], call.words["segment_id"]))
+    assert by_word == {"hello": 0, "there": 0, "yes": 1, "indeed": 1}
+    assert call.words["start"].is_monotonic_increasing and len(call.frames) == 2
+    with pytest.raises(ValueError, match="at least one"):
+        Timeline.concat([], metadata={})

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from multimodal_ser.errors import MediaError
-from multimodal_ser.video import has_video, iter_frames, probe_video, valid_fps
+from multimodal_ser.validate import valid_fps
+from multimodal_ser.video import has_video, iter_frames, probe_video
 
 
 def write_clip(

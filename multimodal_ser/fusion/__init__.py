@@ -20,7 +20,7 @@ from .base import (
     targets,
     valid_modalities,
 )
-from .default import DEFAULT_PATH, FUSIONS, load_fusion, packaged_default_kind
+from .default import DEFAULT_PATH, load_fusion, packaged_default_kind
 from .late import (
     LATE_FUSION_FORMAT,
     LATE_FUSION_VERSION,
@@ -33,7 +33,7 @@ from .late import (
 )
 
 __all__ = [
-    "CONFLICT_AGREEMENT", "DEFAULT_PATH", "EPS", "FUSIONS", "LATE_FUSION_FORMAT", "LATE_FUSION_VERSION", "TEMPERATURE_RANGE",
+    "CONFLICT_AGREEMENT", "DEFAULT_PATH", "EPS", "LATE_FUSION_FORMAT", "LATE_FUSION_VERSION", "TEMPERATURE_RANGE",
     "Fusion", "LateFusion", "agreement", "balanced_row_weights", "evidence", "fit_late_fusion", "fit_temperature",
     "fused_columns", "load_fusion", "load_late_fusion", "modality_probabilities", "modality_quality",
     "packaged_default_kind", "targets", "valid_modalities",

@@ -16,16 +16,12 @@ import os
 from ..errors import ModelError
 from ..files import sha256_file
 from ..heads import MODELS_DIR, packaged_checksums
+from ..options import FUSIONS
 from .base import Fusion
 from .late import LateFusion, load_late_fusion
 
 DEFAULT_PATH = MODELS_DIR / "late_fusion.json"
 """The packaged late fusion (card: ``late_fusion.md``)."""
-
-FUSIONS = ("default", "late", "attention", "equal")
-"""What ``--fusion`` accepts: the packaged choice, late fusion (packaged or ``--fusion-weights``),
-attention fusion (packaged or a module file), equal weights without priors (the old default,
-for comparison only)."""
 
 
 def _packaged_late() -> tuple[LateFusion, dict]:
