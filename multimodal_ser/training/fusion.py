@@ -38,10 +38,11 @@ from ..attention_fusion import AttentionOptions, fit_attention_fusion
 from ..errors import ManifestError
 from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
 from ..files import atomic_output
-from ..heads import MODELS_DIR, record_checksum
+from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, MODALITIES
 from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
 from ..metrics import markdown_confusion, markdown_table
+from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def train_fusion(
     """
     began = time.monotonic()
     out_path = Path(out_path)
-    card_path = Path(card_path) if card_path is not None else out_path.with_suffix(".md")
+    card_path = card_beside(out_path, card_path)
     if predictions is None:
         predictions = predict_manifest(
             manifest, modalities=modalities, asr_model=asr_model, language=language,
@@ -340,11 +341,11 @@ def train_fusion(
         modalities=predictions.modalities, options=options, seed=seed, provenance=provenance,
     )
     saved = fusion.save(out_path)
-    sha256 = record_checksum(saved) if saved.resolve().parent == MODELS_DIR.resolve() else None
-    from .default_fusion import _sources, branch_priors, fit_default_fusion
+    sha256 = record_if_packaged(saved)
+    from .default_fusion import branch_priors, fit_default_fusion, item_sources
 
     priors, _ = branch_priors(table, predictions.modalities)
-    late, _ = fit_default_fusion(table, labels, _sources(table), predictions.modalities, priors=priors, provenance=provenance)
+    late, _ = fit_default_fusion(table, labels, item_sources(table), predictions.modalities, priors=priors, provenance=provenance)
     if late_fusion_path is not None:
         late.save(late_fusion_path)
     summary = {
@@ -358,8 +359,7 @@ def train_fusion(
         "provenance": provenance,
         "runtime_s": round(time.monotonic() - began, 1),
     }
-    with atomic_output(card_path) as tmp:
-        tmp.write_text(model_card(summary, evaluation, out_name=saved.name, notes=notes))
+    write_card(card_path, model_card(summary, evaluation, out_name=saved.name, notes=notes))
     log.info("attention fusion written to %s (card %s) in %.0f s", saved, card_path, summary["runtime_s"])
     return summary
 
