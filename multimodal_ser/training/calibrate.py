@@ -37,6 +37,7 @@ from .. import __version__
 from .. import metrics as M
 from ..calibration import fit_temperature, markdown_reliability, mean_prediction, reliability_table
 from ..files import sha256_file
+from ..fusion.base import softmax
 from ..heads import in_package, load_head, update_head_config
 from ..labels import EMOTIONS, SENTIMENTS
 from .install import card_beside, write_card
@@ -168,10 +169,6 @@ def calibrate_text_head(
         outputs[name] = (np.concatenate(logits), np.concatenate(emotion), np.concatenate(sentiment))
         corpus[name] = np.array(origin)
     k = len(EMOTIONS)
-
-    def softmax(z: np.ndarray) -> np.ndarray:
-        z = z - z.max(axis=1, keepdims=True)
-        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
     fit_name = next(iter(sets))
     fit_logits, fit_emotion, fit_sentiment = outputs[fit_name]

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..attention_fusion import AttentionOptions, fit_attention_fusion
 from ..errors import ManifestError
 from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
 from ..files import atomic_output
+from ..fusion import AttentionOptions, fit_attention_fusion, presence_patterns
 from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, MODALITIES
 from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
@@ -367,8 +367,7 @@ def train_fusion(
 def _provenance(manifest, predictions: Predictions, validation: np.ndarray, seed: int) -> dict:
     table = predictions.table
     sources = table["source"].astype(str) if "source" in table else pd.Series(["all"] * len(table))
-    masks = np.stack([table[f"{m}_present"].to_numpy(dtype=bool) for m in predictions.modalities], axis=1)
-    patterns = ["+".join(m for m, p in zip(predictions.modalities, row) if p) or "none" for row in masks]
+    patterns = presence_patterns(table, predictions.modalities, none="none")
     per_source = {}
     for source in sorted(set(sources)):
         inside = (sources == source).to_numpy()
@@ -401,7 +400,7 @@ def model_card(summary: dict, evaluation: dict, *, out_name: str, notes: str | N
         f"# {out_name}: attention fusion",
         "",
         "A small cross-modal Transformer over the modality tokens of a segment (see "
-        "`multimodal_ser/attention_fusion.py`), trained with modality dropout. "
+        "`multimodal_ser/fusion/attention.py`), trained with modality dropout. "
         f"Reads: {', '.join(training['modalities'])}; any other modality is ignored.",
         "",
         "## Training data",
