@@ -260,7 +260,7 @@ def _cross_fit_attention(
     """Attention fusion trained per fold on all ``modalities`` (early stopping and temperature on a
     fifth of the training groups), measured on the held-out fold with all of them and with each
     subset of two or more."""
-    from .attention_fusion import fit_attention_fusion
+    from .fusion import fit_attention_fusion
 
     k = fold.max() + 1
     subsets = _subsets(modalities)
@@ -384,7 +384,7 @@ def compare_predictions(
         fusions: which fusions to score, a subset of :data:`FUSION_SYSTEMS`: ``default`` (the packaged
             default as shipped), ``late_equal`` (equal weights, no priors: the old default),
             ``late_learned`` (stacked on the other folds), ``attention`` (trained on the other folds).
-        attention_options: :class:`~multimodal_ser.attention_fusion.AttentionOptions` for the
+        attention_options: :class:`~multimodal_ser.fusion.AttentionOptions` for the
             attention fusion trained in each fold (None: the defaults, without the voice
             embedding when several voice heads made it).
         return_probabilities: also return every system's out-of-fold probabilities ``(n, 7)``
@@ -501,7 +501,7 @@ def compare_predictions(
 def _attention_options(options, predictions: Predictions):
     """The attention settings; the voice embedding is left out when several voice heads made it
     (cross-fitted heads: each head's hidden layer is a space of its own)."""
-    from .attention_fusion import AttentionOptions
+    from .fusion import AttentionOptions
 
     n_heads = len(predictions.model_ids.get("audio", {}).get("voice", {}))
     if options is None:

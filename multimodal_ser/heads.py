@@ -48,6 +48,17 @@ def record_checksum(path: Path) -> str:
     return sums[path.name]
 
 
+def in_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies in :data:`MODELS_DIR`, where every file's sha256 is kept in :data:`CHECKSUMS_FILE`."""
+    return Path(path).resolve().parent == MODELS_DIR.resolve()
+
+
+def record_if_packaged(path: str | os.PathLike) -> str | None:
+    """After writing a model file: record its sha256 in :data:`CHECKSUMS_FILE` when it lies in
+    :data:`MODELS_DIR`. Returns the recorded sha256, None for a file elsewhere (nothing recorded)."""
+    return record_checksum(Path(path)) if in_package(path) else None
+
+
 def save_head(path: str | os.PathLike, tensors: dict[str, torch.Tensor], config: dict) -> Path:
     """Write a head atomically: ``tensors`` (contiguous, CPU) with ``config`` as JSON metadata."""
     path = Path(path)
@@ -74,7 +85,7 @@ def load_head(path: str | os.PathLike, *, sha256: str | None = None) -> tuple[di
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: head file not found")
-    if sha256 is None and path.resolve().parent == MODELS_DIR.resolve():
+    if sha256 is None and in_package(path):
         sha256 = packaged_checksums().get(path.name)
         if sha256 is None:
             raise ModelError(f"{path}: packaged head has no entry in {CHECKSUMS_FILE.name}")
@@ -108,9 +119,7 @@ def update_head_config(path: str | os.PathLike, updates: dict) -> str:
     path = Path(path)
     tensors, config = load_head(path)
     save_head(path, tensors, {**config, **updates})
-    if path.resolve().parent == MODELS_DIR.resolve():
-        return record_checksum(path)
-    return sha256_file(path)
+    return record_if_packaged(path) or sha256_file(path)
 
 
 @contextlib.contextmanager

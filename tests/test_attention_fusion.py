@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from multimodal_ser import attention_fusion as af
 from multimodal_ser.errors import ModelError
+from multimodal_ser.fusion import attention as af
 from multimodal_ser.fusion import fused_columns
+from multimodal_ser.fusion.attention_training import fit_attention_fusion, modality_dropout, stacked_pool
 from multimodal_ser.grid import modality_table
 from multimodal_ser.heads import save_head
 from multimodal_ser.labels import EMOTIONS
@@ -50,7 +51,7 @@ def trained():
     rng = np.random.default_rng(0)
     train, y_train = _table(rng, 300)
     val, y_val = _table(rng, 100)
-    fusion = af.fit_attention_fusion(train, y_train, validation=(val, y_val), modalities=("audio", "text"), options=FAST, seed=0)
+    fusion = fit_attention_fusion(train, y_train, validation=(val, y_val), modalities=("audio", "text"), options=FAST, seed=0)
     test, y_test = _table(rng, 200)
     return fusion, test, y_test
 
@@ -77,11 +78,11 @@ def test_training_never_ends_worse_on_validation_than_the_stacked_pool_it_starts
     train, y_train = _table(rng, 200)
     val, y_val = _table(rng, 80)
     options = af.AttentionOptions(width=16, heads=2, epochs=3, patience=2, batch_size=32, learning_rate=3.0, weight_decay=0.0)
-    fusion = af.fit_attention_fusion(train, y_train, validation=(val, y_val), modalities=("audio", "text"), options=options, seed=0)
+    fusion = fit_attention_fusion(train, y_train, validation=(val, y_val), modalities=("audio", "text"), options=options, seed=0)
     assert fusion.config["training"]["best_epoch"] == 0
     # epoch 0: the attention path is zero and the skip path holds the stacked weights w / T
     assert float(fusion.module.head[1].weight.detach().abs().max()) == 0.0
-    pool = af._stacked_pool(train, y_train, ("audio", "text"))
+    pool = stacked_pool(train, y_train, ("audio", "text"))
     softplus = torch.nn.functional.softplus(fusion.module.beta).detach().numpy()
     np.testing.assert_allclose(softplus, [max(pool["audio"], 1e-3), max(pool["text"], 1e-3)], rtol=1e-5)
 
@@ -116,7 +117,7 @@ def test_an_absent_modality_never_influences_the_result(trained):
 def test_modality_dropout_hides_modalities_but_never_all_of_a_row():
     generator = torch.Generator().manual_seed(0)
     present = torch.tensor([[True, True, True]] * 500 + [[True, False, False]] * 100 + [[False, False, False]] * 10)
-    kept = af._modality_dropout(present, 0.6, generator)
+    kept = modality_dropout(present, 0.6, generator)
     assert not (kept & ~present).any()  # never invents a modality
     assert kept[:600].any(dim=1).all()  # every row with something present keeps something
     assert not kept[600:].any()
@@ -159,22 +160,22 @@ def test_training_refuses_bad_input():
     rng = np.random.default_rng(2)
     seg, labels = _table(rng, 20)
     with pytest.raises(ValueError, match="no segment"):
-        af.fit_attention_fusion(seg, labels, modalities=("face",), options=FAST)
+        fit_attention_fusion(seg, labels, modalities=("face",), options=FAST)
     with pytest.raises(ValueError, match="names of"):
-        af.fit_attention_fusion(seg, ["bored"] * 20, options=FAST)
+        fit_attention_fusion(seg, ["bored"] * 20, options=FAST)
     with pytest.raises(ValueError, match="must divide"):
         af.AttentionOptions(width=10, heads=3)
     broken = seg.copy()
     broken.at[broken.index[0], "audio_embedding"] = np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="size"):
-        af.fit_attention_fusion(broken, labels, options=FAST)
+        fit_attention_fusion(broken, labels, options=FAST)
 
 
 def test_a_modality_can_be_read_from_its_probabilities_alone(tmp_path):
     rng = np.random.default_rng(4)
     seg, labels = _table(rng, 120)
     options = af.AttentionOptions(width=16, heads=2, epochs=5, patience=5, embeddings=("text",))
-    fusion = af.fit_attention_fusion(seg, labels, options=options)
+    fusion = fit_attention_fusion(seg, labels, options=options)
     assert fusion.config["embedding_dims"] == {"audio": 0, "text": 6}
     seg["audio_embedding"] = [None] * len(seg)  # never read
     loaded = af.load_attention_fusion(fusion.save(tmp_path / "f.safetensors"))

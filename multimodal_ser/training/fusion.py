@@ -34,14 +34,15 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..attention_fusion import AttentionOptions, fit_attention_fusion
 from ..errors import ManifestError
 from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
 from ..files import atomic_output
-from ..heads import MODELS_DIR, record_checksum
+from ..fusion import AttentionOptions, fit_attention_fusion, presence_patterns
+from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, MODALITIES
 from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
 from ..metrics import markdown_confusion, markdown_table
+from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def train_fusion(
     """
     began = time.monotonic()
     out_path = Path(out_path)
-    card_path = Path(card_path) if card_path is not None else out_path.with_suffix(".md")
+    card_path = card_beside(out_path, card_path)
     if predictions is None:
         predictions = predict_manifest(
             manifest, modalities=modalities, asr_model=asr_model, language=language,
@@ -340,11 +341,11 @@ def train_fusion(
         modalities=predictions.modalities, options=options, seed=seed, provenance=provenance,
     )
     saved = fusion.save(out_path)
-    sha256 = record_checksum(saved) if saved.resolve().parent == MODELS_DIR.resolve() else None
-    from .default_fusion import _sources, branch_priors, fit_default_fusion
+    sha256 = record_if_packaged(saved)
+    from .default_fusion import branch_priors, fit_default_fusion, item_sources
 
     priors, _ = branch_priors(table, predictions.modalities)
-    late, _ = fit_default_fusion(table, labels, _sources(table), predictions.modalities, priors=priors, provenance=provenance)
+    late, _ = fit_default_fusion(table, labels, item_sources(table), predictions.modalities, priors=priors, provenance=provenance)
     if late_fusion_path is not None:
         late.save(late_fusion_path)
     summary = {
@@ -358,8 +359,7 @@ def train_fusion(
         "provenance": provenance,
         "runtime_s": round(time.monotonic() - began, 1),
     }
-    with atomic_output(card_path) as tmp:
-        tmp.write_text(model_card(summary, evaluation, out_name=saved.name, notes=notes))
+    write_card(card_path, model_card(summary, evaluation, out_name=saved.name, notes=notes))
     log.info("attention fusion written to %s (card %s) in %.0f s", saved, card_path, summary["runtime_s"])
     return summary
 
@@ -367,8 +367,7 @@ def train_fusion(
 def _provenance(manifest, predictions: Predictions, validation: np.ndarray, seed: int) -> dict:
     table = predictions.table
     sources = table["source"].astype(str) if "source" in table else pd.Series(["all"] * len(table))
-    masks = np.stack([table[f"{m}_present"].to_numpy(dtype=bool) for m in predictions.modalities], axis=1)
-    patterns = ["+".join(m for m, p in zip(predictions.modalities, row) if p) or "none" for row in masks]
+    patterns = presence_patterns(table, predictions.modalities, none="none")
     per_source = {}
     for source in sorted(set(sources)):
         inside = (sources == source).to_numpy()
@@ -401,7 +400,7 @@ def model_card(summary: dict, evaluation: dict, *, out_name: str, notes: str | N
         f"# {out_name}: attention fusion",
         "",
         "A small cross-modal Transformer over the modality tokens of a segment (see "
-        "`multimodal_ser/attention_fusion.py`), trained with modality dropout. "
+        "`multimodal_ser/fusion/attention.py`), trained with modality dropout. "
         f"Reads: {', '.join(training['modalities'])}; any other modality is ignored.",
         "",
         "## Training data",

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import metrics, voice
-from ...files import atomic_output, sha256_file
-from ...heads import MODELS_DIR, record_checksum, save_head
+from ...files import sha256_file
 from ...labels import EMOTIONS, RAVDESS_8
+from .. import install
 from . import corpus as packing
 from .conditions import CLEAN
 from .corpus import CORPORA, corpus_folders
@@ -89,9 +89,7 @@ def train_audio_head(
             "fitted_on": "speaker-disjoint cross-validation over "
             f"{', '.join(cv_report['corpora'])}: pooled held-out clean, isolated and telephone predictions",
         }
-    save_head(out_path, head.state_dict(), config)
-    in_package = out_path.resolve().parent == MODELS_DIR.resolve()
-    sha256 = record_checksum(out_path) if in_package else sha256_file(out_path)
+    sha256 = install.install_head(out_path, head.state_dict(), config) or sha256_file(out_path)
     info = {
         "path": str(out_path),
         "sha256": sha256,
@@ -142,7 +140,5 @@ def write_model_card(path: Path, *, training: dict, corpora: Sequence[str], cv_r
             f"`mser crossval --leave-out-corpus` ({loco_report['runtime_seconds'] / 60:.0f} min):\n\n" + loco_report["markdown"]
         ),
     }
-    text = string.Template(CARD_TEMPLATE.read_text()).substitute(fields)
-    with atomic_output(path) as tmp:
-        tmp.write_text(text)
-    return path
+    text = string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(fields)
+    return install.write_card(path, text)

@@ -16,10 +16,8 @@ attention path's output layer starts at zero, so training begins from learned la
 adds cross-modal corrections only where they lower the validation loss. Logits are divided by a
 temperature fitted on validation data.
 
-Training (:func:`fit_attention_fusion`) uses modality dropout: each present modality of a
-training row is hidden with probability ``modality_dropout``, never all of a row's, so the module
-copes with a missing face or transcript. Modalities the module never saw in training are ignored
-at inference (their projections are untrained) and named in :meth:`AttentionFusion.describe`.
+Modalities the module never saw in training are ignored at inference (their projections are
+untrained) and named in :meth:`AttentionFusion.describe`. Training: :mod:`.attention_training`.
 
 The packaged module, ``models/attention_fusion.safetensors`` (card: ``attention_fusion.md``), is
 trained by ``mser train fusion`` (:func:`multimodal_ser.training.fusion.train_fusion`).
@@ -27,7 +25,6 @@ trained by ``mser train fusion`` (:func:`multimodal_ser.training.fusion.train_fu
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -39,15 +36,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import ModelError
-from .files import sha256_file
-from .calibration import fit_temperature as fit_probability_temperature
-from .fusion.base import EPS as _EPS
-from .fusion.base import modality_probabilities
-from .fusion.base import targets as _targets
-from .fusion.base import valid_modalities as _valid_modalities
-from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
-from .labels import EMOTIONS, MODALITIES
+from ..errors import ModelError
+from ..files import sha256_file
+from ..heads import MODELS_DIR, load_head, one_torch_thread, save_head
+from ..labels import EMOTIONS, MODALITIES
+from .base import EPS, modality_probabilities, softmax
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +154,9 @@ class CrossModalAttention(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class _Inputs:
+class AttentionInputs:
+    """The tensors :class:`CrossModalAttention` reads, for ``n`` segments and ``M`` modalities."""
+
     embeddings: torch.Tensor
     """(n, M, d_max) float32, zeros where absent."""
     log_probs: torch.Tensor
@@ -170,9 +165,13 @@ class _Inputs:
     """(n, M) bool."""
 
 
-def _inputs(segments: pd.DataFrame, modalities: Sequence[str], dims: Sequence[int]) -> _Inputs:
-    """Tensors of ``segments`` for the given modalities; a present row must have an embedding of the
-    right size (unless its size is 0: probabilities only)."""
+def attention_inputs(segments: pd.DataFrame, modalities: Sequence[str], dims: Sequence[int]) -> AttentionInputs:
+    """Tensors of ``segments`` for ``modalities``, whose embedding sizes are ``dims`` (0: probabilities
+    only); a present row must have an embedding of its modality's size.
+
+    Raises:
+        ValueError: a missing embedding column, an embedding of the wrong size, or a non-finite one.
+    """
     n = len(segments)
     d_max = max(list(dims) + [1])
     embeddings = np.zeros((n, len(modalities), d_max), dtype=np.float32)
@@ -182,7 +181,7 @@ def _inputs(segments: pd.DataFrame, modalities: Sequence[str], dims: Sequence[in
         probabilities, mask = modality_probabilities(segments, m)
         if not mask.any():
             continue
-        log_probs[mask, i] = np.log(np.clip(probabilities[mask], _EPS, 1.0))
+        log_probs[mask, i] = np.log(np.clip(probabilities[mask], EPS, 1.0))
         present[:, i] = mask
         if d == 0:
             continue
@@ -198,7 +197,7 @@ def _inputs(segments: pd.DataFrame, modalities: Sequence[str], dims: Sequence[in
             embeddings[row, i, :d] = np.asarray(vector, dtype=np.float32)
     if not np.isfinite(embeddings).all():
         raise ValueError("embeddings of present rows hold NaN or infinite values")
-    return _Inputs(torch.from_numpy(embeddings), torch.from_numpy(log_probs), torch.from_numpy(present))
+    return AttentionInputs(torch.from_numpy(embeddings), torch.from_numpy(log_probs), torch.from_numpy(present))
 
 
 class AttentionFusion:
@@ -234,7 +233,7 @@ class AttentionFusion:
                 if segments[f"{m}_present"].fillna(False).astype(bool).any():
                     log.warning("attention fusion was not trained on %s: the %s columns are ignored", m, m)
                     self._warned.add(m)
-        inputs = _inputs(segments, self.modalities, self.module.dims)
+        inputs = attention_inputs(segments, self.modalities, self.module.dims)
         present = inputs.present.any(dim=1).numpy()
         logits = np.full((len(segments), len(EMOTIONS)), np.nan)
         if present.any():
@@ -248,8 +247,7 @@ class AttentionFusion:
         logits, present = self.logits(segments)
         probabilities = np.full_like(logits, np.nan)
         if present.any():
-            z = logits[present] - logits[present].max(axis=1, keepdims=True)
-            probabilities[present] = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+            probabilities[present] = softmax(logits[present])
         return probabilities, present
 
     def describe(self) -> dict:
@@ -318,205 +316,3 @@ def load_attention_fusion(path: str | os.PathLike | None = None, *, sha256: str 
         raise ModelError(f"{path}: tensors do not fit the attention-fusion config ({e})") from e
     config = {**config, "file": {"name": path.name, "sha256": sha256_file(path)}}
     return AttentionFusion(module, config)
-
-
-def embedding_dims(
-    segments: pd.DataFrame, modalities: Sequence[str], *, with_embeddings: Sequence[str] = MODALITIES
-) -> dict[str, int]:
-    """``{modality: embedding size}`` of the modalities present on some row of ``segments``
-    (0 for those not in ``with_embeddings``).
-
-    Raises:
-        ValueError: a modality's present rows have embeddings of different sizes, or none.
-    """
-    dims = {}
-    for m in modalities:
-        _, mask = modality_probabilities(segments, m)
-        if not mask.any():
-            continue
-        if m not in with_embeddings:
-            dims[m] = 0
-            continue
-        if f"{m}_embedding" not in segments:
-            raise ValueError(f"segments have {m} present but no {m}_embedding column")
-        sizes = {len(v) if v is not None else 0 for v in segments.loc[mask, f"{m}_embedding"]}
-        if len(sizes) != 1 or 0 in sizes:
-            raise ValueError(f"{m}_embedding of present rows must all have one size, found sizes {sorted(sizes)}")
-        dims[m] = sizes.pop()
-    return dims
-
-
-def _modality_dropout(present: torch.Tensor, rate: float, generator: torch.Generator) -> torch.Tensor:
-    """Hide each present modality with probability ``rate``; a row never loses all of them."""
-    if rate == 0:
-        return present
-    keep = present & (torch.rand(present.shape, generator=generator) >= rate)
-    emptied = present.any(dim=1) & ~keep.any(dim=1)
-    if emptied.any():
-        # give each emptied row back one of its present modalities, chosen at random
-        scores = torch.rand(present.shape, generator=generator).masked_fill(~present, -1.0)
-        chosen = nn.functional.one_hot(scores.argmax(dim=1), present.shape[1]).bool()
-        keep = torch.where(emptied[:, None], chosen, keep)
-    return keep
-
-
-def _mean_nll(module: CrossModalAttention, inputs: _Inputs, y: torch.Tensor, weight: torch.Tensor | None) -> float:
-    module.eval()
-    with torch.inference_mode():
-        logits = module(inputs.embeddings, inputs.log_probs, inputs.present)
-        return float(nn.functional.cross_entropy(logits, y, weight=weight))
-
-
-def _class_weights(y: torch.Tensor) -> torch.Tensor:
-    """shape ``(7,)``: ``n / (classes present * n_c)``, 0 for a class absent from ``y``."""
-    counts = torch.bincount(y, minlength=len(EMOTIONS)).double()
-    weights = torch.where(counts > 0, counts.sum() / ((counts > 0).sum() * counts.clamp_min(1)), torch.zeros_like(counts))
-    return weights.float()
-
-
-def _fit_temperature(module: CrossModalAttention, inputs: _Inputs, y: torch.Tensor) -> float:
-    """Temperature scaling (:func:`multimodal_ser.calibration.fit_temperature`) of the module's logits on ``inputs``."""
-    module.eval()
-    with torch.inference_mode():
-        probabilities = torch.softmax(module(inputs.embeddings, inputs.log_probs, inputs.present).double(), dim=1).numpy()
-    return fit_probability_temperature(probabilities, y.numpy())
-
-
-def _stacked_pool(segments: pd.DataFrame, labels: Sequence[str], modalities: Sequence[str]) -> dict[str, float] | None:
-    """Effective weights ``w_m / T`` of late fusion stacked on the training rows, or None if nothing is informative."""
-    from .fusion.late import fit_late_fusion
-
-    try:
-        stacked = fit_late_fusion(segments, labels, modalities=modalities)
-    except ValueError as e:
-        log.warning("skip path starts from default weights: %s", e)
-        return None
-    return {m: stacked.weights[m] / stacked.temperature for m in modalities}
-
-
-@one_torch_thread()
-def fit_attention_fusion(
-    segments: pd.DataFrame,
-    labels: Sequence[str],
-    *,
-    validation: tuple[pd.DataFrame, Sequence[str]] | None = None,
-    modalities: Sequence[str] = MODALITIES,
-    options: AttentionOptions = AttentionOptions(),
-    seed: int = 0,
-    provenance: dict | None = None,
-) -> AttentionFusion:
-    """Train an attention fusion on per-segment branch outputs.
-
-    Args:
-        segments: ``<m>_present``, ``<m>_<label>`` and ``<m>_embedding`` columns per modality, one
-            row per labelled segment (predictions held out from what trained the branches).
-        labels: the true label of each row (names of :data:`~multimodal_ser.labels.EMOTIONS`).
-        validation: ``(segments, labels)`` of other groups (speakers): training stops when their
-            log-loss stops improving (``options.patience``) and the temperature is fitted on them.
-            None trains for ``options.epochs`` and keeps ``T = 1``.
-        modalities: the modalities to read; those never present in ``segments`` are left out.
-        options: architecture and training settings.
-        seed: weights initialisation, batch order and modality dropout.
-        provenance: stored in the module's config under ``trained_on``.
-
-    Returns:
-        The trained fusion; its ``config["training"]`` holds epochs run and log-losses.
-
-    Raises:
-        ValueError: bad labels or modalities, or no row with any modality present.
-    """
-    modalities = _valid_modalities(modalities)
-    y_all = _targets(labels, len(segments))
-    dims = embedding_dims(segments, modalities, with_embeddings=options.embeddings)
-    if not dims:
-        raise ValueError(f"no segment has any of {list(modalities)} present; nothing to train on")
-    used = tuple(m for m in MODALITIES if m in dims)
-    inputs = _inputs(segments, used, [dims[m] for m in used])
-    rows = inputs.present.any(dim=1)
-    inputs = _Inputs(inputs.embeddings[rows], inputs.log_probs[rows], inputs.present[rows])
-    y = torch.from_numpy(y_all)[rows]
-    val = None
-    if validation is not None:
-        val_segments, val_labels = validation
-        val_inputs = _inputs(val_segments, used, [dims[m] for m in used])
-        val_rows = val_inputs.present.any(dim=1)
-        if val_rows.any():
-            val = (
-                _Inputs(val_inputs.embeddings[val_rows], val_inputs.log_probs[val_rows], val_inputs.present[val_rows]),
-                torch.from_numpy(_targets(val_labels, len(val_segments)))[val_rows],
-            )
-        else:
-            log.warning("no validation row has any of %s present: training without early stopping", list(used))
-
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    module = CrossModalAttention(dims, width=options.width, heads=options.heads, layers=options.layers, dropout=options.dropout)
-    pool = _stacked_pool(segments, labels, used)
-    with torch.no_grad():
-        for i, m in enumerate(used):
-            if dims[m] > 0:
-                values = inputs.embeddings[inputs.present[:, i], i, : dims[m]]
-                module.mean[i, : dims[m]] = values.mean(dim=0)
-                module.std[i, : dims[m]] = values.std(dim=0, unbiased=False).clamp_min(1e-4)
-            if pool is not None:  # softplus(beta) = w / T of stacking
-                module.beta[i] = float(np.log(np.expm1(max(pool[m], 1e-3))))
-    optimiser = torch.optim.AdamW(module.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    weight = _class_weights(y) if options.class_balanced else None
-    n = len(y)
-    # epoch 0, the stacked late fusion the module starts from, is a candidate like any other: the
-    # cross-modal corrections are kept only if they lower the validation loss below it
-    best_state, best_loss, best_epoch, epoch = None, float("inf"), 0, 0
-    if val is not None:
-        best_state, best_loss = copy.deepcopy(module.state_dict()), _mean_nll(module, *val, weight)
-    history = []
-    for epoch in range(1, options.epochs + 1):
-        module.train()
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, options.batch_size):
-            batch = order[start : start + options.batch_size]
-            present = _modality_dropout(inputs.present[batch], options.modality_dropout, generator)
-            logits = module(inputs.embeddings[batch], inputs.log_probs[batch], present)
-            loss = nn.functional.cross_entropy(logits, y[batch], weight=weight)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-        train_loss = total / n
-        if val is None:
-            history.append({"epoch": epoch, "train_log_loss": train_loss})
-            continue
-        val_loss = _mean_nll(module, *val, weight)
-        history.append({"epoch": epoch, "train_log_loss": train_loss, "val_log_loss": val_loss})
-        if val_loss < best_loss - 1e-4:
-            best_state, best_loss, best_epoch = copy.deepcopy(module.state_dict()), val_loss, epoch
-        elif epoch - best_epoch >= options.patience:
-            break
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    temperature = _fit_temperature(module, *val) if val is not None else 1.0
-    if val is None:
-        best_epoch = epoch
-    log.info(
-        "attention fusion on %s: %d rows, %d epochs (best %d), validation log-loss %s, T=%.2f",
-        "+".join(used), n, epoch, best_epoch, f"{best_loss:.3f}" if val is not None else "n/a", temperature,
-    )
-    config = {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "labels": list(EMOTIONS),
-        "embedding_dims": dims,
-        "options": dataclasses.asdict(options),
-        "temperature": temperature,
-        "seed": seed,
-        "training": {
-            "n_rows": n,
-            "n_validation_rows": 0 if val is None else len(val[1]),
-            "epochs_run": epoch,
-            "best_epoch": best_epoch,
-            "validation_log_loss": None if val is None else best_loss,
-            "final_train_log_loss": history[-1]["train_log_loss"],
-        },
-        "trained_on": provenance or {},
-    }
-    return AttentionFusion(module.eval(), config)

@@ -1,0 +1,101 @@
+"""The text head's model card: :data:`CARD_TEMPLATE` filled from the head's config and the run."""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+from .. import install
+
+CARD_TEMPLATE = Path(__file__).with_name("card.md")
+"""The model card's prose, with ``$name`` fields filled by :func:`write_card`."""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _confusion_md(result: dict) -> str:
+    names = result["labels"]
+    lines = ["| true \\ predicted | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for name, row in zip(names, result["confusion"]):
+        if any(row):
+            lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> Path:
+    """Write the Markdown model card of a head trained by :func:`train_text_head`.
+
+    Args:
+        run: this run's ``seconds`` (wall time), ``texts`` (corpus texts used) and ``encoded``
+            (how many of them were encoded rather than read from the embedding cache).
+    """
+    t, m = config["training"], config["metrics"]
+    rows = []
+    for key, title in (("goemotions_test", "GoEmotions test"), ("meld_dev", "MELD dev"), ("dair_test", "DAIR test")):
+        for task in ("emotion", "sentiment"):
+            for system in ("head", "lexicon"):
+                r = m[key][system].get(task)
+                if r is not None:
+                    rows.append(
+                        f"| {title} | {task} | {system} | {r['n']} | {_fmt(r['macro_f1'])} | {_fmt(r['weighted_f1'])} "
+                        f"| {_fmt(r['wa'])} | {_fmt(r['ua'])} |"
+                    )
+    search_rows = [
+        f"| {s['alpha']} | {s['meld_weight']} | {s['use_dair']} | {s['epoch']} | {_fmt(s['goemotions_macro_f1'])} "
+        f"| {_fmt(s['meld_weighted_f1'])} | {_fmt(s['meld_sentiment_weighted_f1'])} | {_fmt(s['score'])} |"
+        for s in t["search"]
+    ]
+    sel = t["selected"]
+    train_sets = ", ".join(f"{n} ({v['n']} texts, weight {v['weight']})" for n, v in t["training_sets"].items())
+    per_class = " · ".join(f"{k} {v:.2f}" for k, v in m["meld_dev"]["head"]["emotion"]["f1"].items())
+    per_class_ge = " · ".join(f"{k} {v:.2f}" for k, v in m["goemotions_test"]["head"]["emotion"]["f1"].items())
+    encoder, fixed = config["encoder"], t["fixed"]
+    fields = {
+        "out_name": out_path.name,
+        "labels": ", ".join(config["labels"]),
+        "sentiment_labels": ", ".join(config["sentiment_labels"]),
+        "encoder_id": encoder["id"],
+        "encoder_sha256": encoder["sha256"],
+        "pooling": encoder["pooling"],
+        "normalize": encoder["normalize"],
+        "max_seq_length": encoder["max_seq_length"],
+        "embedding_dim": config["embedding_dim"],
+        "dropout": config["dropout"],
+        "hidden": config["hidden"],
+        "n_outputs": len(config["labels"]) + len(config["sentiment_labels"]),
+        "size_mb": f"{out_path.stat().st_size / 1e6:.2f}",
+        "learning_rate": fixed["learning_rate"],
+        "weight_decay": fixed["weight_decay"],
+        "batch_size": fixed["batch_size"],
+        "patience": fixed["patience"],
+        "seed": t["seed"],
+        "minutes": f"{run['seconds'] / 60:.1f}",
+        "encoded": run["encoded"],
+        "texts": run["texts"],
+        "dair_not_selected": "" if sel["use_dair"] else " — not selected for training (validation preferred without it); test still reported",
+        "training_sets": train_sets,
+        "validation_goemotions": t["validation_sets"]["goemotions/dev"],
+        "validation_meld": t["validation_sets"]["meld/train-val"],
+        "n_validation_dialogues": len(t["meld_validation_dialogues"]),
+        "held_out_goemotions": t["held_out_sets"]["goemotions/test"],
+        "held_out_meld": t["held_out_sets"]["meld/dev"],
+        "held_out_dair": t["held_out_sets"]["dair/test"],
+        "alpha": sel["alpha"],
+        "meld_weight": sel["meld_weight"],
+        "use_dair": sel["use_dair"],
+        "search_rows": "\n".join(search_rows),
+        "nrclex": t["lexicon_baseline"]["nrclex"],
+        "vader": t["lexicon_baseline"]["vaderSentiment"],
+        "held_out_rows": "\n".join(rows),
+        "any_of_head": _fmt(m["goemotions_test"]["head"]["emotion_any_of_wa"]),
+        "any_of_lexicon": _fmt(m["goemotions_test"]["lexicon"]["emotion_any_of_wa"]),
+        "per_class_goemotions": per_class_ge,
+        "per_class_meld": per_class,
+        "confusion_meld": _confusion_md(m["meld_dev"]["head"]["emotion"]),
+        "confusion_goemotions": _confusion_md(m["goemotions_test"]["head"]["emotion"]),
+        "registers": ", TV-sitcom dialogue and short self-report sentences" if sel["use_dair"] else " and TV-sitcom dialogue",
+        "dair_licence": " and DAIR (research use only)" if sel["use_dair"] else "",
+    }
+    return install.write_card(card_path, string.Template(CARD_TEMPLATE.read_text(encoding="utf-8")).substitute(fields))

@@ -1,0 +1,191 @@
+"""Training the packaged text head (``mser train text``) and scoring it against the lexicon baseline.
+
+Splits (fixed by the data and ``seed``, logged and written into the head's config):
+
+- training: GoEmotions train, MELD train less the validation dialogues, DAIR train (if chosen);
+- validation (early stopping, hyper-parameters): GoEmotions dev and 10% of MELD train's dialogues
+  (dialogue-disjoint, drawn with ``seed``); DAIR val is not used, so that the selection score is the
+  same whether or not DAIR is trained on;
+- held out, never seen in training or selection: GoEmotions test, MELD dev, DAIR test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ...files import sha256_file
+from ...labels import EMOTIONS, SENTIMENTS
+from ...text import SentenceEncoder
+from ..install import install_head
+from .card import write_card
+from .corpora import REQUIRED_FILES, check_data_dir, load_dair, load_goemotions, load_meld, meld_validation_dialogues
+from .embeddings import embed_cached
+from .head import (
+    BATCH_SIZE,
+    DROPOUT,
+    HIDDEN,
+    LEARNING_RATE,
+    MAX_EPOCHS,
+    PATIENCE,
+    SEARCH_SPACE,
+    WEIGHT_DECAY,
+    fit_head,
+    predict,
+    stack,
+)
+from .lexicon import LexiconBaseline
+from .scoring import evaluate_predictions
+
+logger = logging.getLogger(__name__)
+
+
+def train_text_head(
+    data_dir: Path,
+    out_path: Path,
+    *,
+    seed: int = 0,
+    card_path: Path | None = None,
+    encoder_path: Path | None = None,
+) -> dict:
+    """Train the text head on GoEmotions + MELD (+ DAIR if validation prefers it) and evaluate it.
+
+    Reproduces ``multimodal_ser/models/text_head.safetensors`` with
+    ``mser train text --data DIR --out multimodal_ser/models/text_head.safetensors --seed 0``.
+    See :mod:`.corpora` (data and labels), this module (splits), :mod:`.head` (imbalance and
+    hyper-parameter search) and :mod:`.lexicon` (the baseline).
+
+    Args:
+        data_dir: folder holding ``goemotions/``, ``meld/`` and ``dair-emotion/``.
+        out_path: the head file to write (safetensors); a file in the package's ``models/`` folder
+            also gets its sha256 recorded in ``models/SHA256SUMS``.
+        seed: seeds the MELD validation split, initialisation and batch order (int >= 0).
+        card_path: if given, a Markdown model card with data, splits and held-out metrics is written there.
+        encoder_path: a local sentence-transformers folder; None uses the packaged all-MiniLM-L6-v2.
+
+    Returns:
+        The metrics: per held-out set (``goemotions_test``, ``meld_dev``, ``dair_test``) the scores of
+        the ``head`` and of the ``lexicon`` baseline (see :func:`scores`), plus ``validation`` (the
+        selected configuration's validation scores).
+    """
+    data_dir, out_path = Path(data_dir), Path(out_path)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, not {seed!r}")
+    if out_path.suffix != ".safetensors":
+        raise ValueError(f"out_path must end in .safetensors, not {out_path.name!r}")
+    check_data_dir(data_dir)
+    started = time.monotonic()
+
+    sets = {
+        "goemotions/train": load_goemotions(data_dir, "train"),
+        "goemotions/dev": load_goemotions(data_dir, "dev"),
+        "goemotions/test": load_goemotions(data_dir, "test"),
+        "dair/train": load_dair(data_dir, "train"),
+        "dair/test": load_dair(data_dir, "test"),
+        "meld/dev": load_meld(data_dir, "dev"),
+        "meld/train": load_meld(data_dir, "train"),
+    }
+    encoder = SentenceEncoder(encoder_path)
+    emb, n_encoded = {}, 0
+    for name, s in sets.items():
+        emb[name], from_cache = embed_cached(encoder, s.texts, name=name)
+        n_encoded += 0 if from_cache else len(s)
+    n_texts = sum(len(s) for s in sets.values())
+    meld = sets.pop("meld/train")
+    val_dialogues = meld_validation_dialogues(meld.groups, seed=seed)
+    in_val = np.isin(meld.groups, val_dialogues)
+    meld_emb = emb.pop("meld/train")
+    sets["meld/train-fit"], emb["meld/train-fit"] = meld.subset(~in_val, "meld/train-fit"), meld_emb[~in_val]
+    sets["meld/train-val"], emb["meld/train-val"] = meld.subset(in_val, "meld/train-val"), meld_emb[in_val]
+    logger.info(
+        "MELD train split (seed %d): %d utterances / %d dialogues for training, %d / %d for validation; "
+        "validation dialogue ids %s",
+        seed, (~in_val).sum(), len(np.unique(meld.groups[~in_val])), in_val.sum(), len(val_dialogues), val_dialogues,
+    )
+    for name, s in sets.items():
+        logger.info(
+            "%s: %d texts, %d single-label, %d with sentiment",
+            name, len(s), s.single_label.sum(), (s.sentiment >= 0).sum(),
+        )
+
+    val = {
+        "goemotions": (sets["goemotions/dev"], torch.from_numpy(emb["goemotions/dev"])),
+        "meld": (sets["meld/train-val"], torch.from_numpy(emb["meld/train-val"])),
+    }
+    search = []
+    best = None
+    grid = list(itertools.product(*SEARCH_SPACE.values()))
+    for values in tqdm(grid, desc="hyper-parameter search", unit="config"):
+        hp = dict(zip(SEARCH_SPACE, values))
+        parts = [("goemotions/train", 1.0), ("meld/train-fit", hp["meld_weight"])]
+        if hp["use_dair"]:
+            parts.append(("dair/train", 1.0))
+        train = stack([(sets[n], emb[n], w) for n, w in parts])
+        train.weight /= train.weight.mean()
+        head, result = fit_head(train, val, alpha=hp["alpha"], seed=seed)
+        logger.info("config %s: validation %s", hp, result)
+        search.append({**hp, **result})
+        if best is None or result["score"] > best[2]["score"]:
+            best = (hp, head, result, parts)
+    hp, head, val_result, parts = best
+    logger.info("selected %s (validation score %.4f)", hp, val_result["score"])
+
+    lexicon = LexiconBaseline()
+    metrics: dict = {}
+    for key, name in (("goemotions_test", "goemotions/test"), ("meld_dev", "meld/dev"), ("dair_test", "dair/test")):
+        data = sets[name]
+        metrics[key] = {
+            "head": evaluate_predictions(data, *predict(head, torch.from_numpy(emb[name]))),
+            "lexicon": lexicon.evaluate(data),
+        }
+        logger.info(
+            "%s held out: head emotion macro-F1 %.3f weighted-F1 %.3f | lexicon %.3f / %.3f",
+            name, metrics[key]["head"]["emotion"]["macro_f1"], metrics[key]["head"]["emotion"]["weighted_f1"],
+            metrics[key]["lexicon"]["emotion"]["macro_f1"], metrics[key]["lexicon"]["emotion"]["weighted_f1"],
+        )
+    metrics["validation"] = val_result
+
+    training = {
+        "seed": seed,
+        "training_sets": {n: {"n": len(sets[n]), "weight": w} for n, w in parts},
+        "validation_sets": {"goemotions/dev": len(sets["goemotions/dev"]), "meld/train-val": int(in_val.sum())},
+        "held_out_sets": {n: len(sets[n]) for n in ("goemotions/test", "meld/dev", "dair/test")},
+        "meld_validation_dialogues": val_dialogues,
+        "selected": hp,
+        "search": search,
+        "fixed": {
+            "hidden": HIDDEN, "dropout": DROPOUT, "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
+            "batch_size": BATCH_SIZE, "max_epochs": MAX_EPOCHS, "patience": PATIENCE,
+        },
+        "data_sha256": {f: sha256_file(data_dir / f) for f in REQUIRED_FILES},
+        "lexicon_baseline": lexicon.ids,
+    }
+    config = {
+        "kind": "text_head",
+        "labels": list(EMOTIONS),
+        "sentiment_labels": list(SENTIMENTS),
+        "embedding_dim": encoder.dim,
+        "hidden": HIDDEN,
+        "dropout": DROPOUT,
+        "encoder": {"id": encoder.id, "sha256": encoder.sha256, "pooling": encoder.pooling,
+                    "normalize": encoder.normalize, "max_seq_length": encoder.max_seq_length},
+        "training": training,
+        "metrics": metrics,
+    }
+    install_head(out_path, head.state_dict(), config)
+    elapsed = time.monotonic() - started
+    logger.info("wrote %s (%d bytes) in %.0f s", out_path, out_path.stat().st_size, elapsed)
+    if card_path is not None:
+        write_card(
+            Path(card_path), config, out_path=out_path, run={"seconds": elapsed, "texts": n_texts, "encoded": n_encoded}
+        )
+    from ..calibrate import calibrate_text_head
+
+    metrics["calibration"] = {k: v for k, v in calibrate_text_head(data_dir, out_path, card_path=card_path).items() if not k.endswith("reports")}
+    return metrics
