@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 
 from multimodal_ser.errors import MediaError, ModelError
-from multimodal_ser.face import (
+from multimodal_ser.face import face_segment_table
+from multimodal_ser.face.analyzer import (
     _PNP_LANDMARKS,
     _PNP_MODEL,
     ENGAGEMENT_WEIGHTS,
@@ -23,9 +24,8 @@ from multimodal_ser.face import (
     _frames_table,
     _head_pose,
     _Tracker,
-    face_segment_table,
 )
-from multimodal_ser.face_expression import (
+from multimodal_ser.face.expression import (
     FER_WEIGHTS_SHA256,
     ExpressionModel,
     _same_padding,
@@ -461,7 +461,7 @@ def test_face_segment_table_short_segments_and_bad_input():
 
 
 def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
-    from multimodal_ser.face_segments import STATIC_FACE_WEIGHT
+    from multimodal_ser.face.segments import STATIC_FACE_WEIGHT
 
     rng = np.random.default_rng(0)
     times = np.arange(0, 4, 0.25)

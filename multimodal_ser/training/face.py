@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .. import metrics as M
-from ..face_expression import (
+from ..face.expression import (
     FER_LABELS,
     ExpressionModel,
     read_label_folder,

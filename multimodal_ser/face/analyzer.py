@@ -57,11 +57,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .errors import MediaError, ModelError
-from .face_expression import ExpressionModel
-from .files import sha256_file
-from .labels import EMOTIONS
-from .video import DEFAULT_FPS, has_video, iter_frames, probe_video, valid_fps
+from ..errors import MediaError, ModelError
+from ..files import sha256_file
+from ..labels import EMOTIONS
+from ..video import DEFAULT_FPS, has_video, iter_frames, probe_video, valid_fps
+from .expression import ExpressionModel
 
 logger = logging.getLogger(__name__)
 
@@ -722,10 +722,6 @@ def _finish_frames(table: pd.DataFrame, *, blink_ratio: float, window_s: float) 
             raw = pd.Series(np.where(raw.notna(), smoothed, np.nan), index=raw.index)
         table.loc[index, "engagement"] = raw.clip(0.0, 1.0)
     return table.drop(columns="head_facing")
-
-
-# The reduction of the frames table to the segment grid lives in face_segments; re-exported here.
-from .face_segments import SPEAKER_MIN_CORRELATION, SPEAKER_MIN_MOUTH_MOVEMENT, face_segment_table  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -51,11 +51,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .calibration import apply_temperature, stored_temperature
-from .errors import ModelError
-from .files import sha256_file
-from .heads import MODELS_DIR, load_head, one_torch_thread, save_head
-from .labels import EMOTIONS, to_shared_label
+from ..calibration import apply_temperature, stored_temperature
+from ..errors import ModelError
+from ..files import sha256_file
+from ..heads import MODELS_DIR, load_head, one_torch_thread, save_head
+from ..labels import EMOTIONS, to_shared_label
 
 logger = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, seed:
 def score_crops(model: ExpressionModel, images: np.ndarray, truth: Sequence[str], *, batch: int = 512, seed: int = 0) -> dict:
     """:func:`multimodal_ser.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
     ``model`` on uint8 crops ``(n, s, s)`` whose true labels are ``truth``, plus its ``model_id`` and ``sha256``."""
-    from . import metrics
+    from .. import metrics
 
     probabilities = np.concatenate([model.predict(images[i : i + batch])[0] for i in range(0, len(images), batch)])
     predicted = [EMOTIONS[i] for i in probabilities.argmax(axis=1)]

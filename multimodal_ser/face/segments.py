@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import grid as grid_module
-from .labels import EMOTIONS
+from .. import grid as grid_module
+from ..labels import EMOTIONS
 
 _PROB_COLUMNS = [f"face_{label}" for label in EMOTIONS]
 
