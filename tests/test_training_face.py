@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from multimodal_ser.errors import ModelError
-from multimodal_ser.face_expression import FER_LABELS, ExpressionModel, KerasGraphNet, read_label_folder, save_face_head
+from multimodal_ser.face.expression import FER_LABELS, ExpressionModel, read_label_folder, save_face_head
+from multimodal_ser.face.keras_port import KerasGraphNet
 from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.training.face import RECIPE, FaceRecipe, augment, train_face_head
 
@@ -63,7 +64,8 @@ def test_mirror_averaging_gives_a_face_and_its_mirror_image_one_answer(perturbed
 
 
 def test_a_packaged_head_that_was_changed_is_refused(tmp_path, monkeypatch):
-    from multimodal_ser import face_expression, heads
+    from multimodal_ser import heads
+    from multimodal_ser.face import expression
 
     models = tmp_path / "models"
     shutil.copytree(heads.MODELS_DIR, models)
@@ -72,7 +74,7 @@ def test_a_packaged_head_that_was_changed_is_refused(tmp_path, monkeypatch):
     (models / "face_head.safetensors").write_bytes(bytes(data))
     monkeypatch.setattr(heads, "MODELS_DIR", models)
     monkeypatch.setattr(heads, "CHECKSUMS_FILE", models / "SHA256SUMS")
-    monkeypatch.setattr(face_expression, "DEFAULT_FACE_HEAD", models / "face_head.safetensors")
+    monkeypatch.setattr(expression, "DEFAULT_FACE_HEAD", models / "face_head.safetensors")
     with pytest.raises(ModelError, match="sha256 is .* expected"):
         ExpressionModel()
 

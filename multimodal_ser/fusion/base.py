@@ -74,7 +74,7 @@ def modality_probabilities(segments: pd.DataFrame, modality: str) -> tuple[np.nd
 def modality_quality(segments: pd.DataFrame, modality: str) -> np.ndarray:
     """The ``<m>_quality`` column in [0, 1] (1.0 where the table has none, or where it is null).
 
-    Only the face has one today (:func:`multimodal_ser.face_segments.face_quality`: frames seen,
+    Only the face has one today (:func:`multimodal_ser.face.segments.face_quality`: frames seen,
     a static face); it scales that modality's evidence on each segment.
 
     Raises:

@@ -10,7 +10,7 @@ For the modalities ``m`` present on a segment::
   what the branch says about *this* segment beyond what it says about everything. A branch that
   repeats its usual distribution (the words of a neutral sentence) moves the result little;
 - ``q_m`` in [0, 1]: the segment's ``<m>_quality`` column where there is one (the face: frames
-  seen, a static face counts for little; see :mod:`multimodal_ser.face_segments`), else 1;
+  seen, a static face counts for little; see :mod:`multimodal_ser.face.segments`), else 1;
 - ``w_m >= 0``: reliability weights and ``T``: a temperature, learned on held-out predictions
   (:func:`fit_late_fusion`, stacking: minimum log-loss).
 

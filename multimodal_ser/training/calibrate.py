@@ -226,7 +226,7 @@ def calibrate_face_head(
         as :func:`calibrate_text_head`.
     """
     from ..calibration import apply_temperature
-    from ..face_expression import DEFAULT_FACE_HEAD, ExpressionModel, read_label_folder
+    from ..face.expression import DEFAULT_FACE_HEAD, ExpressionModel, read_label_folder
     from .face import fer2013_root
 
     root = fer2013_root(data_dir)

