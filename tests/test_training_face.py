@@ -29,6 +29,7 @@ def perturbed() -> ExpressionModel:
     return model
 
 
+@pytest.mark.models
 def test_keras_weights_rebuild_the_same_network(perturbed):
     x = torch.from_numpy(np.random.default_rng(1).uniform(-1, 1, (4, 1, 64, 64)).astype(np.float32))
     rebuilt = KerasGraphNet(perturbed.net.keras_config, perturbed.net.keras_weights())
@@ -40,6 +41,7 @@ def test_keras_weights_rebuild_the_same_network(perturbed):
     assert not torch.allclose(p1, ExpressionModel(weights="fer").net(x)[0], atol=1e-3)  # the perturbation counts
 
 
+@pytest.mark.models
 def test_a_saved_head_loads_and_predicts_as_the_network_did(tmp_path, perturbed):
     path = save_face_head(tmp_path / "mine.safetensors", perturbed.net, labels=FER_LABELS, training={"note": "test"})
     crops = np.random.default_rng(2).integers(0, 256, (3, 64, 64), dtype=np.uint8)
@@ -51,6 +53,7 @@ def test_a_saved_head_loads_and_predicts_as_the_network_did(tmp_path, perturbed)
         ExpressionModel(weights=path, sha256="0" * 64)
 
 
+@pytest.mark.models
 def test_mirror_averaging_gives_a_face_and_its_mirror_image_one_answer(perturbed):
     crops = np.random.default_rng(4).integers(0, 256, (2, 64, 64), dtype=np.uint8)
     mirrored = crops[:, :, ::-1].copy()
@@ -63,6 +66,7 @@ def test_mirror_averaging_gives_a_face_and_its_mirror_image_one_answer(perturbed
     assert np.allclose(averaged.predict(crops)[0], halves, atol=1e-6)
 
 
+@pytest.mark.models
 def test_a_packaged_head_that_was_changed_is_refused(tmp_path, monkeypatch):
     from multimodal_ser import heads
     from multimodal_ser.face import expression
