@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from . import metrics as M
+from .evaluation import metrics as M
 from .errors import ModelError, MserError
 from .files import atomic_output
 from .fusion import LateFusion, balanced_row_weights, fit_late_fusion, fit_temperature, modality_probabilities

@@ -70,7 +70,7 @@ from .files import atomic_output, sha256_file
 from .fusion import valid_modalities as _valid_modalities
 from .grid import make_grid, modality_table
 from .labels import EMOTIONS, MODALITIES
-from .manifest import read_manifest
+from .evaluation.manifest import read_manifest
 from .media import SAMPLE_RATE, VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -516,7 +516,7 @@ def _heard_in_training(models: _Models, table: pd.DataFrame, heads: dict) -> lis
     """A warning per voice head that is applied to clips of speakers it was trained on (RAVDESS,
     TurEV-DB or URDU file names of a speaker in its config's ``training.speakers``): on them it
     recalls, it does not recognise."""
-    from .manifest import corpus_speaker
+    from .evaluation.datasets import corpus_speaker
 
     heard: dict[str, set] = {}
     counts: dict[str, int] = {}

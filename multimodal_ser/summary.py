@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import EMOTIONS, MODALITIES
-from .metrics import markdown_table
+from .evaluation.metrics import markdown_table
 from .timeline import Timeline
 
 FUSED = "fused"

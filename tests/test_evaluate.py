@@ -210,7 +210,7 @@ def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
 @pytest.mark.slow
 def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
     _needs("text_head.safetensors", "audio_head.safetensors")
-    from multimodal_ser.manifest import ravdess_manifest
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
 
     manifest = ravdess_manifest(shared_data / "ravdess-speech-16k")
     subset = manifest[manifest["actor"].isin([1, 2, 3, 4]) & (manifest["repetition"] == 1) & (manifest["intensity"] == "strong")]
@@ -236,7 +236,7 @@ def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     _needs("text_head.safetensors")
     from multimodal_ser.attention_fusion import load_attention_fusion
     from multimodal_ser.fusion import load_late_fusion
-    from multimodal_ser.manifest import folder_manifest, meld_manifest
+    from multimodal_ser.evaluation.datasets import folder_manifest, meld_manifest
     from multimodal_ser.training.fusion import train_fusion
 
     meld = meld_manifest(shared_data / "meld", require_media=False)
@@ -266,7 +266,7 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
     _needs("text_head.safetensors", "audio_head.safetensors")
     from multimodal_ser.cli import main
     from multimodal_ser.heads import load_head
-    from multimodal_ser.manifest import ravdess_manifest
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
 
     monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
     source = ravdess_manifest(shared_data / "ravdess-speech-16k")

@@ -16,7 +16,7 @@ from multimodal_ser.fusion import (
 )
 from multimodal_ser.grid import modality_table
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.metrics import expected_calibration_error
+from multimodal_ser.evaluation.metrics import expected_calibration_error
 
 
 def _segments(audio, text, audio_present, text_present):

@@ -12,7 +12,7 @@ from multimodal_ser import heads, voice
 from multimodal_ser.encoder import EncodedWindow
 from multimodal_ser.errors import ModelError
 from multimodal_ser.labels import EMOTIONS, RAVDESS_8
-from multimodal_ser.manifest import ravdess_manifest
+from multimodal_ser.evaluation.datasets import ravdess_manifest
 from multimodal_ser.media import SAMPLE_RATE, load_audio
 
 N_LAYERS, D_MODEL = 7, 512

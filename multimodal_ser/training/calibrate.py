@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .. import metrics as M
+from ..evaluation import metrics as M
 from ..calibration import fit_temperature, markdown_reliability, mean_prediction, reliability_table
 from ..files import atomic_output, sha256_file
 from ..heads import MODELS_DIR, load_head, update_head_config

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .. import metrics as M
+from ..evaluation import metrics as M
 from ..calibration import mean_prediction
 from ..errors import ModelError
 from ..comparison import Predictions, compare_predictions, group_folds

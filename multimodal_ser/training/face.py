@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .. import metrics as M
+from ..evaluation import metrics as M
 from ..face_expression import (
     FER_LABELS,
     ExpressionModel,

@@ -40,8 +40,8 @@ from ..evaluate import Predictions, compare_predictions, group_folds, predict_ma
 from ..files import atomic_output
 from ..heads import MODELS_DIR, record_checksum
 from ..labels import EMOTIONS, MODALITIES
-from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
-from ..metrics import markdown_confusion, markdown_table
+from ..evaluation.datasets import folder_manifest, meld_manifest, ravdess_manifest
+from ..evaluation.metrics import markdown_confusion, markdown_table
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from ...encoder import WINDOW_SAMPLES
 from ...errors import ManifestError
 from ...labels import RAVDESS_8
-from ...manifest import ravdess_manifest, turev_manifest, urdu_manifest
+from ...evaluation.datasets import ravdess_manifest, turev_manifest, urdu_manifest
 from ...media import SAMPLE_RATE, load_audio
 from .conditions import ISOLATED, NOISE_KINDS, Condition, transform_clip
 

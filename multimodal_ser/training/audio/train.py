@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import metrics, voice
+from ... import voice
+from ...evaluation import metrics
 from ...files import atomic_output, sha256_file
 from ...heads import MODELS_DIR, record_checksum, save_head
 from ...labels import EMOTIONS, RAVDESS_8
