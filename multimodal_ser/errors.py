@@ -1,6 +1,9 @@
-"""The package's small exception family: one base class, one subclass per kind of bad input."""
+"""The package's small exception family: one base class, one subclass per kind of bad input; and
+the ``valid_*`` helpers several modules share."""
 
 from __future__ import annotations
+
+import numbers
 
 
 class MserError(Exception):
@@ -21,3 +24,14 @@ class ManifestError(MserError, ValueError):
 
 class ModelError(MserError, RuntimeError):
     """Model weights are missing, corrupt (checksum mismatch) or incompatible."""
+
+
+def valid_positive_int(name: str, value, low: int = 1) -> int:
+    """``value`` as an int, checked to be an integer (not a bool) and at least ``low``.
+
+    Raises:
+        ValueError: "``name`` must be an int >= ``low``, not ``value``".
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, not {value!r}")
+    return int(value)
