@@ -248,7 +248,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate_manifest
+    from .evaluation import evaluate_manifest
 
     audio_head = args.audio_head
     if args.cross_fit_audio is not None:

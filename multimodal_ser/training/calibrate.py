@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..evaluation import metrics as M
 from ..calibration import fit_temperature, markdown_reliability, mean_prediction, reliability_table
+from ..evaluation import metrics as M
 from ..files import atomic_output, sha256_file
 from ..heads import MODELS_DIR, load_head, update_head_config
 from ..labels import EMOTIONS, SENTIMENTS
