@@ -12,7 +12,7 @@
 The models come from :class:`multimodal_ser.models.Models`, as in the pipeline.
 """
 
-from .compare import compare_predictions, evaluate_predictions
+from .compare import Comparison, SystemScores, compare_predictions, evaluate_predictions
 from .evaluate import evaluate_manifest
 from .manifest import load_manifest, read_manifest
 from .predict import Predictions, predict_manifest
@@ -22,7 +22,9 @@ from .systems import FUSION_SYSTEMS
 
 __all__ = [
     "FUSION_SYSTEMS",
+    "Comparison",
     "Predictions",
+    "SystemScores",
     "compare_predictions",
     "evaluate_manifest",
     "evaluate_predictions",

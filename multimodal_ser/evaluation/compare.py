@@ -23,6 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from typing import TypedDict
 
 import numpy as np
 
@@ -39,10 +40,71 @@ from .systems import FUSION_SYSTEMS, System, comparison_systems
 log = logging.getLogger(__name__)
 
 
-def _score(system: System, labels: np.ndarray, groups: np.ndarray | None, *, bootstrap: int, seed: int) -> dict:
+class SystemScores(TypedDict, total=False):
+    """The scores of one system (one entry of :attr:`Comparison.systems`; keys as in ``metrics.json``)."""
+
+    name: str
+    kind: str
+    """``modality``, ``default``, ``late_equal``, ``late_learned`` or ``attention``."""
+    modalities: list[str]
+    n: int
+    """items the system gives a label to."""
+    coverage: float
+    """n / items."""
+    labels: list[str]
+    ua: float
+    ua_ci: list[float]
+    wa: float
+    wa_ci: list[float]
+    macro_f1: float
+    macro_f1_ci: list[float]
+    recall: dict[str, float | None]
+    confusion: list[list[int]]
+    ece: float
+    ece_uncalibrated: float
+    ece_temperature_scaled: float
+    parameters: dict
+
+
+class Comparison(TypedDict, total=False):
+    """What :func:`compare_predictions` returns: the content of ``metrics.json`` (a plain dict at run time)."""
+
+    labels: list[str]
+    modalities: list[str]
+    n_items: int
+    n_failed: int
+    failures: list[dict]
+    warnings: list[str]
+    folds: int | None
+    folds_requested: int
+    notes: list[str]
+    seed: int
+    bootstrap: int
+    bootstrap_unit: str
+    """``group`` or ``item``: what the bootstrap resamples."""
+    n_groups: int
+    fold_sizes: list[int]
+    models: dict
+    package_version: str
+    created: str
+    systems: dict[str, SystemScores]
+    gains: dict[str, dict]
+    """``{key: {"reference", "n", "ua_difference", "ua_difference_ci"}}``."""
+    text_sources: dict[str, int]
+    by_group: dict[str, dict[str, SystemScores]]
+    by_presence: dict[str, dict]
+    """``{pattern: {"n_items": int, "systems": {key: SystemScores}}}``."""
+    probabilities: dict[str, np.ndarray]
+    """only with ``return_probabilities``; never written."""
+    manifest: dict
+    """added by :func:`~multimodal_ser.evaluation.evaluate.evaluate_manifest`."""
+    runtime_s: float
+
+
+def _score(system: System, labels: np.ndarray, groups: np.ndarray | None, *, bootstrap: int, seed: int) -> SystemScores:
     rows = system.present
     n = int(rows.sum())
-    out: dict = {
+    out: SystemScores = {
         "name": system.name, "kind": system.kind, "modalities": list(system.modalities), "n": n, "coverage": n / len(labels)
     }
     if n == 0:
@@ -94,7 +156,7 @@ def _gains_over_best_alone(
     return out
 
 
-def evaluate_predictions(predictions: Predictions, out_dir: str | os.PathLike, **options) -> dict:
+def evaluate_predictions(predictions: Predictions, out_dir: str | os.PathLike, **options) -> Comparison:
     """:func:`compare_predictions` (same keyword options), written into ``out_dir`` as
     ``metrics.json``, ``metrics.md`` and ``comparison.png`` (see :func:`write_report`)."""
     result = compare_predictions(predictions, **options)
@@ -113,7 +175,7 @@ def compare_predictions(
     fusions: Sequence[str] = FUSION_SYSTEMS,
     attention_options=None,
     return_probabilities: bool = False,
-) -> dict:
+) -> Comparison:
     """Compare each modality, each set of modalities and each fusion on cross-fitted predictions.
 
     Args:
@@ -135,7 +197,7 @@ def compare_predictions(
             under ``probabilities`` (``{key: array}``; not written by :func:`write_report`).
 
     Returns:
-        The content of ``metrics.json``: ``labels``, ``modalities``, ``n_items``, ``n_failed``,
+        :class:`Comparison`, the content of ``metrics.json``: ``labels``, ``modalities``, ``n_items``, ``n_failed``,
         ``failures``, ``folds``, ``seed``, ``bootstrap``, ``n_groups``, ``fold_sizes``, ``models``,
         ``systems`` (``{key: {name, kind, modalities, n, coverage, ua, ua_ci, wa, wa_ci, macro_f1,
         macro_f1_ci, recall, confusion, ece, ...}}`` with keys like ``audio``,
@@ -170,7 +232,7 @@ def compare_predictions(
     )
     notes = ([folds_note] if folds_note else []) + system_notes
     bootstrap_groups = None if own_groups else group_values
-    result: dict = {
+    result: Comparison = {
         "labels": list(EMOTIONS),
         "modalities": list(modalities),
         "n_items": len(table),

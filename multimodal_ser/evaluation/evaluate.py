@@ -9,7 +9,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from ..labels import MODALITIES
-from .compare import evaluate_predictions
+from .compare import Comparison, evaluate_predictions
 from .manifest import load_manifest
 from .predict import item_groups, predict_manifest
 from .report import write_report
@@ -36,7 +36,7 @@ def evaluate_manifest(
     threads: int = 2,
     use_cache: bool = True,
     progress: bool = True,
-) -> dict:
+) -> Comparison:
     """``mser evaluate``: :func:`predict_manifest` then :func:`evaluate_predictions` (see both).
 
     Returns:
