@@ -74,7 +74,7 @@ def fit_temperature(
 
 RELIABILITY_BINS = 10
 """Equal-width confidence bins of :func:`reliability_table` (the ECE itself uses 15, see
-:func:`multimodal_ser.metrics.expected_calibration_error`)."""
+:func:`multimodal_ser.evaluation.metrics.expected_calibration_error`)."""
 
 
 def reliability_table(probabilities: np.ndarray, targets: np.ndarray, *, n_bins: int = RELIABILITY_BINS) -> list[dict]:

@@ -239,7 +239,7 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate_manifest
+    from .evaluation import evaluate_manifest
 
     audio_head = args.audio_head
     if args.cross_fit_audio is not None:
@@ -290,9 +290,9 @@ def _summary(args) -> int:
 
 
 def _manifest(args) -> int:
-    from . import manifest
+    from .evaluation import datasets
 
-    build = {"ravdess": manifest.ravdess_manifest, "turev-db": manifest.turev_manifest, "urdu": manifest.urdu_manifest, "crema-d": manifest.crema_d_manifest, "meld": manifest.meld_manifest, "folder": manifest.folder_manifest}[args.kind]
+    build = {"ravdess": datasets.ravdess_manifest, "turev-db": datasets.turev_manifest, "urdu": datasets.urdu_manifest, "crema-d": datasets.crema_d_manifest, "meld": datasets.meld_manifest, "folder": datasets.folder_manifest}[args.kind]
     build(args.directory).to_csv(sys.stdout, index=False)
     return 0
 

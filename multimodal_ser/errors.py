@@ -21,3 +21,4 @@ class ManifestError(MserError, ValueError):
 
 class ModelError(MserError, RuntimeError):
     """Model weights are missing, corrupt (checksum mismatch) or incompatible."""
+

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import MediaError, MserError
+from .errors import MediaError
 from .files import sha256_file
 from .fusion import fused_columns
 from .grid import absent_table, make_grid, modality_table
 from .labels import EMOTIONS
 from .media import MediaInfo, iter_audio, probe
 from .options import AnalysisOptions
+from .registry import Models
 from .timeline import WORD_COLUMNS, Timeline
 from .transcript import TranscriptSegment, read_transcript
 from .windows import KnownRegions, windows
@@ -54,73 +54,12 @@ class Analyzer:
 
     def __init__(self, options: AnalysisOptions = AnalysisOptions()):
         self.options = options
-        self._models: dict[str, object] = {}
-
-    # --- models, loaded on demand -------------------------------------------------------------
-
-    def _whisper(self):
-        if "whisper" not in self._models:
-            from .weights import load_openai_whisper
-
-            torch.set_num_threads(self.options.threads)
-            self._models["whisper"] = load_openai_whisper(self.options.asr_model)
-        return self._models["whisper"]
-
-    def _encoder(self):
-        if "encoder" not in self._models:
-            from .encoder import SpeechEncoder
-
-            self._models["encoder"] = SpeechEncoder(self._whisper())
-        return self._models["encoder"]
-
-    def _transcriber(self):
-        """A fresh transcriber per recording (it remembers the detected language)."""
-        from .asr import AsrOptions, CTranslate2Transcriber, OpenAIWhisperTranscriber
-        from .weights import PACKAGED_WHISPER, ctranslate2_dir
-
-        o = self.options
-        asr_options = AsrOptions(language=o.language, beam_size=o.beam_size)
-        if o.asr_engine == "openai-whisper":
-            return OpenAIWhisperTranscriber(self._whisper(), options=asr_options)
-        if "ct2" not in self._models:
-            if o.asr_model in PACKAGED_WHISPER:
-                folder = ctranslate2_dir(o.asr_model)
-            elif (Path(o.asr_model) / "model.bin").is_file():
-                folder = Path(o.asr_model)
-            else:
-                raise MserError(f"the ctranslate2 engine needs a CTranslate2 model folder; {o.asr_model!r} is not one (use --asr-engine openai-whisper)")
-            self._models["ct2"] = folder
-        return CTranslate2Transcriber(
-            self._models["ct2"], multilingual=self._whisper().is_multilingual, options=asr_options, threads=o.threads
+        o = options
+        self.models = Models(
+            asr_model=o.asr_model, asr_engine=o.asr_engine, language=o.language, beam_size=o.beam_size, threads=o.threads,
+            fps=o.fps, fusion=o.fusion, fusion_weights=o.fusion_weights,
         )
-
-    def _voice(self):
-        if "voice" not in self._models:
-            from .voice import VoiceEmotionModel
-
-            self._models["voice"] = VoiceEmotionModel()
-        return self._models["voice"]
-
-    def _text(self):
-        if "text" not in self._models:
-            from .text import TextEmotionModel
-
-            self._models["text"] = TextEmotionModel()
-        return self._models["text"]
-
-    def _face(self):
-        if "face" not in self._models:
-            from .face import FaceAnalyzer
-
-            self._models["face"] = FaceAnalyzer(fps=self.options.fps)
-        return self._models["face"]
-
-    def _fusion(self):
-        if "fusion" not in self._models:
-            from .fusion import load_fusion
-
-            self._models["fusion"] = load_fusion(self.options.fusion, self.options.fusion_weights)
-        return self._models["fusion"]
+        """the models, each built on first use (:class:`multimodal_ser.registry.Models`)."""
 
     # --- the pass ------------------------------------------------------------------------------
 
@@ -164,7 +103,7 @@ class Analyzer:
         frames, face_table, face_ids = self._face_columns(info, grid, energy.table(), notes, progress)
         tables.append(face_table)
         segments = pd.concat(tables, axis=1)
-        fusion = self._fusion()
+        fusion = self.models.fusion()
         segments = pd.concat([segments, fused_columns(segments, fusion)], axis=1)
         words = _words_table(speech, speech_rows, grid)
         metadata = {
@@ -215,11 +154,10 @@ class Analyzer:
             owner = dict(zip(pieces, parents))
             source = KnownRegions(pieces)
         else:
-            from .vad import SpeechDetector
-
-            segments, source = [], SpeechDetector()
-        transcriber, encoder = self._transcriber(), self._encoder()
-        voice = self._voice() if "audio" in self.options.modalities else None
+            segments, source = [], self.models.vad()
+            source.reset()
+        transcriber, encoder = self.models.new_transcriber(), self.models.encoder()  # a fresh transcriber per recording
+        voice = self.models.voice() if "audio" in self.options.modalities else None
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
         blocks = energy.measure(_channel_blocks(info, channel))
         with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
@@ -275,7 +213,7 @@ class Analyzer:
             return table, {}
         from .text import text_table
 
-        model = self._text()
+        model = self.models.text()
         return text_table(grid, model), {"text": model.model_ids}
 
     def _face_columns(self, info: MediaInfo, grid: pd.DataFrame, speech_energy: pd.DataFrame | None, notes: list[str], progress: bool):
@@ -285,14 +223,14 @@ class Analyzer:
             if "face" in self.options.modalities:
                 notes.append("no video stream: no face analysis")
             return pd.DataFrame(), absent_table("face", len(grid)), {}
-        analyzer = self._face()
+        analyzer = self.models.face()
         with tqdm(total=round(info.duration, 1), unit="s", desc=f"faces {info.path.name}", disable=not progress, leave=False) as bar:
             frames = analyzer.analyze(info.path, progress=lambda done, _total: bar.update(round(done - bar.n, 1)))
         return frames, face_segment_table(frames, grid, speech_energy=speech_energy), {"face": analyzer.model_ids}
 
     def _speech_model_ids(self) -> dict:
         ids = {}
-        if "whisper" in self._models:
+        if self.models.loaded("whisper"):
             from .weights import PACKAGED_WHISPER
 
             name = self.options.asr_model
@@ -302,8 +240,8 @@ class Analyzer:
                 "engine": self.options.asr_engine,
                 "sha256": [sha for _, _, sha in packaged.parts] if packaged else None,
             }
-        if "voice" in self._models:
-            ids["audio"] = self._models["voice"].model_ids
+        if self.models.loaded("voice"):
+            ids["audio"] = self.models.voice().model_ids
         return ids
 
 

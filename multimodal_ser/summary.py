@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .evaluation.metrics import markdown_table
 from .labels import EMOTIONS, MODALITIES
-from .metrics import markdown_table
 from .timeline import Timeline
 
 FUSED = "fused"

@@ -28,12 +28,10 @@ def valid_fps(fps: float) -> float:
 
 
 def valid_int(name: str, value, low: int, high: int | None = None) -> int:
-    """``value`` as an int in ``[low, high]`` (no upper bound when ``high`` is None)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer, not {value!r}")
-    if value < low or (high is not None and value > high):
-        bounds = f"at least {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {bounds}, not {value}")
+    """``value`` as an int in ``[low, high]`` (no upper bound when ``high`` is None); never a bool."""
+    bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int {bounds}, not {value!r}")
     return int(value)
 
 

@@ -365,7 +365,19 @@ class VoiceEmotionModel:
                 embeddings=np.zeros((0, hidden), dtype=np.float32),
                 widened=np.zeros(0, dtype=bool),
             )
-        probs8, embedding = self.probabilities(np.stack([segment_features(window, s, e) for s, e, _ in spans]))
+        features = np.stack([segment_features(window, s, e) for s, e, _ in spans])
+        return self.predict_features(features, widened=np.array([w for _, _, w in spans], dtype=bool))
+
+    @torch.inference_mode()
+    def predict_features(self, features: np.ndarray, *, widened: np.ndarray | None = None) -> VoicePrediction:
+        """The voice outputs of segments whose :func:`segment_features` were computed already (for
+        example kept from an earlier encoder pass): what :meth:`predict` returns for them.
+
+        Args:
+            features: shape ``(k, n_features)``, rows of :func:`segment_features`.
+            widened: shape ``(k,)`` bool, see :attr:`VoicePrediction.widened`; None: all False.
+        """
+        probs8, embedding = self.probabilities(features)
         valence_arousal = probs8 @ CIRCUMPLEX_MATRIX
         return VoicePrediction(
             emotions=probs8 @ SHARED_SPACE,
@@ -373,5 +385,5 @@ class VoiceEmotionModel:
             arousal=valence_arousal[:, 1],
             valence=valence_arousal[:, 0],
             embeddings=embedding,
-            widened=np.array([w for _, _, w in spans], dtype=bool),
+            widened=np.zeros(len(probs8), dtype=bool) if widened is None else np.asarray(widened, dtype=bool),
         )

@@ -63,8 +63,8 @@ def test_mean_prediction_and_stored_temperature():
 def test_a_head_config_is_extended_without_touching_its_tensors(tmp_path):
     import torch
 
-    from multimodal_ser.heads import load_head, save_head, update_head_config
     from multimodal_ser.files import sha256_file
+    from multimodal_ser.heads import load_head, save_head, update_head_config
 
     path = save_head(tmp_path / "head.safetensors", {"w": torch.arange(6.0).reshape(2, 3)}, {"labels": ["a", "b"]})
     before = sha256_file(path)

@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimodal_ser import comparison as comparison_module
-from multimodal_ser import evaluate
+from multimodal_ser import evaluation
+from multimodal_ser.evaluation import systems as systems_module
+from multimodal_ser.evaluation.items import BranchOutput, ItemPrediction
+from multimodal_ser.evaluation.predict import prediction_table
 from multimodal_ser.fusion import AttentionOptions
 from multimodal_ser.grid import modality_table
 from multimodal_ser.heads import MODELS_DIR
@@ -26,21 +28,21 @@ FAST_ATTENTION = AttentionOptions(width=16, heads=2, epochs=25, patience=5, batc
 def test_group_folds_never_put_a_group_on_both_sides():
     rng = np.random.default_rng(0)
     groups = rng.choice([f"speaker{i}" for i in range(13)], size=400)
-    folds = evaluate.group_folds(groups, folds=5, seed=3)
+    folds = evaluation.group_folds(groups, folds=5, seed=3)
     assert set(folds) == set(range(5))
     for g in set(groups):
         assert len(set(folds[groups == g])) == 1
     sizes = np.bincount(folds)
     assert sizes.max() - sizes.min() <= np.bincount(np.unique(groups, return_inverse=True)[1]).max()
-    np.testing.assert_array_equal(folds, evaluate.group_folds(groups, folds=5, seed=3))
-    assert not np.array_equal(folds, evaluate.group_folds(groups, folds=5, seed=4))
+    np.testing.assert_array_equal(folds, evaluation.group_folds(groups, folds=5, seed=3))
+    assert not np.array_equal(folds, evaluation.group_folds(groups, folds=5, seed=4))
 
 
 def test_group_folds_refuse_too_few_groups():
     with pytest.raises(ValueError, match="at least 5 distinct groups, found 3"):
-        evaluate.group_folds(["a", "b", "c", "a"], folds=5)
+        evaluation.group_folds(["a", "b", "c", "a"], folds=5)
     with pytest.raises(ValueError, match="folds must be an int >= 2"):
-        evaluate.group_folds(["a", "b"], folds=1)
+        evaluation.group_folds(["a", "b"], folds=1)
 
 
 def _probabilities(rng, targets, strength):
@@ -72,14 +74,14 @@ def predictions():
     noise = _probabilities(rng, rng.integers(7, size=n), 2.0)
     text = modality_table("text", noise, text_present, rng.normal(size=(n, 4)).astype(np.float32))
     table = pd.concat([base, audio, text], axis=1)
-    return evaluate.Predictions(table=table, failures=[{"path": "/clips/bad.wav", "line": 9, "reason": "MediaError: corrupt"}],
+    return evaluation.Predictions(table=table, failures=[{"path": "/clips/bad.wav", "line": 9, "reason": "MediaError: corrupt"}],
                                 modalities=("audio", "text"), model_ids={"audio": {"voice": "test"}})
 
 
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory, predictions):
     out = tmp_path_factory.mktemp("comparison")
-    result = evaluate.evaluate_predictions(predictions, out, folds=4, seed=0, by_group=True, by_presence=True, bootstrap=50,
+    result = evaluation.evaluate_predictions(predictions, out, folds=4, seed=0, by_group=True, by_presence=True, bootstrap=50,
                                            attention_options=FAST_ATTENTION)
     return result, out
 
@@ -137,7 +139,7 @@ def test_learned_fusions_ignore_the_noise_and_keep_up_with_the_informative_modal
 def test_any_number_of_groups_is_scored(tmp_path, predictions, n_groups):
     table = predictions.table.assign(group=[f"actor{i % n_groups}" for i in range(len(predictions.table))])
     few = dataclasses.replace(predictions, table=table)
-    result = evaluate.evaluate_predictions(few, tmp_path, folds=5, seed=0, bootstrap=10, attention_options=FAST_ATTENTION)
+    result = evaluation.evaluate_predictions(few, tmp_path, folds=5, seed=0, bootstrap=10, attention_options=FAST_ATTENTION)
     systems = result["systems"]
     assert {"audio", "text", "default:audio+text", "late_equal:audio+text"} <= set(systems)
     assert systems["audio"]["ua"] > 0.5
@@ -153,15 +155,15 @@ def test_any_number_of_groups_is_scored(tmp_path, predictions, n_groups):
 
 def test_whatever_is_learned_never_sees_the_groups_it_is_scored_on(tmp_path, predictions, monkeypatch):
     seen = []
-    original = comparison_module.fit_late_fusion
+    original = systems_module.fit_late_fusion
 
     def recording(segments, labels, **kwargs):
         seen.append(set(predictions.table.loc[segments.index, "group"]))
         return original(segments, labels, **kwargs)
 
-    monkeypatch.setattr(comparison_module, "fit_late_fusion", recording)
-    evaluate.evaluate_predictions(predictions, tmp_path, folds=4, seed=2, bootstrap=10, fusions=("late_learned",))
-    folds = evaluate.group_folds(predictions.table["group"], folds=4, seed=2)
+    monkeypatch.setattr(systems_module, "fit_late_fusion", recording)
+    evaluation.evaluate_predictions(predictions, tmp_path, folds=4, seed=2, bootstrap=10, fusions=("late_learned",))
+    folds = evaluation.group_folds(predictions.table["group"], folds=4, seed=2)
     groups = predictions.table["group"].to_numpy()
     assert len(seen) == 4
     for f, trained_on in enumerate(seen):
@@ -171,11 +173,11 @@ def test_whatever_is_learned_never_sees_the_groups_it_is_scored_on(tmp_path, pre
 
 def test_options_are_validated(tmp_path, predictions):
     with pytest.raises(ValueError, match="bootstrap must be an int >= 1"):
-        evaluate.evaluate_predictions(predictions, tmp_path, bootstrap=0)
+        evaluation.evaluate_predictions(predictions, tmp_path, bootstrap=0)
     with pytest.raises(ValueError, match="fusions must be among"):
-        evaluate.evaluate_predictions(predictions, tmp_path, fusions=("median",))
+        evaluation.evaluate_predictions(predictions, tmp_path, fusions=("median",))
     with pytest.raises(ValueError, match="modalities must be distinct names"):
-        evaluate.predict_manifest(tmp_path / "m.csv", modalities=("audio", "smell"))
+        evaluation.predict_manifest(tmp_path / "m.csv", modalities=("audio", "smell"))
 
 
 # --- the real branches --------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
             "text": ["", "", "What a wonderful day, I am so happy!"],
         }
     ).to_csv(tmp_path / "manifest.csv", index=False)
-    predictions = evaluate.predict_manifest(tmp_path / "manifest.csv", modalities=("text",), use_cache=False, progress=False)
+    predictions = evaluation.predict_manifest(tmp_path / "manifest.csv", modalities=("text",), use_cache=False, progress=False)
     assert [f["line"] for f in predictions.failures] == [2, 3]
     assert "corrupt.wav" in predictions.failures[0]["path"] and "MediaError" in predictions.failures[0]["reason"]
     assert "no such file" in predictions.failures[1]["reason"]
@@ -210,14 +212,14 @@ def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
 @pytest.mark.slow
 def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
     _needs("text_head.safetensors", "audio_head.safetensors")
-    from multimodal_ser.manifest import ravdess_manifest
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
 
     manifest = ravdess_manifest(shared_data / "ravdess-speech-16k")
     subset = manifest[manifest["actor"].isin([1, 2, 3, 4]) & (manifest["repetition"] == 1) & (manifest["intensity"] == "strong")]
     subset = subset.copy()
     subset.loc[subset.index[:2], "text"] = ""  # these two go through ASR of the same encoder pass
     subset.to_csv(tmp_path / "manifest.csv", index=False)
-    result = evaluate.evaluate_manifest(
+    result = evaluation.evaluate_manifest(
         tmp_path / "manifest.csv", tmp_path / "out", modalities=("audio", "text"), folds=2, bootstrap=20,
         language="en", use_cache=False, progress=False,
     )
@@ -234,8 +236,8 @@ def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
 @pytest.mark.slow
 def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     _needs("text_head.safetensors")
+    from multimodal_ser.evaluation.datasets import folder_manifest, meld_manifest
     from multimodal_ser.fusion import load_attention_fusion, load_late_fusion
-    from multimodal_ser.manifest import folder_manifest, meld_manifest
     from multimodal_ser.training.fusion import train_fusion
 
     meld = meld_manifest(shared_data / "meld", require_media=False)
@@ -264,8 +266,8 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
     actor, no memory warning; the packaged head on the same manifest is warned about."""
     _needs("text_head.safetensors", "audio_head.safetensors")
     from multimodal_ser.cli import main
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
     from multimodal_ser.heads import load_head
-    from multimodal_ser.manifest import ravdess_manifest
 
     monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
     source = ravdess_manifest(shared_data / "ravdess-speech-16k")
@@ -297,10 +299,10 @@ def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path,
 
 def test_a_video_face_keeps_its_quality_through_the_cache_and_the_table():
     p = np.full(len(EMOTIONS), 1 / len(EMOTIONS))
-    branches = [evaluate._Branch(p, np.zeros(3, np.float32), 0.05), evaluate._Branch(), evaluate._Branch(p, np.zeros(3, np.float32))]
-    assert [evaluate._Branch.from_arrays(b.arrays()).quality for b in branches] == [0.05, None, None]
-    results = [{"index": i, "branches": {"face": b}, "text": None, "text_source": None} for i, b in enumerate(branches)]
+    branches = [BranchOutput(p, np.zeros(3, np.float32), 0.05), BranchOutput(), BranchOutput(p, np.zeros(3, np.float32))]
+    assert [BranchOutput.from_arrays(b.arrays()).quality for b in branches] == [0.05, None, None]
+    items = [ItemPrediction(index=i, group="g", kind="video", branches={"face": b}) for i, b in enumerate(branches)]
     manifest = pd.DataFrame({"path": ["a.mp4", "b.mp4", "c.jpg"], "label": ["happy"] * 3, "start": np.nan, "end": np.nan,
                              "group": ["g"] * 3, "text": [""] * 3})
-    table = evaluate._prediction_table(manifest, results, ("face",))
+    table = prediction_table(manifest, items, ("face",))
     np.testing.assert_array_equal(table["face_quality"].to_numpy(), [0.05, np.nan, 1.0])

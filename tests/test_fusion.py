@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from multimodal_ser.errors import ModelError
+from multimodal_ser.evaluation.metrics import expected_calibration_error
 from multimodal_ser.fusion import (
     LateFusion,
     balanced_row_weights,
@@ -16,7 +17,6 @@ from multimodal_ser.fusion import (
 )
 from multimodal_ser.grid import modality_table
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.metrics import expected_calibration_error
 
 
 def _segments(audio, text, audio_present, text_present):

@@ -8,16 +8,16 @@ import pytest
 import soundfile as sf
 
 from multimodal_ser.errors import ManifestError
-from multimodal_ser.manifest import (
+from multimodal_ser.evaluation.datasets import (
+    corpus_speaker,
     crema_d_manifest,
     folder_manifest,
     meld_manifest,
     ravdess_manifest,
-    corpus_speaker,
-    read_manifest,
     turev_manifest,
     urdu_manifest,
 )
+from multimodal_ser.evaluation.manifest import read_manifest
 
 
 def touch_wav(path, seconds=0.1):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
+from media_factory import tone, write_video, write_wav
 
 from multimodal_ser.errors import MediaError
 from multimodal_ser.media import SAMPLE_RATE, iter_audio, load_audio, probe
-from media_factory import tone, write_video, write_wav
 
 
 def test_resamples_any_rate_to_16k_mono(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from multimodal_ser import metrics
+from multimodal_ser.evaluation import metrics
 
 LABELS = ["a", "b", "c"]
 

@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from media_factory import tone, write_video, write_wav
 
 from multimodal_ser import AnalysisOptions, Analyzer, load_timeline
 from multimodal_ser.cli import main
 from multimodal_ser.errors import MediaError, TranscriptError
 from multimodal_ser.labels import EMOTIONS, MODALITIES
-from media_factory import tone, write_video, write_wav
 
 pytestmark = pytest.mark.slow
 

@@ -33,7 +33,7 @@ def test_the_shipped_recipe_trains_on_isolated_noisy_and_telephone_clips_too():
 
 @pytest.fixture(scope="module")
 def corpus(shared_data):
-    from multimodal_ser.manifest import ravdess_manifest
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
 
     folder = shared_data / "ravdess-speech-16k"
     if not folder.is_dir():

@@ -11,8 +11,8 @@ import torch
 from multimodal_ser import heads, voice
 from multimodal_ser.encoder import EncodedWindow
 from multimodal_ser.errors import ModelError
+from multimodal_ser.evaluation.datasets import ravdess_manifest
 from multimodal_ser.labels import EMOTIONS, RAVDESS_8
-from multimodal_ser.manifest import ravdess_manifest
 from multimodal_ser.media import SAMPLE_RATE, load_audio
 
 N_LAYERS, D_MODEL = 7, 512
@@ -210,3 +210,17 @@ def test_the_voice_model_applies_the_temperature_its_head_stores(packaged_model)
     with torch.inference_mode():
         raw = packaged_model.head.probabilities(torch.from_numpy(features))[0].double().numpy()
     np.testing.assert_allclose(calibrated, apply_temperature(raw, packaged_model.temperature), atol=1e-9)
+
+
+def test_features_kept_from_an_earlier_pass_give_what_predict_gives(packaged_model):
+    from multimodal_ser.voice import CIRCUMPLEX_MATRIX, SHARED_SPACE
+
+    features = np.random.default_rng(1).standard_normal((4, packaged_model.head.n_features)).astype(np.float32)
+    pred = packaged_model.predict_features(features, widened=[False, True, False, False])
+    probs8, embedding = packaged_model.probabilities(features)
+    np.testing.assert_array_equal(pred.emotions8, probs8)
+    np.testing.assert_array_equal(pred.emotions, probs8 @ SHARED_SPACE)
+    np.testing.assert_array_equal(pred.valence, (probs8 @ CIRCUMPLEX_MATRIX)[:, 0])
+    np.testing.assert_array_equal(pred.embeddings, embedding)
+    assert list(pred.widened) == [False, True, False, False]
+    assert not packaged_model.predict_features(features).widened.any()

@@ -272,9 +272,9 @@ def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, seed:
 
 
 def score_crops(model: ExpressionModel, images: np.ndarray, truth: Sequence[str], *, batch: int = 512, seed: int = 0) -> dict:
-    """:func:`multimodal_ser.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
+    """:func:`multimodal_ser.evaluation.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
     ``model`` on uint8 crops ``(n, s, s)`` whose true labels are ``truth``, plus its ``model_id`` and ``sha256``."""
-    from .. import metrics
+    from ..evaluation import metrics
 
     probabilities = np.concatenate([model.predict(images[i : i + batch])[0] for i in range(0, len(images), batch)])
     predicted = [EMOTIONS[i] for i in probabilities.argmax(axis=1)]

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .. import metrics as M
 from ..calibration import fit_temperature, markdown_reliability, mean_prediction, reliability_table
+from ..evaluation import metrics as M
 from ..files import sha256_file
 from ..fusion.base import softmax
 from ..heads import in_package, load_head, update_head_config

@@ -34,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from .. import metrics as M
 from ..calibration import mean_prediction
-from ..comparison import Predictions, compare_predictions, group_folds
 from ..errors import ModelError
+from ..evaluation import Predictions, compare_predictions, group_folds
+from ..evaluation import metrics as M
 from ..fusion import DEFAULT_PATH, LateFusion, balanced_row_weights, fit_late_fusion, modality_probabilities
 from ..heads import MODELS_DIR, load_head, record_if_packaged
 from ..labels import EMOTIONS
@@ -164,7 +164,7 @@ def train_default_fusion(
 
     Args:
         predictions: held-out branch predictions of a mixed manifest with a ``source`` column
-            (:func:`multimodal_ser.evaluate.predict_manifest`).
+            (:func:`multimodal_ser.evaluation.predict_manifest`).
         out_path: the JSON file; inside the package its sha256 goes into ``models/SHA256SUMS``.
         card_path: the Markdown card (None: beside ``out_path``).
         folds, seed: the group folds of the comparison.

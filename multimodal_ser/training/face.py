@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .. import metrics as M
+from ..evaluation import metrics as M
 from ..face.expression import (
     FER_LABELS,
     ExpressionModel,

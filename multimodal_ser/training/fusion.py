@@ -1,6 +1,6 @@
 """Training of the fusions on a labelled manifest (``mser train fusion --manifest CSV``).
 
-:func:`train_fusion` runs every branch once per item (:func:`multimodal_ser.evaluate.predict_manifest`,
+:func:`train_fusion` runs every branch once per item (:func:`multimodal_ser.evaluation.predict_manifest`,
 cached), measures late and attention fusion by group cross-fitting (the numbers in the model card),
 then trains the attention fusion on all groups but a validation part (early stopping and temperature
 scaling) and stacks late-fusion weights on all items. The module is saved with
@@ -35,13 +35,13 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import ManifestError
-from ..evaluate import Predictions, compare_predictions, group_folds, predict_manifest
+from ..evaluation import Predictions, compare_predictions, group_folds, predict_manifest
+from ..evaluation.datasets import folder_manifest, meld_manifest, ravdess_manifest
+from ..evaluation.metrics import markdown_confusion, markdown_table
 from ..files import atomic_output
 from ..fusion import AttentionOptions, fit_attention_fusion, presence_patterns
 from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, MODALITIES
-from ..manifest import folder_manifest, meld_manifest, ravdess_manifest
-from ..metrics import markdown_confusion, markdown_table
 from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def train_fusion(
         folds: group folds of the cross-fitted evaluation reported in the card (>= 2).
         bootstrap: resamples of the card's 95% intervals.
         images_are_face_crops: images are face crops already (FER2013): no face detection.
-        audio_head: voice head(s), as in :func:`multimodal_ser.evaluate.predict_manifest`.
+        audio_head: voice head(s), as in :func:`multimodal_ser.evaluation.predict_manifest`.
         asr_model, language: the speech encoder / transcriber and the spoken language for ASR.
         options: the attention module's architecture and training settings. None: the defaults,
             except that with ``audio_head`` given the voice embedding is left out (the module will

@@ -8,7 +8,7 @@ shipped head and its card).
 """
 
 from .conditions import CLEAN, ISOLATED, Condition, telephone_channel
-from .corpus import CORPORA, Corpus, corpus_folders, label_sets, pack_windows, isolated_windows, render_window, training_manifest
+from .corpus import CORPORA, Corpus, corpus_folders, isolated_windows, label_sets, pack_windows, render_window, training_manifest
 from .crossval import cross_validate_audio, leave_one_corpus_out, speaker_folds
 from .features import ENCODER_NAME, extract_features
 from .head import RECIPE, HeadRecipe, augment_conditions, fit_head, head_config, predict_head, training_rows

@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from ...encoder import WINDOW_SAMPLES
 from ...errors import ManifestError
+from ...evaluation.datasets import ravdess_manifest, turev_manifest, urdu_manifest
 from ...labels import RAVDESS_8
-from ...manifest import ravdess_manifest, turev_manifest, urdu_manifest
 from ...media import SAMPLE_RATE, load_audio
 from .conditions import ISOLATED, NOISE_KINDS, Condition, transform_clip
 

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ... import metrics, voice
+from ... import voice
 from ...calibration import apply_temperature, fit_temperature, markdown_reliability, reliability_table
+from ...evaluation import metrics
 from ...labels import EMOTIONS, RAVDESS_8
 from .conditions import CLEAN, ISOLATED, Condition
 from .corpus import Corpus, corpus_folders, label_sets, training_manifest

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import metrics, voice
+from ... import voice
+from ...evaluation import metrics
 from ...files import sha256_file
 from ...labels import EMOTIONS, RAVDESS_8
 from .. import install

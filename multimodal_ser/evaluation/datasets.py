@@ -1,18 +1,10 @@
-"""Labelled manifests: the one CSV contract every evaluation and training command reads.
+"""Labelled manifests of known dataset layouts (``mser manifest ravdess|turev-db|urdu|crema-d|meld|folder DIR``).
 
-A manifest is a CSV with the columns
-
-- ``path`` (required): a media file, relative to the manifest's folder or absolute;
-- ``label`` (required): the emotion, a name of :data:`~multimodal_ser.labels.EMOTIONS` for the
-  shared-space commands (the builders below map each dataset's names into it);
-- ``start``, ``end`` (optional): seconds within the file; empty means the whole file;
-- ``group`` (optional): speaker / actor / dialogue id; splits never put one group on both sides;
-- ``split`` (optional): ``train``, ``dev`` or ``test`` when the dataset defines one;
-- ``text`` (optional): the transcript of the segment.
-
-Other columns are kept as they are (the builders add, for example, RAVDESS's 8-class ``label8``).
-:func:`read_manifest` validates a file and resolves its paths; the ``*_manifest`` builders make one
-from a known dataset layout (``mser manifest ravdess|turev-db|urdu|crema-d|meld|folder DIR``).
+Each builder walks a dataset folder, maps the dataset's emotion names into the shared label space
+(:func:`multimodal_ser.labels.to_shared_label`) and returns a manifest frame
+(:func:`multimodal_ser.evaluation.manifest.manifest_frame`) with the dataset's own fields as extra
+columns (RAVDESS's 8-class ``label8``, ``actor``, ``intensity``, ...).
+:func:`corpus_speaker` names the speaker of a file of a corpus the voice head trains on.
 """
 
 from __future__ import annotations
@@ -20,20 +12,18 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from .errors import ManifestError
-from .labels import RAVDESS_EMOTIONS, to_shared_label
-from .media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from ..errors import ManifestError
+from ..labels import RAVDESS_EMOTIONS, to_shared_label
+from ..media import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from .manifest import manifest_frame
 
 log = logging.getLogger(__name__)
 
-REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
-OPTIONAL_COLUMNS: tuple[str, ...] = ("start", "end", "group", "split", "text")
 MEDIA_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS
 
 _RAVDESS_NAME = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)$")
@@ -51,101 +41,6 @@ _MELD_CLIP_DIRS = {
     "dev": ("dev_splits_complete", "dev_splits", "dev"),
     "test": ("output_repeated_splits_test", "test_splits", "test"),
 }
-
-
-# --- reading -------------------------------------------------------------------------------------
-
-
-def read_manifest(path: str | os.PathLike, *, labels: Sequence[str] | None = None, check_files: bool = True) -> pd.DataFrame:
-    """Read and validate a labelled manifest.
-
-    Args:
-        path: the CSV file.
-        labels: when given, every ``label`` must be one of these names.
-        check_files: require every ``path`` to name an existing file.
-
-    Returns:
-        One row per CSV row with ``path`` resolved to an absolute path string, ``label`` stripped,
-        ``start``/``end`` float seconds (NaN when absent), ``group``/``split`` strings or None,
-        ``text`` strings ("" when absent), then any extra columns unchanged.
-
-    Raises:
-        ManifestError: the file is missing or not CSV, a required column is missing, or a row is bad;
-            the message names the file and the row's line number (the header is line 1).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: not a readable CSV manifest ({e})") from e
-    table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise ManifestError(
-            f"{path}: missing required column(s) {missing}; expected {list(REQUIRED_COLUMNS)} "
-            f"(+ optional {list(OPTIONAL_COLUMNS)}), found {list(table.columns)}"
-        )
-    if table.empty:
-        raise ManifestError(f"{path}: the manifest has a header but no rows")
-    allowed = None if labels is None else set(labels)
-    root = path.resolve().parent
-    rows = []
-    for i, row in enumerate(table.to_dict("records")):
-        where = f"{path}, line {i + 2}"
-        rows.append(_validated_row(row, where=where, root=root, allowed=allowed, check_files=check_files))
-    out = pd.DataFrame(rows, columns=list(table.columns) + [c for c in OPTIONAL_COLUMNS if c not in table.columns])
-    order = list(REQUIRED_COLUMNS) + list(OPTIONAL_COLUMNS)
-    out = out[order + [c for c in out.columns if c not in order]]
-    out["start"] = out["start"].astype(np.float64)
-    out["end"] = out["end"].astype(np.float64)
-    for column in ("group", "split"):  # None where absent, not NaN
-        out[column] = pd.Series([r[column] for r in rows], dtype=object, index=out.index)
-    return out
-
-
-def _validated_row(row: dict, *, where: str, root: Path, allowed: set[str] | None, check_files: bool) -> dict:
-    raw_path = row["path"].strip()
-    if not raw_path:
-        raise ManifestError(f"{where}: empty path")
-    file = Path(raw_path).expanduser()
-    file = file if file.is_absolute() else root / file
-    if check_files and not file.is_file():
-        raise ManifestError(f"{where}: file not found: {raw_path!r} (resolved to {file})")
-    label = row["label"].strip()
-    if not label:
-        raise ManifestError(f"{where}: empty label")
-    if allowed is not None and label not in allowed:
-        raise ManifestError(f"{where}: label {label!r} is not one of {sorted(allowed)}")
-    times = {}
-    for key in ("start", "end"):
-        text = str(row.get(key, "")).strip()
-        if not text:
-            times[key] = np.nan
-            continue
-        try:
-            times[key] = float(text)
-        except ValueError:
-            raise ManifestError(f"{where}: {key} must be a number of seconds, not {text!r}") from None
-        if not np.isfinite(times[key]) or times[key] < 0:
-            raise ManifestError(f"{where}: {key} must be a finite number of seconds >= 0, not {text!r}")
-    if not np.isnan(times["start"]) and not np.isnan(times["end"]) and times["end"] <= times["start"]:
-        raise ManifestError(f"{where}: end ({times['end']}) must be after start ({times['start']})")
-    out = dict(row)
-    out.update(
-        path=str(file.resolve()),
-        label=label,
-        start=times["start"],
-        end=times["end"],
-        group=str(row.get("group", "")).strip() or None,
-        split=str(row.get("split", "")).strip() or None,
-        text=str(row.get("text", "")),
-    )
-    return out
-
-
-# --- builders for known layouts --------------------------------------------------------------------
 
 
 def _media_files(directory: Path, extensions: Iterable[str]) -> list[Path]:
@@ -207,7 +102,7 @@ def ravdess_manifest(directory: str | os.PathLike, *, include_song: bool = False
         rows.append({"path": str(file.resolve()), "text": statements[fields["statement"]], "corpus": "ravdess", **fields})
     if not rows:
         raise ManifestError(f"{directory}: no RAVDESS speech files (names like 03-01-05-02-01-01-12.wav) found")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def crema_d_manifest(directory: str | os.PathLike) -> pd.DataFrame:
@@ -247,7 +142,7 @@ def crema_d_manifest(directory: str | os.PathLike) -> pd.DataFrame:
         )
     if not rows:
         raise ManifestError(f"{directory}: no CREMA-D clips (names like 1001_DFA_ANG_XX.wav) found")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def turev_manifest(directory: str | os.PathLike) -> pd.DataFrame:
@@ -280,7 +175,7 @@ def turev_manifest(directory: str | os.PathLike) -> pd.DataFrame:
         )
     if not rows:
         raise ManifestError(f"{directory}: no TurEV-DB files (names like Angry/1157_kz_acik.flac) found")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def urdu_manifest(directory: str | os.PathLike) -> pd.DataFrame:
@@ -308,7 +203,7 @@ def urdu_manifest(directory: str | os.PathLike) -> pd.DataFrame:
         )
     if not rows:
         raise ManifestError(f"{directory}: no URDU files (names like Angry/SM1_F10_A010.flac) found")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def _meld_clip_dir(directory: Path, split: str) -> Path | None:
@@ -379,7 +274,7 @@ def meld_manifest(directory: str | os.PathLike, *, require_media: bool = True) -
         log.warning("%s: %d MELD utterances without a clip were skipped", directory, n_missing)
     if not rows:
         raise ManifestError(f"{directory}: no MELD utterance has its clip (dia{{D}}_utt{{U}}.mp4) in a split folder")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def folder_manifest(directory: str | os.PathLike, *, extensions: Iterable[str] = MEDIA_EXTENSIONS) -> pd.DataFrame:
@@ -407,7 +302,7 @@ def folder_manifest(directory: str | os.PathLike, *, extensions: Iterable[str] =
             )
     if not rows:
         raise ManifestError(f"{directory}: no media file ({sorted(extensions)}) in any label sub-folder")
-    return _finish(rows)
+    return manifest_frame(rows)
 
 
 def corpus_speaker(stem: str) -> str | None:
@@ -434,14 +329,3 @@ def _inferred_group(stem: str) -> str:
     if crema is not None:
         return crema.group(1)
     return stem
-
-
-def _finish(rows: list[dict]) -> pd.DataFrame:
-    """Rows -> a manifest frame: required and optional columns first, sorted by path."""
-    table = pd.DataFrame(rows)
-    for column in OPTIONAL_COLUMNS:
-        if column not in table.columns:
-            table[column] = np.nan if column in ("start", "end") else ("" if column == "text" else None)
-    order = list(REQUIRED_COLUMNS) + list(OPTIONAL_COLUMNS)
-    table = table[order + [c for c in table.columns if c not in order]]
-    return table.sort_values("path", kind="stable").reset_index(drop=True)
