@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where joined and converted weights are kept: ``$MSER_CACHE`` or ``~/.cache/multimodal_ser``."""
+    return Path(os.environ.get("MSER_CACHE", Path.home() / ".cache" / "multimodal_ser"))
+
+
 def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks so memory stays flat."""
     digest = hashlib.sha256()
