@@ -84,7 +84,8 @@ class Timeline:
         """Read a timeline written by :meth:`save`.
 
         Raises:
-            MserError: a table is missing or was not written by this package.
+            MserError: a table is missing, unreadable or was not written by this package, or the
+                tables come from different saves.
         """
         directory = Path(directory)
         tables = {}
@@ -94,7 +95,10 @@ class Timeline:
             path = directory / f"{name}.parquet"
             if not path.is_file():
                 raise MserError(f"{path}: missing; {directory} is not a complete timeline")
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as e:
+                raise MserError(f"{path}: not a readable Parquet table ({e})") from e
             raw = (table.schema.metadata or {}).get(METADATA_KEY)
             if raw is None:
                 raise MserError(f"{path}: no multimodal_ser provenance in its metadata")

@@ -113,6 +113,13 @@ def test_tables_of_different_saves_are_refused(tmp_path):
         load_timeline(tmp_path / "a")
 
 
+def test_a_corrupt_table_is_an_mser_error(tmp_path):
+    _timeline().save(tmp_path / "out")
+    (tmp_path / "out" / "frames.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(MserError, match="frames.parquet: not a readable Parquet table"):
+        load_timeline(tmp_path / "out")
+
+
 def test_save_never_deletes_what_is_not_a_timeline(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "interview.mp4").write_bytes(b"precious")
