@@ -2,11 +2,18 @@
 
 The package root is light: the analysis (torch, the models) loads when one of its names is first
 used, so ``import multimodal_ser`` and ``mser --help`` stay fast.
+
+Importing it turns off onnxruntime's telemetry (device id file, event database, uploads) for the
+process, before onnxruntime (the VAD's runtime) is first imported; set ``ORT_DISABLE_TELEMETRY=0``
+beforehand to keep it.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")  # documented in onnxruntime's Privacy.md
 
 from .errors import ManifestError, MediaError, ModelError, MserError, TranscriptError
 from .options import AnalysisOptions

@@ -64,6 +64,11 @@ class AsrOptions:
             raise ValueError(f"beam_size must be at least 1, not {self.beam_size}")
         if not 0 < self.no_speech_threshold <= 1:
             raise ValueError(f"no_speech_threshold must be in (0, 1], not {self.no_speech_threshold}")
+        if self.language is not None:
+            from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+            if self.language.lower() not in LANGUAGES and self.language.lower() not in TO_LANGUAGE_CODE:
+                raise ValueError(f"language must be a Whisper language code (en, de, fr, ... {len(LANGUAGES)} in all) or name, not {self.language!r}")
 
 
 class Transcriber(Protocol):

@@ -7,14 +7,18 @@ file is reported in one line and the rest still run; the exit status is non-zero
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from . import __version__
 from .errors import MserError
+from .files import cache_dir
 from .labels import MODALITIES
 from .options import AnalysisOptions, add_option_arguments, option_values, parse_modalities
 
@@ -67,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         "analyze",
         help="write segments/words/frames Parquet timelines for media files",
         description="Analyse each MEDIA file and write segments.parquet, words.parquet and frames.parquet "
-        "into OUT (one input) or OUT/<input stem>/ (several inputs).",
+        "into OUT (one input) or OUT/<input stem>/ (several inputs; where two inputs share a stem, "
+        "OUT/<file name>/, and OUT/<file name>-2/ ... where names repeat too). A timeline folder is "
+        "replaced as a whole; a folder holding other files is refused.",
     )
     a.add_argument("media", nargs="+", type=Path, metavar="MEDIA", help="video (mp4, mov, mkv, webm, avi, flv) or audio (wav, flac, mp3, m4a, ogg) files")
-    a.add_argument("--out", required=True, type=Path, help="output folder")
+    a.add_argument("--out", required=True, type=Path, help="output folder (one input), or the folder of the output folders (several)")
     a.add_argument("--transcript", type=_existing_file, help="SRT, WebVTT, JSON or CSV (start,end,speaker,text) transcript that replaces ASR; only with one MEDIA")
     add_option_arguments(a)
     a.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -162,26 +168,53 @@ def _fusion_kind(kind: str, weights: str | None) -> str:
     return kind
 
 
+def output_folders(out: Path, media: list[Path]) -> list[Path]:
+    """The timeline folder of each input: ``out`` for one; ``out/<stem>`` for several, or
+    ``out/<file name>`` where stems repeat, with ``-2``, ``-3`` ... where names repeat too."""
+    if len(media) == 1:
+        return [out]
+    stems = collections.Counter(m.stem for m in media)
+    used: set[str] = set()
+    folders = []
+    for m in media:
+        name = base = m.stem if stems[m.stem] == 1 else m.name
+        number = 1
+        while name in used:
+            number += 1
+            name = f"{base}-{number}"
+        used.add(name)
+        folders.append(out / name)
+    return folders
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"mser: {message}", file=sys.stderr)
+    return status
+
+
 def _analyze(args) -> int:
     from .pipeline import Analyzer
+    from .timeline import check_output_dir
 
     if args.transcript is not None and len(args.media) > 1:
-        log.error("--transcript belongs to one recording; give a single MEDIA with it")
-        return 2
+        return _fail("--transcript belongs to one recording; give a single MEDIA with it")
     values = option_values(args)
     values["fusion"] = _fusion_kind(args.fusion, args.fusion_weights)
-    try:
-        options = AnalysisOptions(**values)
-    except ValueError as e:
-        log.error("%s", e)
-        return 2
-    analyzer = Analyzer(options)
     several = len(args.media) > 1
+    if several and args.out.exists() and not args.out.is_dir():
+        return _fail(f"{args.out}: exists and is not a folder")
+    outs = output_folders(args.out, args.media)
+    try:  # everything a bad option or output can break, before any model runs
+        analyzer = Analyzer(AnalysisOptions(**values))
+        for out in outs:
+            check_output_dir(out)
+        analyzer.check()
+    except (MserError, ValueError) as e:
+        return _fail(str(e))
     failed = 0
-    for media in args.media:
-        out = args.out / media.stem if several else args.out
+    for media, out in zip(args.media, outs):
         try:
-            timeline = analyzer.analyze(media, transcript=args.transcript, progress=not args.no_progress)
+            timeline = analyzer.analyze(media, transcript=args.transcript, progress=args.progress)
             timeline.save(out)
         except MserError as e:
             failed += 1
@@ -189,7 +222,7 @@ def _analyze(args) -> int:
             continue
         speech = int(timeline.segments["speech"].sum()) if len(timeline.segments) else 0
         log.info("%s: %d segments (%d with speech), %d words, %d frame rows -> %s", media, len(timeline.segments), speech, len(timeline.words), len(timeline.frames), out)
-    if failed:
+    if failed and several:
         print(f"mser: {failed} of {len(args.media)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
 
@@ -263,7 +296,7 @@ def _evaluate(args) -> int:
             text_head=args.text_head,
             threads=args.threads,
             use_cache=not args.no_cache,
-            progress=not args.no_progress,
+            progress=args.progress,
         )
     except ValueError as e:  # options that do not fit the manifest (a group without a voice head, ...)
         log.error("%s", e)
@@ -314,17 +347,59 @@ def _crossval(args) -> int:
     return 0
 
 
+QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar
+    "TRANSFORMERS_VERBOSITY": "error",
+}
+"""Set (unless already set) before any third-party import, except with ``-vv``."""
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 2 (MediaPipe, TensorFlow Lite and absl
+    logs, which no environment variable turns off) to the null device; Python's ``sys.stderr``
+    keeps the real stream, so this package's messages, errors and progress bars still show."""
+    try:
+        python_on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):  # already redirected in Python (tests)
+        python_on_fd2 = False
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr = sys.stderr
+    if python_on_fd2:
+        sys.stderr = os.fdopen(os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if python_on_fd2:
+            sys.stderr.close()
+            sys.stderr = python_stderr
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
-    handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval}[args.command]
-    try:
-        return handler(args)
-    except MserError as e:
-        print(f"mser: {e}", file=sys.stderr)
-        return 1
+    # Third-party output stays off unless -vv: progress bars only on a terminal, no native logs.
+    if args.verbose < 2:
+        for name, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+    os.environ.setdefault("MPLCONFIGDIR", str(cache_dir() / "matplotlib"))  # not ~/.config, ~/.cache/matplotlib
+    quiet = _native_stderr_silenced() if args.verbose < 2 else contextlib.nullcontext()
+    with quiet:
+        args.progress = not getattr(args, "no_progress", True) and sys.stderr.isatty()
+        # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+        logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
+        handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval}[args.command]
+        try:
+            return handler(args)
+        except MserError as e:
+            print(f"mser: {e}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

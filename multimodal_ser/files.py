@@ -10,6 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where joined and converted weights are kept: ``$MSER_CACHE`` or ``~/.cache/multimodal_ser``."""
+    return Path(os.environ.get("MSER_CACHE", Path.home() / ".cache" / "multimodal_ser"))
+
+
 def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in chunks so memory stays flat."""
     digest = hashlib.sha256()
@@ -32,13 +37,13 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
+def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask

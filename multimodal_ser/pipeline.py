@@ -61,6 +61,19 @@ class Analyzer:
         )
         """the models, each built on first use (:class:`multimodal_ser.registry.Models`)."""
 
+    def check(self) -> None:
+        """Load or check what a bad option can break before any media is read: the fusion (its
+        ``fusion_weights`` file) and the ASR language and beam size.
+
+        Raises:
+            ModelError: the fusion file is missing or invalid.
+            ValueError: an ASR option Whisper does not accept.
+        """
+        from .asr import AsrOptions
+
+        AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
+        self._fusion()
+
     # --- the pass ------------------------------------------------------------------------------
 
     def analyze(

@@ -2,7 +2,8 @@
 
 Each Parquet file carries the same JSON provenance under the key ``multimodal_ser`` in its
 key-value metadata (package version, models and their sha256, options, source file hash, notes),
-so any table can be traced to what made it. Files are written under a temporary name and renamed.
+so any table can be traced to what made it. A timeline folder is one unit: it is written whole
+under a temporary name and renamed into place, and its tables share one ``save_id``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import MserError
-from .files import atomic_output
+from .files import current_umask
 
 TABLES = ("segments", "words", "frames")
 METADATA_KEY = b"multimodal_ser"
+SAVE_ID = "save_id"
+"""provenance key: the same random id in all three tables of one save."""
 
 WORD_COLUMNS = ("word", "start", "end", "probability", "segment_id", "speaker")
 
@@ -39,15 +45,38 @@ class Timeline:
     metadata: dict
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``segments.parquet``, ``words.parquet``, ``frames.parquet`` into ``directory``."""
+        """Write ``segments.parquet``, ``words.parquet``, ``frames.parquet`` as the folder ``directory``.
+
+        The folder is written whole under a hidden temporary sibling name and renamed into place,
+        so a reader sees the old timeline (or none) or the complete new one, never a mix. An
+        existing timeline folder is replaced: renamed aside, the new one renamed in, the old one
+        removed (a reader in that instant finds no folder rather than a mixed one).
+
+        Raises:
+            MserError: ``directory`` is a file, holds files other than a timeline's tables (which
+                would be lost), or cannot be written.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        provenance = json.dumps(self.metadata, sort_keys=True, default=str).encode()
-        for name in TABLES:
+        check_output_dir(directory)
+        provenance = json.dumps({**self.metadata, SAVE_ID: uuid.uuid4().hex}, sort_keys=True, default=str).encode()
+        tables = {}
+        for name in TABLES:  # converted before anything is written: a bad table writes nothing
             table = _to_arrow(getattr(self, name))
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: provenance})
-            with atomic_output(directory / f"{name}.parquet") as tmp:
-                pq.write_table(table, tmp)
+            tables[name] = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: provenance})
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        except OSError as e:
+            raise MserError(f"{directory}: cannot write the timeline there ({e.strerror})") from e
+        try:
+            os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700; give the folder the usual permissions
+            for name, table in tables.items():
+                pq.write_table(table, tmp / f"{name}.parquet")
+            _rename_into_place(tmp, directory)
+        except OSError as e:
+            raise MserError(f"{directory}: cannot write the timeline there ({e.strerror or e})") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     @classmethod
@@ -55,21 +84,29 @@ class Timeline:
         """Read a timeline written by :meth:`save`.
 
         Raises:
-            MserError: a table is missing or was not written by this package.
+            MserError: a table is missing, unreadable or was not written by this package, or the
+                tables come from different saves.
         """
         directory = Path(directory)
         tables = {}
         metadata: dict = {}
+        save_ids = set()
         for name in TABLES:
             path = directory / f"{name}.parquet"
             if not path.is_file():
                 raise MserError(f"{path}: missing; {directory} is not a complete timeline")
-            table = pq.read_table(path)
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as e:
+                raise MserError(f"{path}: not a readable Parquet table ({e})") from e
             raw = (table.schema.metadata or {}).get(METADATA_KEY)
             if raw is None:
                 raise MserError(f"{path}: no multimodal_ser provenance in its metadata")
             metadata = json.loads(raw)
+            save_ids.add(metadata.get(SAVE_ID))
             tables[name] = table.to_pandas()
+        if len(save_ids) > 1:
+            raise MserError(f"{directory}: its tables come from different saves (mixed timelines); analyse the media again")
         return cls(metadata=metadata, **tables)
 
     @classmethod
@@ -112,6 +149,52 @@ def _to_arrow(frame: pd.DataFrame) -> pa.Table:
         field = pa.field(column, pa.list_(pa.float32()), metadata={"dim": str(sizes.pop()) if sizes else "0"})
         table = table.append_column(field, pa.array(values, type=field.type))
     return table
+
+
+def check_output_dir(directory: str | os.PathLike) -> None:
+    """Raise MserError unless a timeline can be saved as ``directory`` without losing anything:
+    it must be absent, an empty folder, or a folder holding only a timeline's tables."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise MserError(f"{directory}: exists and is not a folder")
+    if directory.is_dir():
+        try:
+            others = sorted(p.name for p in directory.iterdir() if not _timeline_file(p.name))
+        except OSError as e:
+            raise MserError(f"{directory}: cannot read the folder ({e.strerror})") from e
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise MserError(f"{directory}: holds other files ({shown}) that replacing the timeline would delete; give a new or empty folder")
+    parent = directory.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:  # a real probe: permission bits do not tell (root, read-only mounts)
+        os.rmdir(tempfile.mkdtemp(prefix=".mser-probe.", dir=parent))
+    except OSError as e:
+        raise MserError(f"{directory}: cannot write there ({parent}: {e.strerror})") from e
+
+
+def _timeline_file(name: str) -> bool:
+    """A table of a timeline, or the temporary file an older version left beside one."""
+    return any(name == f"{t}.parquet" or (name.startswith(f".{t}.parquet.") and name.endswith(".tmp")) for t in TABLES)
+
+
+def _rename_into_place(tmp: Path, directory: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``directory``, replacing an old timeline there."""
+    try:
+        os.rename(tmp, directory)  # also replaces an empty folder
+        return
+    except OSError:
+        if not directory.is_dir():
+            raise
+    aside = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.old")
+    os.rename(directory, aside)
+    try:
+        os.rename(tmp, directory)
+    except OSError:
+        os.rename(aside, directory)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_timeline(directory: str | os.PathLike) -> Timeline:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .errors import ModelError
-from .files import atomic_output, sha256_file
+from .files import atomic_output, cache_dir, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +69,6 @@ PACKAGED_WHISPER: dict[str, PackagedWhisper] = {
 }
 
 
-def cache_dir() -> Path:
-    """Where joined and converted weights are kept: ``$MSER_CACHE`` or ``~/.cache/multimodal_ser``."""
-    return Path(os.environ.get("MSER_CACHE", Path.home() / ".cache" / "multimodal_ser"))
-
-
 def _package_file(package: str, relative: str) -> Path:
     import importlib.util
 
@@ -92,8 +87,21 @@ def _verified(path: Path, sha256: str) -> Path:
     return path
 
 
+MANIFEST = "MANIFEST.json"
+"""In a cached model folder: the sources' sha256 and each written file's size and sha256."""
+
+_checked_this_process: dict[Path, tuple[int, int]] = {}
+"""``{file: (size, mtime_ns)}`` of cached files whose sha256 was verified by this process."""
+
+
 def ctranslate2_dir(name: str = "base") -> Path:
     """Folder with the packaged model as CTranslate2 files (``model.bin`` joined), verified.
+
+    The folder is built once in :func:`cache_dir` from the verified wheel files, recording the
+    size and sha256 of each file it writes. Each load rechecks them: size always, sha256 once per
+    process (~0.2 s for base's 145 MB ``model.bin``) and again whenever size or mtime changes. A
+    cached file that differs (changed on disk, truncated) is rebuilt from the wheels with a
+    warning naming it, so a changed cache is never used.
 
     Raises:
         ModelError: ``name`` is not packaged, a wheel is missing, or a checksum differs.
@@ -102,12 +110,15 @@ def ctranslate2_dir(name: str = "base") -> Path:
         raise ModelError(f"no packaged Whisper model {name!r}; packaged: {sorted(PACKAGED_WHISPER)}")
     spec = PACKAGED_WHISPER[name]
     target = cache_dir() / f"whisper-{name}-ct2"
-    stamp = target / "SOURCE_SHA256"
-    expected_stamp = ",".join(sha for _, _, sha in spec.parts + spec.files)
-    if stamp.is_file() and stamp.read_text() == expected_stamp:
+    sources = [sha for _, _, sha in spec.parts + spec.files]
+    problem = _cached_problem(target, sources)
+    if problem is None:
         return target
+    if problem != "absent":
+        log.warning("%s; rebuilding it from the installed wheels", problem)
     log.info("preparing packaged Whisper %s in %s", name, target)
     target.mkdir(parents=True, exist_ok=True)
+    (target / MANIFEST).unlink(missing_ok=True)
     for package, relative, sha in spec.files:
         source = _verified(_package_file(package, relative), sha)
         with atomic_output(target / source.name) as tmp:
@@ -117,9 +128,40 @@ def ctranslate2_dir(name: str = "base") -> Path:
             for package, relative, sha in spec.parts:
                 with open(_verified(_package_file(package, relative), sha), "rb") as part:
                     shutil.copyfileobj(part, out, length=1 << 22)
-    with atomic_output(stamp) as tmp:
-        tmp.write_text(expected_stamp)
+    written = ["model.bin"] + [Path(relative).name for _, relative, _ in spec.files]
+    files = {f: {"size": (target / f).stat().st_size, "sha256": sha256_file(target / f)} for f in written}
+    for f in written:
+        stat = (target / f).stat()
+        _checked_this_process[target / f] = (stat.st_size, stat.st_mtime_ns)
+    with atomic_output(target / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"sources": sources, "files": files}, indent=1))
     return target
+
+
+def _cached_problem(target: Path, sources: list[str]) -> str | None:
+    """None when ``target`` holds the files its manifest records, built from ``sources``;
+    else what is wrong (``"absent"`` when there is no complete build)."""
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "absent"
+    if manifest.get("sources") != sources:
+        return f"{target}: built from other wheel files"
+    for name, recorded in files.items():
+        path = target / name
+        try:
+            stat = path.stat()
+        except OSError:
+            return f"{path}: missing from the cached model"
+        if stat.st_size != recorded["size"]:
+            return f"{path}: {stat.st_size} bytes, the cached model recorded {recorded['size']}"
+        if _checked_this_process.get(path) == (stat.st_size, stat.st_mtime_ns):
+            continue
+        if sha256_file(path) != recorded["sha256"]:
+            return f"{path}: sha256 differs from the one recorded when it was built (changed on disk)"
+        _checked_this_process[path] = (stat.st_size, stat.st_mtime_ns)
+    return None
 
 
 # --- CTranslate2 model.bin reader -------------------------------------------------------------

@@ -87,3 +87,31 @@ def test_a_corrupt_weight_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ModelError, match="sha256"):
         ctranslate2_dir("tiny.en")
+
+
+@pytest.mark.models
+def test_a_changed_cached_model_is_rebuilt_never_used(tmp_path, monkeypatch, caplog):
+    import logging
+    import os
+
+    from multimodal_ser import weights
+    from multimodal_ser.files import sha256_file
+
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path))
+    model = ctranslate2_dir("tiny.en") / "model.bin"
+    good, stat = sha256_file(model), model.stat()
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1  # one bit, same size
+    model.write_bytes(data)
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # even with the old mtime,
+    weights._checked_this_process.clear()  # a new process hashes it again
+    with caplog.at_level(logging.WARNING, logger="multimodal_ser.weights"):
+        assert ctranslate2_dir("tiny.en") == model.parent
+    assert f"{model}: sha256 differs" in caplog.text
+    assert sha256_file(model) == good
+    caplog.clear()
+    with open(model, "r+b") as f:  # truncated in this process: the size tells at once
+        f.truncate(1000)
+    with caplog.at_level(logging.WARNING, logger="multimodal_ser.weights"):
+        ctranslate2_dir("tiny.en")
+    assert "1000 bytes" in caplog.text and sha256_file(model) == good

@@ -110,6 +110,16 @@ def test_transcript_past_the_end_is_refused(analyzer, tmp_path):
         analyzer.analyze(media, transcript=transcript)
 
 
+def test_an_empty_cue_and_one_just_past_the_end_keep_their_voice_output(analyzer, tmp_path):
+    media = write_wav(tmp_path / "short.wav", tone(2.0))
+    transcript = tmp_path / "edge.csv"
+    transcript.write_text("start,end,text\n0,0.5,hi\n1.0,1.0,[laughs]\n1.5,2.3,bye\n")  # 2.3: within the tolerance
+    speech = analyzer.analyze(media, transcript=transcript).segments.query("speech")
+    assert list(speech["text"]) == ["hi", "[laughs]", "bye"]
+    assert speech["audio_present"].all() and (speech["end"] > speech["start"]).all()
+    assert speech["end"].max() == pytest.approx(2.0)
+
+
 def test_stereo_channels_as_speakers(analyzer, shared_data, tmp_path):
     from multimodal_ser.media import load_audio
 

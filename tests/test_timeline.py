@@ -1,3 +1,7 @@
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -40,16 +44,91 @@ def test_embeddings_are_float32_lists_of_a_declared_size(tmp_path):
     assert read_provenance(tmp_path / "frames.parquet")["version"] == "test"
 
 
-def test_a_failed_save_leaves_no_partial_file(tmp_path):
+def test_a_failed_save_leaves_the_old_timeline_whole(tmp_path):
     timeline = _timeline()
-    timeline.save(tmp_path)
-    before = (tmp_path / "segments.parquet").read_bytes()
+    timeline.save(tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     timeline.segments["audio_embedding"] = [np.ones(8), np.ones(3)]  # inconsistent sizes: write fails
     timeline.segments["audio_present"] = [True, True]
     with pytest.raises(ValueError, match="mixes embedding sizes"):
-        timeline.save(tmp_path)
-    assert (tmp_path / "segments.parquet").read_bytes() == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+        timeline.save(tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_save_that_dies_after_one_table_changes_nothing(tmp_path, monkeypatch):
+    _timeline().save(tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    written = []
+
+    def write_then_die(table, where):
+        if written:
+            raise OSError(28, "No space left on device")
+        written.append(where)
+        real_write(table, where)
+
+    real_write = pq.write_table
+    monkeypatch.setattr(pq, "write_table", write_then_die)
+    with pytest.raises(MserError, match="out: cannot write the timeline there"):
+        _timeline().save(tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_replacing_a_timeline_swaps_the_whole_folder(tmp_path, monkeypatch):
+    _timeline().save(tmp_path / "out")
+    first = read_provenance(tmp_path / "out" / "segments.parquet")["save_id"]
+    renames = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renames.append((Path(a).name, Path(b).name)), real_rename(a, b))[1])
+    _timeline().save(tmp_path / "out")
+    ids = {read_provenance(tmp_path / "out" / f"{t}.parquet")["save_id"] for t in ("segments", "words", "frames")}
+    assert len(ids) == 1 and ids != {first}
+    assert all(not name.endswith(".parquet") for pair in renames for name in pair)  # folders moved, never single tables
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_failed_swap_puts_the_old_timeline_back(tmp_path, monkeypatch):
+    _timeline().save(tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    real_rename = os.rename
+
+    def rename(a, b):
+        if Path(a).name.endswith(".tmp"):
+            raise OSError(5, "Input/output error")
+        real_rename(a, b)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(MserError, match="cannot write the timeline"):
+        _timeline().save(tmp_path / "out")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_tables_of_different_saves_are_refused(tmp_path):
+    _timeline().save(tmp_path / "a")
+    _timeline().save(tmp_path / "b")
+    shutil.copyfile(tmp_path / "b" / "words.parquet", tmp_path / "a" / "words.parquet")
+    with pytest.raises(MserError, match="different saves"):
+        load_timeline(tmp_path / "a")
+
+
+def test_a_corrupt_table_is_an_mser_error(tmp_path):
+    _timeline().save(tmp_path / "out")
+    (tmp_path / "out" / "frames.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(MserError, match="frames.parquet: not a readable Parquet table"):
+        load_timeline(tmp_path / "out")
+
+
+def test_save_never_deletes_what_is_not_a_timeline(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "interview.mp4").write_bytes(b"precious")
+    with pytest.raises(MserError, match="holds other files \\(interview.mp4\\)"):
+        _timeline().save(tmp_path / "mine")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MserError, match="exists and is not a folder"):
+        _timeline().save(tmp_path / "file")
+    assert (tmp_path / "mine" / "interview.mp4").read_bytes() == b"precious"
 
 
 def test_loading_an_incomplete_folder_says_what_is_missing(tmp_path):
