@@ -11,8 +11,9 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """Where joined and converted weights are kept: ``$MSER_CACHE`` or ``~/.cache/multimodal_ser``."""
-    return Path(os.environ.get("MSER_CACHE", Path.home() / ".cache" / "multimodal_ser"))
+    """Where converted weights and cached features are kept: ``$MSER_CACHE`` (when set and not
+    empty) or ``~/.cache/multimodal_ser``."""
+    return Path(os.environ.get("MSER_CACHE") or Path.home() / ".cache" / "multimodal_ser")
 
 
 def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:

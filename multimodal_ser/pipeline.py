@@ -72,7 +72,7 @@ class Analyzer:
         from .asr import AsrOptions
 
         AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
-        self._fusion()
+        self.models.fusion()
 
     # --- the pass ------------------------------------------------------------------------------
 

@@ -59,8 +59,8 @@ def test_a_bad_fusion_weights_file_fails_before_the_analysis(tmp_path, capsys, n
 
 @pytest.mark.parametrize(
     "flags, expected",
-    [(["--beam-size", "0"], "beam_size must be at least 1"), (["--language", "xx"], "language must be a Whisper language"),
-     (["--threads", "0"], "threads must be at least 1"), (["--gap-window", "nan"], "gap_window must be positive")],
+    [(["--beam-size", "0"], "beam_size must be an int >= 1"), (["--language", "xx"], "language must be a Whisper language"),
+     (["--threads", "0"], "threads must be an int >= 1"), (["--gap-window", "nan"], "gap_window must be positive")],
 )
 def test_bad_options_are_one_line_errors(tmp_path, capsys, no_analysis, flags, expected):
     status = main(["analyze", str(tmp_path / "a.wav"), "--out", str(tmp_path / "out"), *flags])

@@ -107,8 +107,8 @@ def predict_manifest(
     models = Models(asr_model=asr_model, language=language, threads=threads, fps=fps, text_head=text_head)
     table, manifest_info = load_manifest(manifest)
     heads = _voice_heads(audio_head, table) if "audio" in modalities else {}
+    from ..files import cache_dir
     from ..voice import FEATURE_RECIPE
-    from ..weights import cache_dir
 
     cache = PredictionCache(cache_dir() / "evaluate" if use_cache else None)
     # what the encoder pass and the face branch depend on; the heads' ids are added after the pass

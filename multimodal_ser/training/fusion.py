@@ -140,8 +140,8 @@ def cross_fitted_voice_heads(
     import hashlib
 
     from .. import voice
+    from ..files import cache_dir
     from ..heads import save_head
-    from ..weights import cache_dir
     from . import audio
     from .audio.crossval import Data
 
@@ -223,8 +223,8 @@ def train_packaged_fusion(
     Returns:
         ``{"late": train_default_fusion's summary, "attention": train_fusion's summary or None}``.
     """
+    from ..files import cache_dir
     from ..fusion import DEFAULT_PATH
-    from ..weights import cache_dir
     from .default_fusion import train_default_fusion
 
     data_dir = Path(data_dir)

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 
 from ... import loudness, voice
 from ...encoder import SpeechEncoder
-from ...files import atomic_output
-from ...weights import PACKAGED_WHISPER, cache_dir, load_openai_whisper
+from ...files import atomic_output, cache_dir
+from ...weights import PACKAGED_WHISPER, load_openai_whisper
 from . import corpus as packing
 from .conditions import ISOLATED, Condition
 from .corpus import Corpus, render_window, windows_for

@@ -18,7 +18,7 @@ from .corpora import (
     load_meld,
     meld_validation_dialogues,
 )
-from .embeddings import cache_dir, embed_cached
+from .embeddings import embed_cached
 from .head import SEARCH_SPACE, Tensors, class_weights, fit_head, predict, stack, validation_score
 from .lexicon import LexiconBaseline
 from .scoring import evaluate_predictions, scores
@@ -26,7 +26,7 @@ from .train import train_text_head
 
 __all__ = [
     "DAIR_ALIASES", "GOEMOTIONS_SENTIMENT", "MELD_VALIDATION_FRACTION", "REQUIRED_FILES", "SEARCH_SPACE", "LexiconBaseline",
-    "Tensors", "TextSet", "cache_dir", "check_data_dir", "class_weights", "embed_cached", "evaluate_predictions", "fit_head",
+    "Tensors", "TextSet", "check_data_dir", "class_weights", "embed_cached", "evaluate_predictions", "fit_head",
     "load_dair", "load_goemotions", "load_meld", "meld_validation_dialogues", "predict", "scores", "stack", "train_text_head",
     "validation_score",
 ]

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
-from ...files import atomic_output
+from ...files import atomic_output, cache_dir
 from ...text import SentenceEncoder
 
 logger = logging.getLogger(__name__)
-
-
-def cache_dir() -> Path:
-    """Where dataset embeddings are cached: ``$MSER_CACHE`` or ``~/.cache/multimodal_ser``."""
-    return Path(os.environ.get("MSER_CACHE") or Path.home() / ".cache" / "multimodal_ser")
 
 
 def embed_cached(encoder: SentenceEncoder, texts: list[str], *, name: str) -> tuple[np.ndarray, bool]:
