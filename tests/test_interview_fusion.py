@@ -21,6 +21,7 @@ def interview():
     return Analyzer(AnalysisOptions(language="en")).analyze(INTERVIEW).segments
 
 
+@pytest.mark.models
 def test_the_photo_is_flagged_static_and_counts_for_little(interview):
     spoken = interview[interview["speech"] & interview["face_present"]]
     assert len(spoken) >= 5
@@ -28,6 +29,7 @@ def test_the_photo_is_flagged_static_and_counts_for_little(interview):
     assert (spoken["face_quality"] <= 0.05 + 1e-9).all()
 
 
+@pytest.mark.models
 def test_a_still_face_never_overturns_voice_and_words_that_agree(interview):
     both = interview[interview["audio_present"] & interview["text_present"]]
     agreeing = both[both["audio_label"] == both["text_label"]]
@@ -39,6 +41,7 @@ def test_a_still_face_never_overturns_voice_and_words_that_agree(interview):
     assert overturned.empty, overturned[["text", "audio_label", "text_label", "face_label", "label"]]
 
 
+@pytest.mark.models
 def test_where_voice_and_words_disagree_the_segment_says_so(interview):
     spoken = interview[interview["speech"]]
     assert spoken["agreement"].between(0, 1).all() and spoken["runner_up"].notna().all()

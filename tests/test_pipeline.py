@@ -27,6 +27,7 @@ def talking_head(analyzer, shared_data):
     return analyzer.analyze(shared_data / "talking-heads" / "retalking-1.mp4")
 
 
+@pytest.mark.models
 def test_talking_head_timeline_has_the_spoken_words(talking_head):
     words = " ".join(talking_head.words["word"]).lower()
     assert re.sub(r"[^a-z' ]", "", words).split()[:4] == ["my", "biggest", "weaknesses", "is"]
@@ -35,6 +36,7 @@ def test_talking_head_timeline_has_the_spoken_words(talking_head):
     assert talking_head.words["end"].max() <= 6.2
 
 
+@pytest.mark.models
 def test_every_branch_fills_its_columns(talking_head):
     seg = talking_head.segments
     speech = seg[seg["speech"]]
@@ -48,6 +50,7 @@ def test_every_branch_fills_its_columns(talking_head):
     assert talking_head.frames["face_present"].mean() > 0.9
 
 
+@pytest.mark.models
 def test_the_grid_covers_the_recording_without_overlap(talking_head):
     seg = talking_head.segments
     assert seg["start"].iloc[0] == pytest.approx(0.0, abs=0.3)
@@ -55,6 +58,7 @@ def test_the_grid_covers_the_recording_without_overlap(talking_head):
     assert seg["end"].iloc[-1] == pytest.approx(talking_head.metadata["source"]["duration"], abs=0.3)
 
 
+@pytest.mark.models
 def test_summary_of_saved_timelines_goes_on_past_a_bad_one(talking_head, tmp_path, capsys):
     talking_head.save(tmp_path / "good")
     (tmp_path / "empty").mkdir()
@@ -64,6 +68,7 @@ def test_summary_of_saved_timelines_goes_on_past_a_bad_one(talking_head, tmp_pat
     assert "empty" in err and "1 of 2 timeline(s)" in err
 
 
+@pytest.mark.models
 def test_saved_timeline_reads_back_with_provenance(talking_head, tmp_path):
     talking_head.save(tmp_path)
     back = load_timeline(tmp_path)
@@ -74,6 +79,7 @@ def test_saved_timeline_reads_back_with_provenance(talking_head, tmp_path):
     assert meta["fusion"]["fusion"] == "late"
 
 
+@pytest.mark.models
 def test_transcript_replaces_asr_and_gets_word_times(analyzer, shared_data, tmp_path):
     transcript = tmp_path / "t.srt"
     transcript.write_text("1\n00:00:00,000 --> 00:00:02,700\nANN: My biggest weakness is asking for help.\n\n2\n00:00:03,300 --> 00:00:04,800\nANN: I would like to do better at that.\n")
@@ -87,6 +93,7 @@ def test_transcript_replaces_asr_and_gets_word_times(analyzer, shared_data, tmp_
     assert words.groupby("segment_id")["start"].min().tolist() == pytest.approx([0.0, 3.3], abs=0.4)
 
 
+@pytest.mark.models
 def test_pure_silence_is_a_timeline_without_speech(analyzer, tmp_path):
     timeline = analyzer.analyze(write_wav(tmp_path / "quiet.wav", np.zeros(16_000 * 3, dtype=np.float32)))
     assert not timeline.segments["speech"].any()
@@ -95,6 +102,7 @@ def test_pure_silence_is_a_timeline_without_speech(analyzer, tmp_path):
     assert any("no speech" in note for note in timeline.metadata["notes"])
 
 
+@pytest.mark.models
 def test_video_without_audio_track_still_gets_a_face_pass(analyzer, tmp_path):
     timeline = analyzer.analyze(write_video(tmp_path / "mute.mp4", seconds=2.0))
     assert any("no audio stream" in note for note in timeline.metadata["notes"])
@@ -110,6 +118,7 @@ def test_transcript_past_the_end_is_refused(analyzer, tmp_path):
         analyzer.analyze(media, transcript=transcript)
 
 
+@pytest.mark.models
 def test_an_empty_cue_and_one_just_past_the_end_keep_their_voice_output(analyzer, tmp_path):
     media = write_wav(tmp_path / "short.wav", tone(2.0))
     transcript = tmp_path / "edge.csv"
@@ -120,6 +129,7 @@ def test_an_empty_cue_and_one_just_past_the_end_keep_their_voice_output(analyzer
     assert speech["end"].max() == pytest.approx(2.0)
 
 
+@pytest.mark.models
 def test_stereo_channels_as_speakers(analyzer, shared_data, tmp_path):
     from multimodal_ser.media import load_audio
 
@@ -134,6 +144,7 @@ def test_stereo_channels_as_speakers(analyzer, shared_data, tmp_path):
         analyzer.analyze(path, channel=2)
 
 
+@pytest.mark.models
 def test_cli_batch_goes_on_past_a_bad_file(shared_data, tmp_path, capsys):
     good = shared_data / "talking-heads" / "retalking-5.mp4"
     bad = tmp_path / "broken.mp4"

@@ -8,6 +8,7 @@ from pipelines.classroom import engagement_timeline
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.models
 def test_stereo_call_is_one_timeline_with_both_speakers(sample_media):
     timeline = analyze_call(sample_media / "call_stereo.flac", transcript=sample_media / "call_stereo.csv")
     seg = timeline.segments
@@ -21,11 +22,13 @@ def test_stereo_call_is_one_timeline_with_both_speakers(sample_media):
     assert summary["customer"]["negative_moments"] == [pytest.approx(5.15, abs=0.01)]
 
 
+@pytest.mark.models
 def test_customer_only_leaves_the_agent_out(sample_media):
     timeline = analyze_call(sample_media / "call_stereo.flac", transcript=sample_media / "call_stereo.csv", customer_only=True)
     assert set(timeline.segments["speaker"]) == {"customer"}
 
 
+@pytest.mark.models
 def test_classroom_reports_attention_without_any_emotion(sample_media):
     frames, bins = engagement_timeline(sample_media / "interview.mp4", fps=1.0, bin_seconds=10.0)
     assert not any(c.startswith("face_") and c != "face_present" and c != "face_id" for c in frames.columns)

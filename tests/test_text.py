@@ -257,6 +257,7 @@ def test_class_weights_balance_the_classes():
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_head_beats_lexicon_on_goemotions_test_subset(shared_data, model):
     pytest.importorskip("nrclex")
     from multimodal_ser.training.text import LexiconBaseline, evaluate_predictions, load_goemotions

@@ -56,6 +56,7 @@ def test_packed_windows_hold_one_actor_and_fit_the_encoder(corpus):
     assert audio.pack_windows(corpus, seed=0) == windows and audio.pack_windows(corpus, seed=1) != windows
 
 
+@pytest.mark.models
 def test_isolated_windows_hold_each_whole_clip_with_its_speech(corpus):
     windows = audio.isolated_windows(corpus)
     assert len(windows) == len(corpus.audios)
@@ -162,6 +163,7 @@ def three_small_corpora(shared_data, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_cross_validation_and_leave_one_corpus_out_on_real_corpora(three_small_corpora, tmp_path, monkeypatch):
     """Both protocols run end to end on real clips of three corpora, keep speakers (or corpora) apart,
     calibrate, and report every corpus with the angry false-alarm rate."""

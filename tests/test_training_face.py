@@ -132,6 +132,7 @@ def test_unreadable_images_and_unknown_labels_are_named(tmp_path):
         read_label_folder(tmp_path / "happy", size=48)
 
 
+@pytest.mark.models
 def test_fine_tuning_on_real_fer2013_images_writes_a_head_and_its_card(shared_data, tmp_path):
     root = _small_fer2013(shared_data, tmp_path)
     out = tmp_path / "out" / "face.safetensors"

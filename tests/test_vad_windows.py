@@ -60,6 +60,7 @@ def test_windows_hold_at_most_30_seconds_and_bounded_audio():
     assert out[-1].offset == 500.0
 
 
+@pytest.mark.models
 def test_silero_finds_speech_in_real_speech(shared_data):
     clip = next((shared_data / "ravdess-speech-16k" / "Actor_01").glob("*.flac"))
     audio = load_audio(clip)

@@ -73,6 +73,7 @@ def packaged_model():
     return voice.VoiceEmotionModel()
 
 
+@pytest.mark.models
 def test_packaged_head_loads_with_its_checksum(packaged_model):
     ids = packaged_model.model_ids
     assert ids["audio_head"] == "audio_head.safetensors"
@@ -82,6 +83,7 @@ def test_packaged_head_loads_with_its_checksum(packaged_model):
     assert packaged_model.head.n_features == 2 * N_LAYERS * D_MODEL + len(voice.HAND_FEATURES)
 
 
+@pytest.mark.models
 def test_frame_level_features_share_the_encoder_grid(packaged_model):
     window = fake_window()
     track = packaged_model.frames(window, 102.0, 104.0)
@@ -93,6 +95,7 @@ def test_frame_level_features_share_the_encoder_grid(packaged_model):
     assert np.nanmedian(track.f0_hz) == pytest.approx(150.0, rel=0.02)
 
 
+@pytest.mark.models
 def test_corrupted_copy_of_the_packaged_head_is_refused(tmp_path, monkeypatch):
     models = tmp_path / "models"
     models.mkdir()
@@ -107,6 +110,7 @@ def test_corrupted_copy_of_the_packaged_head_is_refused(tmp_path, monkeypatch):
         voice.VoiceEmotionModel(head_path=corrupt)
 
 
+@pytest.mark.models
 def test_truncated_or_foreign_heads_are_refused(tmp_path):
     truncated = tmp_path / "head.safetensors"
     truncated.write_bytes(voice.DEFAULT_HEAD_PATH.read_bytes()[:1000])
@@ -142,6 +146,7 @@ def ravdess(shared_data):
     return ravdess_manifest(folder)
 
 
+@pytest.mark.models
 def test_predictions_on_real_clips(encoder, ravdess, packaged_model):
     clips = ravdess[(ravdess["actor"] == 3) & (ravdess["statement"] == 1) & (ravdess["repetition"] == 1)].head(4)
     gap = np.zeros(SAMPLE_RATE // 2, dtype=np.float32)
@@ -168,6 +173,7 @@ def test_predictions_on_real_clips(encoder, ravdess, packaged_model):
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_held_out_actors_angry_versus_neutral(encoder, ravdess, tmp_path, monkeypatch):
     """A head trained the shipped way on 4 actors separates 2 other actors' angry clips from their neutral/calm ones.
 
@@ -188,6 +194,7 @@ def test_held_out_actors_angry_versus_neutral(encoder, ravdess, tmp_path, monkey
     assert balanced >= 0.8  # chance is 0.5
 
 
+@pytest.mark.models
 def test_the_recording_level_does_not_change_what_the_voice_says(encoder, ravdess, packaged_model):
     """The same clip recorded 14 dB quieter (a far microphone) or 6 dB louder: the window is brought to one
     speech level before the encoder and prosody, so the voice branch gives the same probabilities."""
@@ -199,6 +206,7 @@ def test_the_recording_level_does_not_change_what_the_voice_says(encoder, ravdes
         np.testing.assert_allclose(other, predictions[0], atol=2e-3)
 
 
+@pytest.mark.models
 def test_the_voice_model_applies_the_temperature_its_head_stores(packaged_model):
     import torch
 
@@ -212,6 +220,7 @@ def test_the_voice_model_applies_the_temperature_its_head_stores(packaged_model)
     np.testing.assert_allclose(calibrated, apply_temperature(raw, packaged_model.temperature), atol=1e-9)
 
 
+@pytest.mark.models
 def test_features_kept_from_an_earlier_pass_give_what_predict_gives(packaged_model):
     from multimodal_ser.voice import CIRCUMPLEX_MATRIX, SHARED_SPACE
 
