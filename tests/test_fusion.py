@@ -268,3 +268,24 @@ def test_version_1_files_read_as_uniform_priors(tmp_path):
     assert loaded.priors == {} and loaded.weights == {"audio": 1.0, "text": 0.5}
     with pytest.raises(ValueError, match="prior of text"):
         LateFusion(priors={"text": [0.5, 0.5]})
+
+
+def test_the_lapse_stops_one_branch_from_vetoing_what_the_other_sees():
+    veto = np.full(len(EMOTIONS), 0.25)
+    veto[EMOTIONS.index("fearful")] = 1e-6
+    veto /= veto.sum()
+    seg = _segments([_p("fearful", 0.6)], [veto], [True], [True])
+    assert fused_columns(seg, LateFusion())["label"][0] != "fearful"
+    assert fused_columns(seg, LateFusion(lapse=0.3))["label"][0] == "fearful"
+    with pytest.raises(ValueError, match="lapse"):
+        LateFusion(lapse=1.0)
+
+
+def test_the_lapse_is_saved_and_older_files_read_without_one(tmp_path):
+    path = LateFusion(weights={"audio": 1.0, "text": 0.5}, lapse=0.2).save(tmp_path / "w.json")
+    assert load_late_fusion(path).lapse == 0.2
+    document = json.loads(path.read_text())
+    document.update(version=2)
+    del document["lapse"]
+    path.write_text(json.dumps(document))
+    assert load_late_fusion(path).lapse == 0.0

@@ -2,10 +2,14 @@
 
 For the modalities ``m`` present on a segment::
 
-    logit(y) = Σ_m  w_m · q_m · (log p_m(y) − log π_m(y)) / T
+    logit(y) = Σ_m  w_m · q_m · (log p̃_m(y) − log π_m(y)) / T,   p̃_m = (1 − λ) p_m + λ π_m
 
 - ``p_m``: the branch's calibrated probabilities (each head stores a temperature fitted on
   held-out data of its own, see :mod:`multimodal_ser.calibration`);
+- ``λ`` in [0, 1): the lapse, the chance that a branch's reading of a segment says nothing about
+  it (the words of a sentence spoken with another feeling than its words carry). It bounds the
+  evidence a branch can give against a class by ``log λ``, so no branch can veto a class the
+  others see;
 - ``π_m``: the branch's prior, its mean calibrated prediction on held-out data: the evidence is
   what the branch says about *this* segment beyond what it says about everything. A branch that
   repeats its usual distribution (the words of a neutral sentence) moves the result little;
@@ -50,8 +54,9 @@ from .base import EPS, modality_probabilities, modality_quality, targets, valid_
 log = logging.getLogger(__name__)
 
 LATE_FUSION_FORMAT = "multimodal-ser/late-fusion"
-LATE_FUSION_VERSION = 2
-"""Version 2 added ``priors``; version 1 files (no priors) are read as uniform priors."""
+LATE_FUSION_VERSION = 3
+"""Version 2 added ``priors``, version 3 ``lapse``; older files are read with uniform priors and
+no lapse."""
 
 MAX_EFFECTIVE_WEIGHT = 50.0
 """Upper bound of a stacked weight over temperature, ``w_m / T`` (keeps the optimiser finite)."""
@@ -73,6 +78,7 @@ class LateFusion:
         temperature: divides the pooled log-probabilities; > 1 softens, < 1 sharpens.
         priors: ``{modality: 7 probabilities over EMOTIONS}``; a modality without one is read
             against a uniform prior.
+        lapse: ``λ`` of the module docstring, in [0, 1).
         provenance: where learned parameters came from (data, fit metrics); shown by
             :meth:`describe` and saved by :meth:`save`.
     """
@@ -80,6 +86,7 @@ class LateFusion:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: {m: 1.0 for m in MODALITIES})
     temperature: float = 1.0
     priors: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+    lapse: float = 0.0
     name: str = "late"
     provenance: dict = dataclasses.field(default_factory=dict, compare=False)
 
@@ -91,6 +98,8 @@ class LateFusion:
             raise ValueError(f"fusion weights must be finite and >= 0, not {self.weights}")
         if not np.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
+        if not 0 <= self.lapse < 1:
+            raise ValueError(f"lapse must be in [0, 1), not {self.lapse}")
         object.__setattr__(self, "priors", {m: _valid_prior(m, p) for m, p in self.priors.items()})
 
     @property
@@ -99,8 +108,8 @@ class LateFusion:
         return tuple(m for m in MODALITIES if self.weights.get(m, 0.0) > 0)
 
     def evidence(self, segments: pd.DataFrame, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``q_m (log p_m − log π_m)`` per modality, zero where absent: ``(M, n, 7)``, and presence ``(M, n)``."""
-        return evidence(segments, modalities, self.priors)
+        """``q_m (log p̃_m − log π_m)`` per modality, zero where absent: ``(M, n, 7)``, and presence ``(M, n)``."""
+        return evidence(segments, modalities, self.priors, lapse=self.lapse)
 
     def fuse(self, segments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Pool the ``<m>_<label>`` columns of ``segments``.
@@ -120,7 +129,7 @@ class LateFusion:
 
     def describe(self) -> dict:
         """JSON-ready summary for output metadata: name, weights, temperature, priors, provenance."""
-        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature}
+        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature, "lapse": self.lapse}
         if self.priors:
             out["priors"] = {m: list(p) for m, p in self.priors.items()}
         if self.provenance:
@@ -135,6 +144,7 @@ class LateFusion:
             "labels": list(EMOTIONS),
             "weights": {m: float(w) for m, w in self.weights.items()},
             "temperature": float(self.temperature),
+            "lapse": float(self.lapse),
             "priors": {m: list(p) for m, p in self.priors.items()},
             "provenance": self.provenance,
         }
@@ -149,9 +159,9 @@ class LateFusion:
 
 
 def evidence(
-    segments: pd.DataFrame, modalities: Sequence[str], priors: Mapping[str, Sequence[float]] | None = None
+    segments: pd.DataFrame, modalities: Sequence[str], priors: Mapping[str, Sequence[float]] | None = None, *, lapse: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each modality's evidence ``q_m (log p_m − log π_m)``, zero where absent.
+    """Each modality's evidence ``q_m (log p̃_m − log π_m)`` with ``p̃_m = (1 − lapse) p_m + lapse π_m``, zero where absent.
 
     Returns:
         ``(M, n, 7)`` float64 and presence ``(M, n)`` bool.
@@ -160,9 +170,11 @@ def evidence(
     logs, masks = [], []
     for m in modalities:
         probabilities, present = modality_probabilities(segments, m)
-        log_p = np.log(np.clip(np.nan_to_num(probabilities, nan=1.0), EPS, 1.0))
+        prior = np.asarray(priors[m], dtype=np.float64) if m in priors else np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
+        mixed = (1.0 - lapse) * np.nan_to_num(probabilities, nan=1.0) + lapse * prior
+        log_p = np.log(np.clip(mixed, EPS, 1.0))
         if m in priors:
-            log_p = log_p - np.log(np.asarray(priors[m], dtype=np.float64))
+            log_p = log_p - np.log(prior)
         quality = modality_quality(segments, m)
         logs.append(np.where(present[:, None], quality[:, None] * log_p, 0.0))
         masks.append(present)
@@ -193,8 +205,8 @@ def load_late_fusion(path: str | os.PathLike) -> LateFusion:
     if not isinstance(document, dict) or document.get("format") != LATE_FUSION_FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise ModelError(f"{path}: format must be {LATE_FUSION_FORMAT!r}, found {found!r}")
-    if document.get("version") not in (1, LATE_FUSION_VERSION):
-        raise ModelError(f"{path}: version must be 1 or {LATE_FUSION_VERSION}, found {document.get('version')!r}")
+    if document.get("version") not in range(1, LATE_FUSION_VERSION + 1):
+        raise ModelError(f"{path}: version must be 1 to {LATE_FUSION_VERSION}, found {document.get('version')!r}")
     if document.get("labels") != list(EMOTIONS):
         raise ModelError(f"{path}: labels must be {list(EMOTIONS)}, found {document.get('labels')}")
     provenance = dict(document.get("provenance") or {})
@@ -204,6 +216,7 @@ def load_late_fusion(path: str | os.PathLike) -> LateFusion:
             weights={str(m): float(w) for m, w in document["weights"].items()},
             temperature=float(document["temperature"]),
             priors={str(m): p for m, p in (document.get("priors") or {}).items()},
+            lapse=float(document.get("lapse", 0.0)),
             provenance=provenance,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -254,6 +267,7 @@ def fit_late_fusion(
     row_weights: np.ndarray | None = None,
     fit_mask: Mapping[str, np.ndarray] | None = None,
     fixed: Mapping[str, float] | None = None,
+    lapse: float = 0.0,
     provenance: dict | None = None,
 ) -> LateFusion:
     """Learn reliability weights and a temperature by stacking.
@@ -281,6 +295,7 @@ def fit_late_fusion(
             information about the label by construction). Default: everywhere.
         fixed: ``{modality: effective weight a_m}`` kept as given instead of fitted (e.g. learned
             on other data where that modality is informative).
+        lapse: ``λ`` of the module docstring, kept as given and stored in the result.
         provenance: stored in the result (for example the data it was fitted on).
 
     Raises:
@@ -290,7 +305,7 @@ def fit_late_fusion(
     modalities = valid_modalities(modalities)
     y = targets(labels, len(segments))
     fixed = dict(fixed or {})
-    logs, masks = evidence(segments, modalities, priors)
+    logs, masks = evidence(segments, modalities, priors, lapse=lapse)
     if fit_mask is not None:
         for i, m in enumerate(modalities):
             if m in fit_mask:
@@ -350,6 +365,7 @@ def fit_late_fusion(
         weights={m: a * temperature for m, a in effective.items()},
         temperature=float(temperature),
         priors=dict(priors or {}),
+        lapse=lapse,
         provenance={**details, **(provenance or {})},
     )
 

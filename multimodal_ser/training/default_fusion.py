@@ -13,7 +13,12 @@ words, FER2013 faces; :func:`multimodal_ser.training.fusion.packaged_training_ma
    fit, so its weight is learned where it carries information instead of being driven to zero by a
    corpus built to make it useless. It is still pooled at analysis time: being read against its
    prior, a branch that says what it says about everything moves the result little.
-3. **Weights and temperature** by stacking (:func:`multimodal_ser.fusion.fit_late_fusion`), every
+3. **Lapse.** The chance ``λ`` that a branch's reading of an item says nothing about it (see
+   :mod:`multimodal_ser.fusion.late`) is chosen from :data:`LAPSE_GRID` by group cross-validation
+   inside the fitting items: the value whose fused predictions, with every branch present pooled,
+   have the lowest held-out log-loss. This is where the words of RAVDESS count: a neutral sentence
+   must not veto the fearful voice it was spoken with.
+4. **Weights and temperature** by stacking (:func:`multimodal_ser.fusion.fit_late_fusion`), every
    source and within it every class weighing the same in the log-loss.
 
 :func:`train_default_fusion` also cross-fits this recipe by group (every item scored by a fusion
@@ -44,6 +49,11 @@ from ..labels import EMOTIONS
 from .install import card_beside, write_card
 
 log = logging.getLogger(__name__)
+
+LAPSE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5)
+"""Candidate lapses ``λ`` of the recipe's step 3."""
+LAPSE_FOLDS = 3
+"""Group folds of the lapse choice (inside the fitting items)."""
 
 INFORMATIVE_MARGIN = 0.05
 """A modality is informative on a source when its UA there is at least chance + this."""
@@ -106,7 +116,8 @@ def informative_modalities(table: pd.DataFrame, labels: np.ndarray, sources: np.
 
 
 def fit_default_fusion(
-    table: pd.DataFrame, labels: np.ndarray, sources: np.ndarray, modalities, *, priors: dict, provenance: dict | None = None
+    table: pd.DataFrame, labels: np.ndarray, sources: np.ndarray, modalities, *, priors: dict, provenance: dict | None = None,
+    seed: int = 0,
 ) -> tuple[LateFusion, dict]:
     """The recipe of the module docstring on ``table``. Returns the fusion and the informativeness table."""
     judged = informative_modalities(table, labels, sources, modalities, priors)
@@ -117,11 +128,44 @@ def fit_default_fusion(
             if m in per and not per[m]["informative"]:
                 keep &= sources.astype(str) != source
         fit_mask[m] = keep
-    fusion = fit_late_fusion(
-        table, list(labels), modalities=modalities, priors=priors, row_weights=balanced_row_weights(labels, sources),
-        fit_mask=fit_mask, provenance=provenance,
-    )
+    weights = balanced_row_weights(labels, sources)
+
+    def fit(rows: np.ndarray, lapse: float, provenance: dict | None = None) -> LateFusion:
+        return fit_late_fusion(
+            table[rows], list(labels[rows]), modalities=modalities, priors=priors, row_weights=weights[rows],
+            fit_mask={m: mask[rows] for m, mask in fit_mask.items()}, lapse=lapse, provenance=provenance,
+        )
+
+    lapse, losses = choose_lapse(table, labels, weights, fit, seed=seed)
+    fusion = fit(np.ones(len(table), dtype=bool), lapse, {**(provenance or {}), "lapse_choice": losses})
     return dataclasses.replace(fusion, name="late"), judged
+
+
+def choose_lapse(table: pd.DataFrame, labels: np.ndarray, weights: np.ndarray, fit, *, seed: int) -> tuple[float, dict]:
+    """The lapse of :data:`LAPSE_GRID` with the lowest held-out log-loss, by group folds of ``table``.
+
+    Args:
+        fit: ``fit(rows (n,) bool, lapse) -> LateFusion`` fitted on those rows.
+        weights: ``(n,)`` row weights of the log-loss.
+
+    Returns:
+        ``(lapse, {"folds", "held_out_log_loss": {lapse: loss}})``; lapse 0 when there are too few groups.
+    """
+    groups = table["group"].to_numpy(dtype=object) if "group" in table else np.arange(len(table))
+    if len(set(groups)) < LAPSE_FOLDS:
+        return 0.0, {"folds": 0, "held_out_log_loss": {}}
+    fold = group_folds(groups, folds=LAPSE_FOLDS, seed=seed)
+    y = np.array([EMOTIONS.index(label) for label in labels])
+    losses = {}
+    for lapse in LAPSE_GRID:
+        total = 0.0
+        for f in range(LAPSE_FOLDS):
+            probabilities, present = fit(fold != f, lapse).fuse(table[fold == f])
+            rows = np.flatnonzero(fold == f)[present]
+            picked = probabilities[present][np.arange(len(rows)), y[rows]]
+            total += float((weights[rows] * -np.log(np.clip(picked, 1e-12, 1.0))).sum())
+        losses[lapse] = total / float(weights.sum())
+    return min(losses, key=losses.get), {"folds": LAPSE_FOLDS, "held_out_log_loss": losses}
 
 
 def item_sources(table: pd.DataFrame) -> np.ndarray:
@@ -138,7 +182,7 @@ def cross_fit_default(predictions: Predictions, *, folds: int, seed: int, priors
     out = np.full((len(table), len(EMOTIONS)), np.nan)
     for f in range(folds):
         train, test = fold != f, fold == f
-        fusion, _ = fit_default_fusion(table[train], labels[train], sources[train], predictions.modalities, priors=priors)
+        fusion, _ = fit_default_fusion(table[train], labels[train], sources[train], predictions.modalities, priors=priors, seed=seed)
         out[test] = fusion.fuse(table[test])[0]
     return out
 
@@ -187,8 +231,8 @@ def train_default_fusion(
         "priors_from": prior_origin,
         "seed": seed,
     }
-    fusion, judged = fit_default_fusion(table, labels, sources, modalities, priors=priors, provenance=provenance)
-    log.info("default late fusion: weights %s, T %.3f", fusion.weights, fusion.temperature)
+    fusion, judged = fit_default_fusion(table, labels, sources, modalities, priors=priors, provenance=provenance, seed=seed)
+    log.info("default late fusion: weights %s, T %.3f, lapse %.2f", fusion.weights, fusion.temperature, fusion.lapse)
     evaluation = compare_predictions(
         predictions, folds=folds, seed=seed, bootstrap=bootstrap, fusions=("late_equal", "attention"),
         attention_options=attention_options, return_probabilities=True,
@@ -239,9 +283,10 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         f"# {out_name}: the default fusion",
         "",
         "Late fusion (`multimodal_ser/fusion/late.py`): for the modalities present on a segment, "
-        "`logit(y) = Σ_m w_m · q_m · (log p_m(y) − log π_m(y)) / T`, with `p_m` the branch's calibrated probabilities, "
-        "`π_m` its prior, `q_m` the segment's quality for that modality (the face: frames seen, 0.05 for a static face) "
-        "and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/default_fusion.py`).",
+        "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ) p_m + λ π_m`, `p_m` the branch's "
+        "calibrated probabilities, `π_m` its prior, `λ` the lapse (the chance that a branch's reading of a segment says "
+        "nothing about it: no branch can veto a class by more than `log λ`), `q_m` the segment's quality for that "
+        "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/default_fusion.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
         "held-out items, averaged over the sources below (each source counts the same): "
@@ -258,7 +303,11 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
             f"| {m} | {w:.3f} | {w / described['temperature']:.3f} | "
             + (", ".join(f"{x:.3f}" for x in prior) if prior else "uniform") + f" | {provenance.get('priors_from', {}).get(m, '')} |"
         )
-    lines += ["", f"Temperature T = {described['temperature']:.3f}. sha256 `{result.get('sha256')}`.", "", "## Data", ""]
+    choice = provenance.get("lapse_choice", {})
+    losses = ", ".join(f"λ {float(k):g}: {v:.4f}" for k, v in choice.get("held_out_log_loss", {}).items())
+    lines += ["", f"Temperature T = {described['temperature']:.3f}; lapse λ = {described.get('lapse', 0.0):g}, chosen by "
+              f"{choice.get('folds')}-fold group cross-validation inside the fitting items (held-out log-loss {losses}). "
+              f"sha256 `{result.get('sha256')}`.", "", "## Data", ""]
     lines += [data_note.strip(), ""] if data_note else []
     lines += [
         "Items per source: " + ", ".join(f"{s} {n}" for s, n in provenance.get("data", {}).items()) + ".",
@@ -290,9 +339,10 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "- No data here has all three modalities of one person together with labels: the voice and the words meet only "
         "on RAVDESS (where the words carry no emotion), the face is learned from FER2013 stills alone. How much to trust "
         "the face against the voice on video is therefore set by each branch's own calibration and the stacking, not "
-        "observed. Learn your own weights on labelled data like yours: `mser train fusion --manifest your.csv --late-out w.json`, "
-        "then `mser analyze --fusion late --fusion-weights w.json`.",
-        "- Re-learn this file whenever a branch head changes (a new voice head, a new calibration): `mser train fusion`.",
+        "observed. Learn your own weights on labelled data like yours: `mser train fusion --manifest your.csv --out my-fusion`, "
+        "then `mser analyze --fusion late --fusion-weights my-fusion/late_fusion.json`.",
+        "- Re-learn this file whenever a branch head changes (a new voice head, a new calibration): "
+        "`mser train fusion --late-only --data ../shared/data --out multimodal_ser/models`.",
         "",
         "## Branch models whose predictions it was learned from",
         "",

@@ -239,7 +239,7 @@ def train_packaged_fusion(
     )
     actors = sorted({g.removeprefix("ravdess-") for g, s in zip(manifest["group"], manifest["source"]) if s == "ravdess"})
     note = (
-        f"`mser train fusion --data {data_dir}`: RAVDESS speech of actors {', '.join(actors)} (voice from heads "
+        f"`mser train fusion{' --late-only' if late_only else ''} --ravdess-text {ravdess_text} --data {data_dir}`: RAVDESS speech of actors {', '.join(actors)} (voice from heads "
         "cross-fitted by actor, so never an actor's own; words "
         + ("from ASR" if ravdess_text == "asr" else "= the sentence read, not ASR")
         + "), MELD dev (words only), FER2013 PrivateTest (face crops only). The text head's calibration was fitted on "
