@@ -9,7 +9,7 @@ import pytest
 
 from multimodal_ser.grid import modality_table
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.training.default_fusion import fit_default_fusion, informative_modalities
+from multimodal_ser.training.fusion.late import fit_default_fusion, informative_modalities
 
 
 def _probabilities(rng, targets, strength):

@@ -38,15 +38,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..calibration import mean_prediction
-from ..errors import ModelError
-from ..evaluation import Predictions, compare_predictions, group_folds
-from ..evaluation import metrics as M
-from ..fusion import DEFAULT_PATH, LateFusion, balanced_row_weights, fit_late_fusion, modality_probabilities
-from ..heads import MODELS_DIR, load_head, record_if_packaged
-from ..labels import EMOTIONS
-from .install import card_beside, write_card
+from ... import __version__
+from ...calibration import mean_prediction
+from ...errors import ModelError
+from ...evaluation import Predictions, compare_predictions, group_folds
+from ...evaluation import metrics as M
+from ...fusion import DEFAULT_PATH, LateFusion, balanced_row_weights, fit_late_fusion, modality_probabilities
+from ...heads import MODELS_DIR, load_head, record_if_packaged
+from ...labels import EMOTIONS
+from ..install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,7 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ) p_m + λ π_m`, `p_m` the branch's "
         "calibrated probabilities, `π_m` its prior, `λ` the lapse (the chance that a branch's reading of a segment says "
         "nothing about it: no branch can veto a class by more than `log λ`), `q_m` the segment's quality for that "
-        "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/default_fusion.py`).",
+        "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/fusion/late.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
         "held-out items, averaged over the sources below (each source counts the same): "

@@ -1,21 +1,11 @@
-"""Training of the fusions on a labelled manifest (``mser train fusion --manifest CSV``).
+"""Attention fusion trained on a labelled manifest (``mser train fusion --manifest CSV``), with its card.
 
 :func:`train_fusion` runs every branch once per item (:func:`multimodal_ser.evaluation.predict_manifest`,
 cached), measures late and attention fusion by group cross-fitting (the numbers in the model card),
 then trains the attention fusion on all groups but a validation part (early stopping and temperature
-scaling) and stacks late-fusion weights on all items. The module is saved with
-:func:`multimodal_ser.heads.save_head` (and its checksum recorded when it goes into the package), with
-a model card beside it.
-
-Each source of a mixed manifest contributes the modalities it has: an audio file its voice (and
-its ASR transcript, or its ``text``), an image its face, a row whose media file does not exist its
-``text`` alone. :func:`packaged_training_manifest` builds the mix the packaged module is trained on
-from ``../shared/data``.
-
-The branch predictions a fusion learns from must be held out from what trained the branches, or
-the fusion learns to trust a branch that only remembers its training data. The packaged voice head
-was trained on RAVDESS actors 1-20, so RAVDESS items need voice heads trained without their actor
-(``audio_head={group: head}``; :func:`multimodal_ser.training.audio` can train them).
+scaling) and stacks late-fusion weights on all items. Each source of a mixed manifest contributes the
+modalities it has: an audio file its voice (and its ASR transcript, or its ``text``), an image its
+face, a row whose media file does not exist its ``text`` alone.
 """
 
 from __future__ import annotations
@@ -33,16 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import __version__
-from ..errors import ManifestError
-from ..evaluation import Predictions, compare_predictions, group_folds, predict_manifest
-from ..evaluation.datasets import folder_manifest, meld_manifest, ravdess_manifest
-from ..evaluation.metrics import markdown_confusion, markdown_table
-from ..files import atomic_output
-from ..fusion import AttentionOptions, fit_attention_fusion, presence_patterns
-from ..heads import MODELS_DIR, record_if_packaged
-from ..labels import EMOTIONS, MODALITIES
-from .install import card_beside, write_card
+from ... import __version__
+from ...evaluation import Predictions, compare_predictions, group_folds, predict_manifest
+from ...evaluation.metrics import markdown_confusion, markdown_table
+from ...fusion import AttentionOptions, fit_attention_fusion, presence_patterns
+from ...heads import MODELS_DIR, record_if_packaged
+from ...labels import EMOTIONS, MODALITIES
+from ..install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
@@ -73,189 +60,10 @@ What the packaged module could and could not learn from this data:
 - Licences of the training data: RAVDESS CC BY-NC-SA 4.0, MELD GPL-3.0, FER2013 research use.
 
 Reproduce: `multimodal_ser.training.fusion.train_packaged_fusion("../shared/data")`
-(`mser train fusion --data ../shared/data`); the manifest and the cross-fitted voice heads are
+(`mser train fusion --data ../shared/data --out multimodal_ser/models`); the manifest and the cross-fitted voice heads are
 rebuilt from the data, the branch outputs are cached.
 """
 """The "Limits" notes of the packaged module's card (see :func:`packaged_training_manifest`)."""
-
-
-def packaged_training_manifest(
-    data_dir: str | os.PathLike, *, fer_split: str = "test", meld_split: str = "dev", ravdess_text: str = "asr"
-) -> pd.DataFrame:
-    """The mixed manifest the packaged fusions are trained on, from ``../shared/data``.
-
-    - RAVDESS speech, the actors under ``ravdess-speech-16k`` (audio; with ``ravdess_text="asr"``
-      the ``text`` is left blank so ASR transcribes the clip, as in use; ``"manifest"`` keeps the
-      sentence the actor read, which saves a second encoder pass per clip; either way the words
-      are one of two neutral sentences whatever the emotion): ``source`` ravdess.
-    - MELD ``meld_split`` utterances, text only (no clips here), group = dialogue; ``dev`` is held
-      out from the packaged text head's training and selection: ``source`` meld.
-    - FER2013 ``fer_split`` face crops (``test`` = the PrivateTest split, which the packaged
-      expression model did not train on and its calibration did not see), each image its own
-      group: ``source`` fer2013.
-
-    Raises:
-        ManifestError: a dataset folder is missing.
-        ValueError: ``ravdess_text`` is neither ``asr`` nor ``manifest``.
-    """
-    if ravdess_text not in ("asr", "manifest"):
-        raise ValueError(f"ravdess_text must be 'asr' or 'manifest', not {ravdess_text!r}")
-    data_dir = Path(data_dir)
-    ravdess = ravdess_manifest(data_dir / "ravdess-speech-16k")
-    ravdess = ravdess.assign(source="ravdess", group="ravdess-" + ravdess["group"].astype(str))
-    if ravdess_text == "asr":
-        ravdess = ravdess.assign(text="")
-    meld = meld_manifest(data_dir / "meld", require_media=False)
-    meld = meld[meld["split"] == meld_split].assign(source="meld")
-    if meld.empty:
-        raise ManifestError(f"{data_dir / 'meld'}: no MELD {meld_split} utterances")
-    fer = folder_manifest(data_dir / "fer2013" / fer_split, extensions={".jpg", ".png"})
-    fer = fer.assign(source="fer2013", group="fer2013-" + fer["group"].astype(str))
-    columns = ["path", "label", "start", "end", "group", "split", "text", "source"]
-    return pd.concat([part[columns] for part in (ravdess, meld, fer)], ignore_index=True)
-
-
-def cross_fitted_voice_heads(
-    data_dir: str | os.PathLike, *, folds: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None
-) -> dict[str, Path]:
-    """Voice heads that never heard the RAVDESS actor they will be applied to.
-
-    The RAVDESS actors are split into ``folds`` sex-balanced folds
-    (:func:`multimodal_ser.training.audio.speaker_folds`); each fold's head is trained exactly like
-    the packaged one (same recipe, same cached features, on every corpus under the data folder) but
-    without that fold's actors, and saved in the packaged head's format with a copy of the packaged
-    head's calibration. The fusion then learns from, and the evaluation measures, voice
-    predictions for speakers the voice head did not train on.
-
-    Args:
-        data_dir: the data folder (``../shared/data``: every corpus in it is used; its RAVDESS folder
-            means the same), or any other folder of RAVDESS files alone.
-        folds, seed: fold assignment and training seed (fold ``k`` trains with ``seed + k``).
-        out_dir: where the heads go; None uses ``weights.cache_dir()/voice-cross-fitted/<key>``
-            (reused when present).
-
-    Returns:
-        ``{actor group ("01", "02", ...): head file}``.
-    """
-    import hashlib
-
-    from .. import voice
-    from ..files import cache_dir
-    from ..heads import save_head
-    from . import audio
-    from .audio.crossval import Data
-
-    data_dir = Path(data_dir)
-    if data_dir.name == audio.CORPORA["ravdess"].folder:  # the shared data's RAVDESS folder: use its siblings too
-        data_dir = data_dir.parent
-    if (data_dir / audio.CORPORA["ravdess"].folder).is_dir():
-        folders = audio.corpus_folders(data_dir)
-    else:  # a RAVDESS folder on its own
-        folders = {"ravdess": data_dir}
-    corpora = list(folders)
-    recipe = audio.RECIPE
-    manifest = audio.training_manifest(folders)
-    ravdess = manifest[manifest["corpus"] == "ravdess"]
-    fold_speakers = audio.speaker_folds(ravdess, folds=folds, seed=seed)
-    calibration = _packaged_voice_calibration()
-    key = hashlib.sha256(
-        json.dumps(
-            [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_speakers, seed, corpora, calibration,
-             sorted(Path(p).name for p in manifest["path"])],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    out_dir = Path(out_dir) if out_dir is not None else cache_dir() / "voice-cross-fitted" / key
-    paths = [out_dir / f"voice-head-fold{k}.safetensors" for k in range(folds)]
-    mapping = {s.split(":", 1)[1]: paths[k] for k, speakers in enumerate(fold_speakers) for s in speakers}
-    if all(p.is_file() for p in paths):
-        log.info("cross-fitted voice heads read from %s", out_dir)
-        return mapping
-    data = Data.load(folders, recipe=recipe, seed=seed, tested=(audio.CLEAN.name,))
-    speakers = data.manifest["speaker"].to_numpy()
-    for k, (test_speakers, path) in enumerate(zip(fold_speakers, paths)):
-        train = ~np.isin(speakers, test_speakers)
-        log.info("voice head %d/%d: trained without %s", k + 1, folds, test_speakers)
-        head = data.fit(train, recipe=recipe, seed=seed + k)
-        config = audio.head_config(
-            recipe,
-            data=f"{', '.join(corpora)} without RAVDESS {test_speakers} (cross-fitted)",
-            speakers=sorted(set(speakers[train].tolist())),
-            seed=seed + k,
-        )
-        if calibration is not None:
-            config["calibration"] = calibration
-        save_head(path, head.state_dict(), config)
-    return mapping
-
-
-def _packaged_voice_calibration() -> dict | None:
-    """The packaged voice head's ``calibration`` (its temperature was fitted on held-out speakers of
-    heads trained like the cross-fitted ones), marked as copied; None when it has none."""
-    from ..heads import load_head
-
-    path = MODELS_DIR / "audio_head.safetensors"
-    if not path.is_file():
-        return None
-    calibration = load_head(path)[1].get("calibration")
-    return None if not calibration else {**calibration, "copied_from": path.name}
-
-
-def train_packaged_fusion(
-    data_dir: str | os.PathLike,
-    out_path: str | os.PathLike = DEFAULT_OUT,
-    *,
-    seed: int = 0,
-    progress: bool = True,
-    late_out: str | os.PathLike | None = None,
-    late_only: bool = False,
-    ravdess_text: str = "asr",
-) -> dict:
-    """Reproduce the packaged fusions from ``../shared/data`` (see :data:`PACKAGED_NOTES`).
-
-    Builds :func:`packaged_training_manifest` (written to ``weights.cache_dir()/fusion-training``),
-    trains the cross-fitted voice heads (:func:`cross_fitted_voice_heads`), runs every branch once
-    per item (face crops for FER2013, English ASR), then learns the default late fusion
-    (:func:`multimodal_ser.training.default_fusion.train_default_fusion`: ``late_out``, by default
-    ``models/late_fusion.json``, and its card) and, unless ``late_only``, trains the attention
-    fusion (:func:`train_fusion`) on the same predictions.
-
-    Returns:
-        ``{"late": train_default_fusion's summary, "attention": train_fusion's summary or None}``.
-    """
-    from ..files import cache_dir
-    from ..fusion import DEFAULT_PATH
-    from .default_fusion import train_default_fusion
-
-    data_dir = Path(data_dir)
-    manifest = packaged_training_manifest(data_dir, ravdess_text=ravdess_text)
-    manifest_path = cache_dir() / "fusion-training" / f"packaged-seed{seed}-{ravdess_text}.csv"
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(manifest_path) as tmp:
-        manifest.to_csv(tmp, index=False)
-    heads = {f"ravdess-{g}": p for g, p in cross_fitted_voice_heads(data_dir, seed=seed).items()}
-    predictions = predict_manifest(
-        manifest_path, images_are_face_crops=True, audio_head=heads, language="en", progress=progress,
-    )
-    actors = sorted({g.removeprefix("ravdess-") for g, s in zip(manifest["group"], manifest["source"]) if s == "ravdess"})
-    note = (
-        f"`mser train fusion{' --late-only' if late_only else ''} --ravdess-text {ravdess_text} --data {data_dir}`: RAVDESS speech of actors {', '.join(actors)} (voice from heads "
-        "cross-fitted by actor, so never an actor's own; words "
-        + ("from ASR" if ravdess_text == "asr" else "= the sentence read, not ASR")
-        + "), MELD dev (words only), FER2013 PrivateTest (face crops only). The text head's calibration was fitted on "
-        "GoEmotions dev + MELD validation dialogues, the face head's on FER2013 PublicTest: neither saw these items."
-    )
-    late = train_default_fusion(
-        predictions, out_path=Path(late_out) if late_out is not None else DEFAULT_PATH, seed=seed, data_note=note,
-        attention_options=dataclasses.replace(AttentionOptions(), embeddings=("text", "face")),
-    )
-    attention = None
-    if not late_only:
-        attention = train_fusion(
-            manifest_path, out_path, seed=seed, images_are_face_crops=True, audio_head=heads, language="en",
-            notes=PACKAGED_NOTES, progress=progress, predictions=predictions,
-        )
-    return {"late": late, "attention": attention}
 
 
 def _label_counts(labels: Sequence[str]) -> dict[str, int]:
@@ -294,7 +102,7 @@ def train_fusion(
         modalities: the branches to run and fuse.
         card_path: the model card (Markdown); None writes it beside ``out_path`` as ``<stem>.md``.
         late_fusion_path: also write late-fusion weights learned on all items (JSON) here, with the
-            recipe of the packaged default (:mod:`multimodal_ser.training.default_fusion`).
+            recipe of the packaged default (:mod:`multimodal_ser.training.fusion.late`).
         folds: group folds of the cross-fitted evaluation reported in the card (>= 2).
         bootstrap: resamples of the card's 95% intervals.
         images_are_face_crops: images are face crops already (FER2013): no face detection.
@@ -342,7 +150,7 @@ def train_fusion(
     )
     saved = fusion.save(out_path)
     sha256 = record_if_packaged(saved)
-    from .default_fusion import branch_priors, fit_default_fusion, item_sources
+    from .late import branch_priors, fit_default_fusion, item_sources
 
     priors, _ = branch_priors(table, predictions.modalities)
     late, _ = fit_default_fusion(table, labels, item_sources(table), predictions.modalities, priors=priors, provenance=provenance)
