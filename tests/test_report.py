@@ -141,7 +141,7 @@ def test_report_is_self_contained_and_states_each_lanes_source(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "@import" not in text
     data = json.loads(re.search(r'<script id=mser-data type="application/json">(.*?)</script>', text, re.S).group(1))
     assert [r["name"] for r in data] == ["one", "two"] and data[0]["present"]["engagement"]
-    assert "the voice (audio_label" in text and "face geometry" in text and "<h3>Summary (call)</h3>" in text
+    assert "the voice (audio_label" in text and "face geometry" in text and "<summary><b>Summary (call)</b>" in text
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

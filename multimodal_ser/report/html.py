@@ -85,9 +85,11 @@ def render(recordings: list[dict], summaries: list[pd.DataFrame | None], title: 
                      '<div class=detail>Hover a lane to read a segment, click to keep it here; wheel to zoom, drag to pan, '
                      "double click to reset.</div>")
         if summary is not None:
+            summary = summary[~(summary["metric"].str.startswith("share_") & (summary["value"] == 0))]  # emotions never given
             shown = summary.head(SUMMARY_ROWS)
             more = f"<p class=note>{len(summary) - SUMMARY_ROWS} more rows in summary.parquet</p>" if len(summary) > SUMMARY_ROWS else ""
-            parts.append(f"<h3>Summary ({html.escape(rec['pipeline'])})</h3>" + _table(shown) + more)
+            parts.append(f"<details open><summary><b>Summary ({html.escape(rec['pipeline'])})</b>, from summary.parquet "
+                         "(emotion shares of 0 left out)</summary>" + _table(shown) + more + "</details>")
         parts.append("</section>")
     script = resources.files(__package__).joinpath("report.js").read_text(encoding="utf-8")
     parts += [
