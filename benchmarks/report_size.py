@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from browser import find_chromium, open_page  # noqa: E402
-from timeline_factory import synthetic_timeline  # noqa: E402
+from browser import find_chromium, open_page
+from timeline_factory import synthetic_timeline
 
-from multimodal_ser.report import write_report  # noqa: E402
-from pipelines.call import call_summary  # noqa: E402
+from multimodal_ser.report import write_report
+from pipelines.call import call_summary
 
 
 def main() -> int:

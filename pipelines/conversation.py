@@ -8,6 +8,8 @@ transcript, or diarisation). Rows without a speaker or without speech (``speech`
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -170,7 +172,7 @@ def change_moments(segments: pd.DataFrame, *, threshold: float = 0.5) -> pd.Data
     found = []
     for speaker, own in rows.groupby("speaker", sort=False):
         positions = own.index.to_numpy()
-        for a, b in zip(positions[:-1], positions[1:]):
+        for a, b in itertools.pairwise(positions):
             change = 0.5 * np.abs(probs[a] - probs[b]).sum()
             if change >= threshold:
                 found.append({"speaker": speaker, "start": rows.at[b, "start"], "before": rows.at[a, "label"], "after": rows.at[b, "label"], "change": change})

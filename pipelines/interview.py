@@ -41,7 +41,7 @@ def answer_arcs(segments: pd.DataFrame, interviewee: str) -> pd.DataFrame:
         if turn.speaker != interviewee:
             continue
         span = slice(turn.first_segment, turn.last_segment + 1)
-        labels = [label for label in rows["label"].iloc[span] if label is not None and label == label]
+        labels = [label for label in rows["label"].iloc[span] if isinstance(label, str)]
         arc = [label for i, label in enumerate(labels) if i == 0 or label != labels[i - 1]]
         first, last = conv.start_end(score[span], seconds[span])
         answers.append({"start": turn.start, "end": turn.end, "arc": " -> ".join(arc), "sentiment_start": first,

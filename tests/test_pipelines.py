@@ -1,6 +1,9 @@
 """The use cases (interview, call, classroom) end to end on the project's own sample media."""
 
+import cv2
+import numpy as np
 import pytest
+from media_factory import place, write_rgb_video
 
 from multimodal_ser.cli import main
 from multimodal_ser.timeline import load_summary, load_timeline
@@ -69,6 +72,19 @@ def test_classroom_reports_attention_without_any_emotion(sample_media):
     summary = classroom_summary(frames, bin_seconds=10.0)
     room = summary[(summary["section"] == "room") & (summary["metric"] == "engagement_mean")]
     assert list(room["start"]) == [0.0, 10.0, 20.0] and room["value"].between(0.5, 1.0).all()
+
+
+@pytest.mark.models
+def test_classroom_follows_two_faces_and_the_room(sample_media, tmp_path):
+    face = cv2.cvtColor(cv2.resize(cv2.imread(str(sample_media / "face.jpg")), (160, 160)), cv2.COLOR_BGR2RGB)
+    canvas = np.full((200, 420, 3), 90, dtype=np.uint8)
+    frames = [place(place(canvas, face, 10 + i, 20), face, 250 - i, 20) for i in range(30)]  # 3 s at 10 fps
+    timeline = analyze_classroom(write_rgb_video(tmp_path / "two.mp4", frames), fps=2.0, bin_seconds=1.0)
+    summary = classroom_summary(timeline.frames, bin_seconds=1.0)
+    faces = summary[(summary["section"] == "face") & (summary["metric"] == "engagement_mean")]
+    assert faces["subject"].tolist() == ["face 0", "face 1"]
+    room = summary[(summary["section"] == "room") & (summary["metric"] == "faces_seen")]
+    assert room["value"].tolist() == [2, 2, 2]
 
 
 def test_classroom_rejects_a_bad_bin_in_one_line(sample_media, tmp_path, capsys):

@@ -24,7 +24,7 @@ from pipelines.classroom import classroom_summary
 from pipelines.interview import answer_arcs, interview_summary
 
 # A talks 0-10, B cuts in at 8 (A still has 2 s to say) until 12; nobody 12-16; A 16-20; B says "mm" at 19.8-20.1.
-CALL = dict(starts=[0.0, 8.0, 16.0, 19.8], ends=[10.0, 12.0, 20.0, 20.1], speakers=["A", "B", "A", "B"])
+CALL = {"starts": [0.0, 8.0, 16.0, 19.8], "ends": [10.0, 12.0, 20.0, 20.1], "speakers": ["A", "B", "A", "B"]}
 
 
 def _call(**kwargs) -> pd.DataFrame:
@@ -139,7 +139,7 @@ def test_report_is_self_contained_and_states_each_lanes_source(tmp_path):
     html, png = _report(tmp_path, 60, names=("one", "two"))
     text = html.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "@import" not in text
-    data = json.loads(re.search(r'<script id=mser-data type="application/json">(.*?)</script>', text, re.S).group(1))
+    data = json.loads(re.search(r'<script id=mser-data type="application/json">(.*?)</script>', text, re.DOTALL).group(1))
     assert [r["name"] for r in data] == ["one", "two"] and data[0]["present"]["engagement"]
     assert "the voice (audio_label" in text and "face geometry" in text and "<summary><b>Summary (call)</b>" in text
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

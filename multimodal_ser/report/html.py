@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from importlib import resources
 
 import pandas as pd
@@ -24,7 +25,13 @@ td, th { border: 1px solid #ddd; padding: 2px 6px; text-align: left; vertical-al
 """
 
 COLORS = {"neutral": "#a0a0a0", "happy": "#f2b701", "sad": "#3969ac", "angry": "#e73f74", "fearful": "#7f3c8d", "disgust": "#11a579", "surprised": "#f97b22"}
-"""Emotion colours (the same in report.js and the PNG)."""
+"""Emotion colours of the HTML (passed to report.js) and the PNG."""
+
+SENTIMENT_COLORS = {"negative": "#e73f74", "neutral": "#a0a0a0", "positive": "#11a579"}
+"""Colours of the words' sentiment stripe."""
+
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"]
+"""Colours of speakers and faces, in order."""
 
 SUMMARY_ROWS = 300
 """At most this many summary rows are shown per recording (the table keeps all)."""
@@ -42,7 +49,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
@@ -71,9 +78,11 @@ def render(recordings: list[dict], summaries: list[pd.DataFrame | None], title: 
     parts = [
         f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<p class=note>Perceived emotion as inferred by models, not what anyone felt; unreliable across people and '
-        "conditions; never a basis for a decision about a person. EU AI Act art. 5(1)(f): no emotion inference on employees "
-        "or students in EU workplaces and schools.</p>",
+        (
+            "<p class=note>Perceived emotion as inferred by models, not what anyone felt; unreliable across people and "
+            "conditions; never a basis for a decision about a person. EU AI Act art. 5(1)(f): no emotion inference on employees "
+            "or students in EU workplaces and schools.</p>"
+        ),
         f"<p class=legend>{legend}</p>",
         "<details><summary>What each lane was inferred from</summary>" + sources + "</details>",
     ]
@@ -96,6 +105,7 @@ def render(recordings: list[dict], summaries: list[pd.DataFrame | None], title: 
         "<div id=tip></div>",
         f'<script id=mser-data type="application/json">{_json(recordings)}</script>',
         f'<script id=mser-lanes type="application/json">{_json(lanes)}</script>',
+        f'<script id=mser-colors type="application/json">{_json({"emotions": COLORS, "sentiments": SENTIMENT_COLORS, "palette": PALETTE})}</script>',
         f"<script>{script}</script></body></html>",
     ]
     return "\n".join(parts)

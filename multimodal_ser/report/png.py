@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure  # no pyplot: the Agg canvas, no global state
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")  # noqa: E402  (no display; set before pyplot loads)
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
-from matplotlib.colors import to_rgba  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from .data import LANES
+from .html import COLORS, PALETTE
 
-from .data import LANES  # noqa: E402
-from .html import COLORS  # noqa: E402
-
-PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"]
 LABEL_KEYS = {"voice": ("voice", "voiceC"), "words' emotion": ("text", "textC"), "face": ("face", "faceC"), "fused": ("fused", "conf")}
 
 
@@ -58,8 +54,8 @@ def _lane(ax, rec: dict, name: str, y: float) -> None:
 def render(recordings: list[dict], path: str | os.PathLike, *, dpi: int = 80) -> None:
     """Write a PNG with one panel of lanes per recording to ``path``."""
     names = list(LANES)
-    fig, axes = plt.subplots(len(recordings), 1, figsize=(12, 0.42 * len(names) + 1.0 + (len(recordings) - 1) * (0.42 * len(names) + 0.7)),
-                             squeeze=False)
+    fig = Figure(figsize=(12, 0.42 * len(names) + 1.0 + (len(recordings) - 1) * (0.42 * len(names) + 0.7)))
+    axes = fig.subplots(len(recordings), 1, squeeze=False)
     for ax, rec in zip(axes[:, 0], recordings):
         for row, name in enumerate(names):
             y = len(names) - 1 - row
@@ -78,4 +74,3 @@ def render(recordings: list[dict], path: str | os.PathLike, *, dpi: int = 80) ->
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=dpi, format="png")
-    plt.close(fig)

@@ -3,9 +3,8 @@
 (function () {
   "use strict";
   window.addEventListener("error", function (e) { document.body.setAttribute("data-error", String(e.message)); });
-  var COLORS = { neutral: "#a0a0a0", happy: "#f2b701", sad: "#3969ac", angry: "#e73f74", fearful: "#7f3c8d", disgust: "#11a579", surprised: "#f97b22" };
-  var SENTIMENT = { negative: "#e73f74", neutral: "#a0a0a0", positive: "#11a579" };
-  var PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#ff9da7", "#9c755f"];
+  var colors = JSON.parse(document.getElementById("mser-colors").textContent);
+  var COLORS = colors.emotions, SENTIMENT = colors.sentiments, PALETTE = colors.palette;
   var LABEL_W = 170, LANE_H = 30, AXIS_H = 22;
   var recordings = JSON.parse(document.getElementById("mser-data").textContent);
   var lanes = JSON.parse(document.getElementById("mser-lanes").textContent);
