@@ -127,7 +127,10 @@ def _mono_parts(path, duration, transcript, agent, customer_only, analyzer) -> t
             return [analyzer.analyze(path, transcript=own)], roles
     timeline = analyzer.analyze(path, transcript=transcript)
     speech = conv.speech_segments(timeline.segments)
-    roles = assign_roles(list(dict.fromkeys(speech["speaker"])), agent=agent)
+    try:
+        roles = assign_roles(list(dict.fromkeys(speech["speaker"])), agent=agent)
+    except MserError as e:
+        raise MserError(f"{path}: {e}") from e
     timeline.segments["speaker"] = timeline.segments["speaker"].map(roles)
     timeline.words["speaker"] = timeline.words["speaker"].map(roles)
     return [timeline], roles

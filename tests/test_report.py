@@ -176,6 +176,27 @@ def test_report_of_30_minutes_opens_in_chromium_fast_small_and_without_errors(tm
     assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # lanes drawn, not a blank page
 
 
+CLICK = """<script>
+var rec = JSON.parse(document.getElementById("mser-data").textContent)[0], c = document.querySelector("canvas");
+var box = c.getBoundingClientRect(), t = (rec.seg.s[10] + rec.seg.e[10]) / 2;
+var at = {clientX: box.left + 170 + t / rec.duration * (box.width - 170), clientY: box.top + 30 * 5 + 15, bubbles: true};
+c.dispatchEvent(new MouseEvent("mousedown", at));
+c.dispatchEvent(new MouseEvent("mouseup", at));
+</script></body>"""
+"""Clicks the middle of the 11th segment on the fused lane (the sixth, 30 px each, after a 170 px label column)."""
+
+
+@pytest.mark.slow
+def test_clicking_a_segment_shows_what_each_source_said(tmp_path, chromium):
+    html, _ = _report(tmp_path, 120)
+    page = tmp_path / "clicked.html"
+    page.write_text(html.read_text().replace("</body>", CLICK))
+    dom, console = open_page(chromium, page, tmp_path / "shot.png")
+    assert console == []
+    detail = re.search(r'<div class="detail">(.*?)</div>', dom, re.DOTALL).group(1)
+    assert "voice: " in detail and "words: " in detail and "<b>fused: " in detail and "agreement" in detail
+
+
 @pytest.mark.slow
 def test_a_script_error_is_caught(tmp_path, chromium):
     page = tmp_path / "bad.html"
