@@ -158,6 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--folds", type=int, default=5, help="speaker folds (default: 5)")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--out", type=Path, help="also write the metrics as JSON here")
+
+    from pipelines.commands import add_commands
+
+    add_commands(commands, _existing_file)
+    r = commands.add_parser(
+        "report", help="draw timelines as a self-contained HTML report (no network) and a PNG",
+        description="One section per timeline folder: lanes for speakers, words, voice, words' emotion, face, fused label, "
+        "confidence, agreement and engagement (hover or click a segment to read it), and a use case's summary.parquet when present.",
+    )
+    r.add_argument("timelines", nargs="+", type=_existing_dir, metavar="DIR", help="folders written by 'mser analyze' or a use case")
+    r.add_argument("--out", type=Path, required=True, help="the HTML file; the PNG is written beside it (same name, .png)")
     return parser
 
 
@@ -322,6 +333,25 @@ def _summary(args) -> int:
     return 1 if failed else 0
 
 
+def _use_case(args) -> int:
+    from pipelines.commands import run, short_summary
+
+    try:
+        summary = run(args)
+    except ValueError as e:  # an option out of range (--fps, --bin)
+        return _fail(str(e))
+    print(short_summary(summary))
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    html, png = write_report(args.timelines, args.out)
+    log.info("report: %s, %s", html, png)
+    return 0
+
+
 def _manifest(args) -> int:
     from .evaluation import datasets
 
@@ -394,7 +424,8 @@ def main(argv: list[str] | None = None) -> int:
         # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
         logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
-        handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval}[args.command]
+        handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval,
+                   "interview": _use_case, "call": _use_case, "classroom": _use_case, "report": _report}[args.command]
         try:
             return handler(args)
         except MserError as e:

@@ -25,6 +25,8 @@ from .errors import MserError
 from .files import current_umask
 
 TABLES = ("segments", "words", "frames")
+SUMMARY = "summary"
+"""optional fourth table of a timeline folder: a use case's metrics (``pipelines``), one row each."""
 METADATA_KEY = b"multimodal_ser"
 SAVE_ID = "save_id"
 """provenance key: the same random id in all three tables of one save."""
@@ -44,8 +46,9 @@ class Timeline:
     """one row per sampled video frame and face (a no-face frame is one row with face_present False)."""
     metadata: dict
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``segments.parquet``, ``words.parquet``, ``frames.parquet`` as the folder ``directory``.
+    def save(self, directory: str | os.PathLike, *, summary: pd.DataFrame | None = None) -> Path:
+        """Write ``segments.parquet``, ``words.parquet``, ``frames.parquet`` (and ``summary.parquet``
+        when ``summary`` is given) as the folder ``directory``.
 
         The folder is written whole under a hidden temporary sibling name and renamed into place,
         so a reader sees the old timeline (or none) or the complete new one, never a mix. An
@@ -60,8 +63,9 @@ class Timeline:
         check_output_dir(directory)
         provenance = json.dumps({**self.metadata, SAVE_ID: uuid.uuid4().hex}, sort_keys=True, default=str).encode()
         tables = {}
-        for name in TABLES:  # converted before anything is written: a bad table writes nothing
-            table = _to_arrow(getattr(self, name))
+        frames = {name: getattr(self, name) for name in TABLES} | ({} if summary is None else {SUMMARY: summary})
+        for name, frame in frames.items():  # converted before anything is written: a bad table writes nothing
+            table = _to_arrow(frame)
             tables[name] = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: provenance})
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +180,7 @@ def check_output_dir(directory: str | os.PathLike) -> None:
 
 def _timeline_file(name: str) -> bool:
     """A table of a timeline, or the temporary file an older version left beside one."""
-    return any(name == f"{t}.parquet" or (name.startswith(f".{t}.parquet.") and name.endswith(".tmp")) for t in TABLES)
+    return any(name == f"{t}.parquet" or (name.startswith(f".{t}.parquet.") and name.endswith(".tmp")) for t in (*TABLES, SUMMARY))
 
 
 def _rename_into_place(tmp: Path, directory: Path) -> None:
@@ -200,6 +204,17 @@ def _rename_into_place(tmp: Path, directory: Path) -> None:
 def load_timeline(directory: str | os.PathLike) -> Timeline:
     """Read a timeline written by :meth:`Timeline.save` (the same as :meth:`Timeline.load`)."""
     return Timeline.load(directory)
+
+
+def load_summary(directory: str | os.PathLike) -> pd.DataFrame | None:
+    """The ``summary.parquet`` a use case saved with a timeline, or None when there is none."""
+    path = Path(directory) / f"{SUMMARY}.parquet"
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as e:
+        raise MserError(f"{path}: not a readable Parquet table ({e})") from e
 
 
 def read_provenance(path: str | os.PathLike) -> dict:

@@ -47,3 +47,24 @@ def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[
             for packet in sound.encode():
                 container.mux(packet)
     return path
+
+
+def write_rgb_video(path: Path, frames: list[np.ndarray], *, rate: int = 10) -> Path:
+    """An H.264 mp4 of RGB frames, each shape ``(height, width, 3)`` uint8 with even sizes."""
+    height, width = frames[0].shape[:2]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def place(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> np.ndarray:
+    """A copy of ``canvas`` with ``image`` pasted at column ``x``, row ``y`` (pixels)."""
+    out = canvas.copy()
+    out[y : y + image.shape[0], x : x + image.shape[1]] = image
+    return out

@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from media_factory import place
+from media_factory import write_rgb_video as write_video
 
 from multimodal_ser.errors import MediaError, ModelError
 from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
@@ -41,26 +43,6 @@ def face_rgb(sample_media) -> np.ndarray:
     scale = 200 / bgr.shape[0]
     bgr = cv2.resize(bgr, (round(bgr.shape[1] * scale), 200), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def write_video(path: Path, frames: list[np.ndarray], *, rate: int = 10) -> Path:
-    """An H.264 mp4 of RGB frames (even sizes)."""
-    height, width = frames[0].shape[:2]
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
-def place(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> np.ndarray:
-    out = canvas.copy()
-    out[y : y + image.shape[0], x : x + image.shape[1]] = image
-    return out
 
 
 def save_image(path: Path, rgb: np.ndarray) -> Path:
