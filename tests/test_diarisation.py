@@ -123,7 +123,7 @@ def test_speakers_reach_segments_and_words_of_a_mono_recording(sample_media):
     import multimodal_ser as mser
 
     _, rows = _sample_call(sample_media)
-    timeline = mser.analyze(sample_media / "call_mono.flac", AnalysisOptions(modalities=("audio",), asr_model="tiny.en"))
+    timeline = mser.analyze(sample_media / "call_mono.flac", AnalysisOptions(modalities=("text",), asr_model="tiny.en"))
     speech = timeline.segments[timeline.segments["speech"]]
     expected = {"agent": "S1", "customer": "S2"}
     for _, segment in speech.iterrows():
@@ -133,5 +133,5 @@ def test_speakers_reach_segments_and_words_of_a_mono_recording(sample_media):
     words = timeline.words.merge(timeline.segments[["segment_id", "speaker"]], on="segment_id", suffixes=("", "_segment"))
     assert len(words) and (words["speaker"] == words["speaker_segment"]).all()
     assert timeline.metadata["models"]["speakers"]["sha256"] == diarisation.CAMPPLUS_WEIGHTS[2]
-    named = mser.analyze(sample_media / "call_mono.flac", AnalysisOptions(modalities=("audio",), asr_model="tiny.en"), speaker="caller")
+    named = mser.analyze(sample_media / "call_mono.flac", AnalysisOptions(modalities=("text",), asr_model="tiny.en"), speaker="caller")
     assert set(named.segments.loc[named.segments["speech"], "speaker"]) == {"caller"}
