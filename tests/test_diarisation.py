@@ -100,7 +100,8 @@ def test_a_changed_weight_file_is_refused_by_name(monkeypatch):
 
 
 def _sample_call(sample_media):
-    rows = list(csv.DictReader(open(sample_media / "call_mono.csv")))
+    with open(sample_media / "call_mono.csv") as f:
+        rows = list(csv.DictReader(f))
     return load_audio(sample_media / "call_mono.flac"), rows
 
 
