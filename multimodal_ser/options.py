@@ -49,6 +49,8 @@ class AnalysisOptions:
         None, "late: JSON weights from 'mser train fusion'; attention: a module file (default: the packaged one)"
     )
     gap_window: float = _option(5.0, "seconds: silent stretches are covered by windows at most this long")
+    diarise: bool = _option(True, "label speakers S1, S2... by their voices (CAM++) when no transcript or caller names them")
+    speakers: int | None = _option(None, "number of speakers for diarisation (default: estimated)")
     threads: int = _option(default_threads, "CPU threads (default: the machine's cores, at most 4)")
 
     def __post_init__(self):
@@ -65,6 +67,10 @@ class AnalysisOptions:
         object.__setattr__(self, "fps", valid_fps(self.fps))
         valid_int("beam_size", self.beam_size, 1)
         valid_int("threads", self.threads, 1)
+        if self.speakers is not None:
+            if not self.diarise:
+                raise ValueError(f"speakers={self.speakers} needs diarise=True")
+            valid_int("speakers", self.speakers, 1)
         if not self.gap_window > 0:
             raise ValueError(f"gap_window must be positive, not {self.gap_window}")
 
@@ -85,7 +91,9 @@ def _argument(field: dataclasses.Field, annotation) -> dict:
     kind = annotation
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # X | None
         kind = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if typing.get_origin(annotation) is tuple:
+    if kind is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif typing.get_origin(annotation) is tuple:
         kwargs["type"] = parse_modalities
     elif typing.get_origin(kind) is Literal:
         kwargs["choices"] = typing.get_args(kind)

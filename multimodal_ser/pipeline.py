@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import __version__
+from .diarisation import SpeakerWindows, speaker_of
 from .errors import MediaError
 from .files import sha256_file
 from .fusion import fused_columns
@@ -104,7 +105,8 @@ class Analyzer:
         notes: list[str] = []
         known = read_transcript(transcript, media_duration=info.duration) if transcript is not None else None
         energy = _SpeechEnergy()
-        speech = self._speech_segments(info, known, channel, energy, notes, progress)
+        diarise = self.options.diarise and speaker is None and not any(s.speaker for s in known or [])
+        speech = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
         for segment in speech:
             segment.speaker = segment.speaker or speaker
         grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
@@ -155,9 +157,10 @@ class Analyzer:
         energy: _SpeechEnergy,
         notes: list[str],
         progress: bool,
+        diarise: bool,
     ) -> list[_SpeechSegment]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
-        user's transcript) and the voice branch."""
+        user's transcript), the voice branch and, with ``diarise``, speaker embeddings."""
         if not info.has_audio:
             notes.append("no audio stream: no speech analysis")
             return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []]
@@ -172,6 +175,7 @@ class Analyzer:
         transcriber, encoder = self.models.new_transcriber(), self.models.encoder()  # a fresh transcriber per recording
         voice = self.models.voice() if "audio" in self.options.modalities else None
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
+        voices = SpeakerWindows(self.models.speakers()) if diarise else None
         blocks = energy.measure(_channel_blocks(info, channel))
         with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
             for window in windows(blocks, source):
@@ -191,10 +195,16 @@ class Analyzer:
                     prediction = voice.predict(encoded, spans)
                     for i, (segment, (start, end)) in enumerate(zip(new, spans)):
                         voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i)))
+                if voices is not None:
+                    voices.add(window.audio, window.offset, spans)
                 bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
         for segment in segments:
             if id(segment) in voice_pieces:
                 segment.voice = _weighted_voice(voice_pieces[id(segment)])
+        if voices is not None:
+            found = voices.turns(self.options.speakers)
+            for segment in segments:
+                segment.speaker = speaker_of(segment.start, segment.end, found)
         return segments
 
     def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
@@ -255,6 +265,8 @@ class Analyzer:
             }
         if self.models.loaded("voice"):
             ids["audio"] = self.models.voice().model_ids
+        if self.models.loaded("speakers"):
+            ids["speakers"] = self.models.speakers().id
         return ids
 
 

@@ -81,7 +81,7 @@ class Models:
 
     def loaded(self, name: str) -> bool:
         """Whether a model has been built: ``name`` is the method's name (``whisper``, ``encoder``,
-        ``transcriber``, ``vad``, ``text``, ``face``, ``fusion``; ``voice`` for the packaged voice
+        ``transcriber``, ``vad``, ``speakers``, ``text``, ``face``, ``fusion``; ``voice`` for the packaged voice
         head, ``voice:<head file>`` for another)."""
         return name in self._loaded
 
@@ -156,6 +156,12 @@ class Models:
         from .vad import SpeechDetector
 
         return self._get("vad", SpeechDetector)
+
+    def speakers(self):
+        """The CAM++ speaker encoder for diarisation (:class:`~multimodal_ser.diarisation.SpeakerEncoder`)."""
+        from .diarisation import SpeakerEncoder
+
+        return self._get("speakers", SpeakerEncoder)
 
     def voice(self, head: str | os.PathLike | None = None):
         """The :class:`~multimodal_ser.voice.VoiceEmotionModel` with ``head`` (None: the packaged

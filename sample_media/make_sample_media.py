@@ -46,6 +46,14 @@ CALL = [
     ("customer", "en-us+m3", 185, 35, 180, "This is the third time my order has been late. I am really angry!"),
     ("agent", "en-us", 150, 50, 100, "I am very sorry about that. Let me fix it for you right away."),
 ]
+MONO_CALL = [
+    ("agent", "en-us+aunty", 165, 50, 100, "Hello, you are through to the billing team. What can I do for you?"),
+    ("customer", "en+klatt", 175, 50, 120, "I was charged twice for the same order last week."),
+    ("agent", "en-us+aunty", 160, 50, 100, "I am sorry to hear that. Can you give me the order number, please?"),
+    ("customer", "en+klatt", 170, 50, 120, "Yes, it is four five seven two. I paid on Monday."),
+    ("agent", "en-us+aunty", 165, 50, 100, "Thank you. I can see both payments, and I have refunded the second one."),
+    ("customer", "en+klatt", 180, 50, 130, "That is great, thank you so much for your help!"),
+]
 PAUSE = 0.6
 """seconds of silence between turns."""
 
@@ -144,6 +152,17 @@ def make_call(folder: Path) -> None:
     write_transcripts(rows, HERE / "call_stereo", srt=False)
 
 
+def make_mono_call(folder: Path) -> None:
+    """Both speakers of :data:`MONO_CALL` on one channel: for diarisation."""
+    clips, rows = conversation(MONO_CALL, folder)
+    mono = np.zeros(int((rows[-1]["end"] + PAUSE) * RATE), np.float32)
+    for clip, row in zip(clips, rows):
+        first = int(round(row["start"] * RATE))
+        mono[first : first + len(clip)] = clip
+    sf.write(HERE / "call_mono.flac", mono, RATE, subtype="PCM_16")
+    write_transcripts(rows, HERE / "call_mono", srt=False)
+
+
 def verify() -> None:
     """Decode what is in this folder and check it; raises AssertionError with the reason."""
     import mediapipe as mp
@@ -185,6 +204,11 @@ def verify() -> None:
         onset, offset = loud_span(stereo[:, speaking], float(row["start"]), float(row["end"]))
         assert abs(onset - float(row["start"])) < 0.02 and abs(offset - float(row["end"])) < 0.02, (row, onset, offset)
         assert not stereo[int(onset * RATE) : int(offset * RATE), silent].any(), f"call: crosstalk in {row}"
+    mono, rate = sf.read(HERE / "call_mono.flac", dtype="float32")
+    assert rate == RATE and mono.ndim == 1
+    for row in csv.DictReader(open(HERE / "call_mono.csv")):
+        onset, offset = loud_span(mono, float(row["start"]), float(row["end"]))
+        assert abs(onset - float(row["start"])) < 0.02 and abs(offset - float(row["end"])) < 0.02, (row, onset, offset)
     print(
         f"ok: {total} bytes; interview {last:.3f} s video / {declared:.3f} s audio, {len(scores)} frames with one face "
         f"(score min {min(scores):.2f}, median {np.median(scores):.2f}); call {len(stereo) / RATE:.3f} s"
@@ -203,6 +227,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             make_interview(face, Path(folder))
             make_call(Path(folder))
+            make_mono_call(Path(folder))
     if args.verify:
         verify()
 

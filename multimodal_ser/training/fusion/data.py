@@ -85,11 +85,11 @@ def cross_fitted_voice_heads(
     """
     import hashlib
 
-    from .. import voice
-    from ..files import cache_dir
-    from ..heads import save_head
-    from . import audio
-    from .audio.crossval import Data
+    from ... import voice
+    from ...files import cache_dir
+    from ...heads import save_head
+    from .. import audio
+    from ..audio.crossval import Data
 
     data_dir = Path(data_dir)
     if data_dir.name == audio.CORPORA["ravdess"].folder:  # the shared data's RAVDESS folder: use its siblings too
@@ -138,7 +138,7 @@ def cross_fitted_voice_heads(
 def _packaged_voice_calibration() -> dict | None:
     """The packaged voice head's ``calibration`` (its temperature was fitted on held-out speakers of
     heads trained like the cross-fitted ones), marked as copied; None when it has none."""
-    from ..heads import load_head
+    from ...heads import load_head
 
     path = MODELS_DIR / "audio_head.safetensors"
     if not path.is_file():

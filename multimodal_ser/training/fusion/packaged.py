@@ -35,8 +35,8 @@ def train_packaged_fusion(
     Returns:
         ``{"late": train_default_fusion's summary, "attention": train_fusion's summary or None}``.
     """
-    from ..files import cache_dir
-    from ..fusion import DEFAULT_PATH
+    from ...files import cache_dir
+    from ...fusion import DEFAULT_PATH
     from .late import train_default_fusion
 
     data_dir = Path(data_dir)
