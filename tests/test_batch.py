@@ -201,3 +201,27 @@ def test_local_engine_duplicates_and_rerun(tmp_path, sample_media):
     assert again["state"].tolist() == ["skipped", "skipped"] and again["reason"][0] == "done in an earlier run"
     record = json.loads((tmp_path / "out" / RECORDS / f"{status['recording_id'][0]}.json").read_text())
     assert record["sha256"] == status["sha256"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_ray_engine_on_a_local_instance_and_the_dataset_in_duckdb(tmp_path, sample_media):
+    ray = pytest.importorskip("ray")
+    duckdb = pytest.importorskip("duckdb")
+    good = _speech(tmp_path, sample_media, "good.wav", 0.5)
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING")
+    try:
+        status = run_batch([good, bad], tmp_path / "out", options=AnalysisOptions(**FAST, threads=1), engine="ray")
+    finally:
+        ray.shutdown()
+    assert status["state"].tolist() == ["done", "failed"] and status["reason"][1].startswith(f"{bad}: ")
+    rid = status["recording_id"][0]
+    joined = duckdb.sql(
+        f"""SELECT s.recording_id, s.source_path, count(*) AS words
+            FROM read_parquet('{tmp_path}/out/words/*/*.parquet', union_by_name=true) w
+            JOIN read_parquet('{tmp_path}/out/segments/*/*.parquet', union_by_name=true) s USING (recording_id, segment_id)
+            GROUP BY 1, 2"""
+    ).fetchall()
+    assert len(joined) == 1 and joined[0][:2] == (rid, str(good.resolve())) and joined[0][2] > 5
