@@ -15,16 +15,20 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import MserError
 from ..options import AnalysisOptions
+
+if TYPE_CHECKING:
+    from ..timeline import Timeline
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 
-WORKER_MEMORY = 1.6e9
-"""bytes: peak resident memory of one tri-modal worker (``make bench``: 1551 MB)."""
+WORKER_MEMORY = 1.8e9
+"""bytes: peak resident memory of one tri-modal worker (``benchmarks/batch_bench.py``: 1771 MB on the talking heads)."""
 
 Job = tuple[int, Path]
 """an item to analyse: its index among the batch's inputs, and its path."""
@@ -35,8 +39,8 @@ class Outcome:
     """The result of one item: a timeline, or the one-line reason it failed."""
 
     index: int
-    timeline: object | None
-    """the :class:`multimodal_ser.timeline.Timeline`, None on failure."""
+    timeline: Timeline | None
+    """None on failure."""
     reason: str | None
     seconds: float
     """wall-clock seconds the analysis took in the worker."""
@@ -101,10 +105,12 @@ def default_workers() -> int:
 def run_local(jobs: list[Job], options: AnalysisOptions, workers: int) -> Iterator[Outcome]:
     """Analyse ``jobs`` on ``workers`` spawned processes; yields outcomes as they finish."""
     context = multiprocessing.get_context("spawn")  # no fork of a parent holding threads or models
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(options,)) as pool:
-        futures = [pool.submit(_work, job) for job in jobs]
-        for future in as_completed(futures):
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(options,))
+    try:  # as_completed drops each future it yields: a committed timeline is not kept until the end
+        for future in as_completed([pool.submit(_work, job) for job in jobs]):
             yield future.result()
+    finally:  # stopped early (Ctrl-C, a failed commit): wait for the items running, not for the queue
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- Ray actors ----------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def run_batch(
         inputs: media files (see :func:`multimodal_ser.batch.read_inputs`).
         out: the dataset folder: ``OUT/{segments,words,frames}/recording=<id>/part.parquet``,
             each table with ``recording_id`` and ``source_path`` columns, and ``OUT/status.parquet``.
-        options: the analysis options; ``threads`` is per worker.
+        options: the analysis options; ``threads`` is each Ray actor's CPUs (the local engine
+            shares the cores among its workers instead).
         engine: ``local`` (worker processes on this machine) or ``ray`` (actors on a Ray cluster).
         workers: worker processes or actors (default: as many as cores and memory allow).
         address: with ``engine="ray"``, the cluster (``auto``, ``host:port``; default: start a local Ray).
