@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from multimodal_ser import AnalysisOptions, ManifestError
+from multimodal_ser import AnalysisOptions, ManifestError, MserError
 from multimodal_ser.batch import open_table, read_inputs, run_batch
 from multimodal_ser.batch.dataset import RECORDS, BatchDataset
 from multimodal_ser.batch.items import make_item, recording_id
@@ -95,7 +95,6 @@ def test_committed_items_form_one_table_and_uncommitted_ones_are_removed(tmp_pat
 
     options = AnalysisOptions(**FAST)
     dataset = BatchDataset(tmp_path / "out")
-    dataset.prepare()
     items = []
     for name, n in (("a.wav", 2), ("b.wav", 3)):
         (tmp_path / name).write_bytes(name.encode())
@@ -106,7 +105,8 @@ def test_committed_items_form_one_table_and_uncommitted_ones_are_removed(tmp_pat
     orphan.mkdir()
     (orphan / "part.parquet").write_bytes(b"half")
     (tmp_path / "out" / "_staging" / "x").mkdir(parents=True)
-    assert set(dataset.prepare()) == {i.recording_id for i in items}
+    with dataset.lock():
+        assert set(dataset.prepare()) == {i.recording_id for i in items}
     assert not orphan.exists() and not (tmp_path / "out" / "_staging").exists()
 
     rows = duckdb.sql(f"SELECT recording_id, count(*) AS n FROM read_parquet('{tmp_path}/out/segments/*/*.parquet') GROUP BY 1").fetchall()
@@ -128,6 +128,13 @@ def test_a_missing_file_is_a_failed_row_and_the_batch_goes_on(tmp_path, capsys):
     assert err[0] == f"mser: {tmp_path / 'gone.mp4'}: no such file"
     table = pd.read_parquet(out / "status.parquet")
     assert table["state"].tolist() == ["failed"] and table["reason"][0].endswith("no such file")
+
+
+def test_a_second_batch_on_the_same_folder_is_refused(tmp_path):
+    with BatchDataset(tmp_path / "out").lock():
+        with pytest.raises(MserError, match="another mser batch is writing there"):
+            run_batch([tmp_path / "a.wav"], tmp_path / "out", options=AnalysisOptions(**FAST))
+    assert run_batch([tmp_path / "a.wav"], tmp_path / "out", options=AnalysisOptions(**FAST))["state"].tolist() == ["failed"]
 
 
 def test_address_without_ray_is_refused(tmp_path, capsys):

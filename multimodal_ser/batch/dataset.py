@@ -3,6 +3,7 @@
     OUT/segments/recording=<id>/part.parquet   (the same for words and frames)
     OUT/_items/<id>.json                        the commit record of a done item
     OUT/_staging/                               work in progress, removed on every start
+    OUT/_lock                                   held by the one batch writing OUT
     OUT/status.parquet                          one row per input of the last run
 
 An item is written whole under ``_staging``, its three partition folders are renamed into place,
@@ -12,11 +13,14 @@ a killed run and is removed before the next run starts, so it is analysed again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 
 RECORDS = "_items"
 STAGING = "_staging"
+LOCK = "_lock"
 STATUS = "status.parquet"
 PART = "part.parquet"
 STATUS_COLUMNS = ("recording_id", "path", "sha256", "state", "reason", "seconds")
@@ -54,19 +59,31 @@ class BatchDataset:
             return {}
         return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
-    def prepare(self) -> dict[str, dict]:
-        """Make ``out`` ready to write and remove what a killed run left: the staging folder and
-        every partition without a commit record. Returns :meth:`records`.
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``out`` for one writer: a second batch on the same folder would delete what the
+        first is writing. The lock dies with its process, ``kill -9`` included.
 
         Raises:
-            MserError: ``out`` is a file or cannot be written.
+            MserError: ``out`` is a file, cannot be written, or another batch holds it.
         """
         if self.out.exists() and not self.out.is_dir():
             raise MserError(f"{self.out}: exists and is not a folder")
         try:
             (self.out / RECORDS).mkdir(parents=True, exist_ok=True)
+            handle = open(self.out / LOCK, "a")
         except OSError as e:
             raise MserError(f"{self.out}: cannot write there ({e.strerror})") from e
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as e:
+                raise MserError(f"{self.out}: another mser batch is writing there") from e
+            yield
+
+    def prepare(self) -> dict[str, dict]:
+        """Remove what a killed run left (call under :meth:`lock`): the staging folder and every
+        partition without a commit record. Returns :meth:`records`."""
         shutil.rmtree(self.out / STAGING, ignore_errors=True)
         records = self.records()
         for table in TABLES:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from ..options import AnalysisOptions
 from ..validate import valid_int
 from .dataset import BatchDataset
-from .engines import ENGINES, default_workers, run_local, run_ray, usable_cores
+from .engines import ENGINES, Job, Outcome, default_workers, run_local, run_ray, usable_cores
 from .items import Item, make_item
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,29 @@ def run_batch(
         raise ValueError("address is for engine 'ray'")
     Analyzer(options).check()  # a bad option fails here, not once per item
     dataset = BatchDataset(out)
-    done = dataset.prepare()
-    items = [make_item(Path(p), options) for p in inputs]
+    with dataset.lock():
+        done = dataset.prepare()
+        items = [make_item(Path(p), options) for p in inputs]
+        rows, jobs = _plan(items, done)
+        log.info("%d input(s): %d to analyse, %d already done", len(items), len(jobs), sum(r.get("state") == "skipped" for r in rows))
+        outcomes = _outcomes(jobs, engine, options, workers, address) if jobs else ()
+        for outcome in tqdm(outcomes, total=len(jobs), unit="recording", disable=not progress):
+            item = items[outcome.index]
+            if outcome.timeline is None:
+                log.info("failed: %s", outcome.reason)
+                rows[outcome.index] = _row(item, "failed", outcome.reason, outcome.seconds)
+            else:
+                dataset.commit(item, outcome.timeline, outcome.seconds)
+                rows[outcome.index] = _row(item, "done", "", outcome.seconds)
+        for rid in dataset.remove_superseded([i for i in items if i.recording_id is not None]):
+            log.info("removed recording %s: its file has changed since", rid)
+        dataset.write_status(rows)
+    return pd.DataFrame(rows)
+
+
+def _plan(items: list[Item], done: dict[str, dict]) -> tuple[list[dict], list[Job]]:
+    """The status row of each item that needs no analysis (unreadable, done before, a duplicate),
+    ``{}`` for the others, and the jobs that analyse those."""
     rows: list[dict] = [{}] * len(items)
     jobs, first = [], {}
     for index, item in enumerate(items):
@@ -78,26 +99,14 @@ def run_batch(
         else:
             first[rid] = index
             jobs.append((index, item.path))
-    log.info("%d input(s): %d to analyse, %d already done", len(items), len(jobs), sum(r.get("state") == "skipped" for r in rows))
-    if jobs:
-        if engine == "local":
-            workers = min(workers or default_workers(), len(jobs))
-            options = dataclasses.replace(options, threads=max(1, usable_cores() // workers))
-            outcomes = run_local(jobs, options, workers)
-        else:
-            outcomes = run_ray(jobs, options, workers, address)
-        for outcome in tqdm(outcomes, total=len(jobs), unit="recording", disable=not progress):
-            item = items[outcome.index]
-            if outcome.timeline is None:
-                log.info("failed: %s", outcome.reason)
-                rows[outcome.index] = _row(item, "failed", outcome.reason, outcome.seconds)
-            else:
-                dataset.commit(item, outcome.timeline, outcome.seconds)
-                rows[outcome.index] = _row(item, "done", "", outcome.seconds)
-    for rid in dataset.remove_superseded([i for i in items if i.recording_id is not None]):
-        log.info("removed recording %s: its file has changed since", rid)
-    dataset.write_status(rows)
-    return pd.DataFrame(rows)
+    return rows, jobs
+
+
+def _outcomes(jobs: list[Job], engine: str, options: AnalysisOptions, workers: int | None, address: str | None) -> Iterator[Outcome]:
+    if engine == "ray":
+        return run_ray(jobs, options, workers, address)
+    workers = min(workers or default_workers(), len(jobs))
+    return run_local(jobs, dataclasses.replace(options, threads=max(1, usable_cores() // workers)), workers)
 
 
 def _row(item: Item, state: str, reason: str, seconds: float = 0.0) -> dict:
