@@ -132,7 +132,7 @@ def run_ray(jobs: list[Job], options: AnalysisOptions, workers: int | None, addr
     """Analyse ``jobs`` on Ray actors of ``options.threads`` CPUs each; yields outcomes as they finish.
 
     Connects to the cluster at ``address`` (``auto``, ``host:port``) unless Ray is already
-    initialised in this process; None starts a local Ray instance. ``workers`` None: as many
+    initialised in this process; None starts a new local Ray instance. ``workers`` None: as many
     actors as the cluster's CPUs hold.
     """
     try:
@@ -142,7 +142,9 @@ def run_ray(jobs: list[Job], options: AnalysisOptions, workers: int | None, addr
         raise MserError("--engine ray needs Ray: pip install 'multimodal-ser[batch]'") from e
     if not ray.is_initialized():
         try:
-            ray.init(address=address, logging_level=logging.WARNING)
+            # the actors' own output (native MediaPipe logs) reaches the driver only for debugging
+            # address "local" starts a new instance rather than joining whatever cluster ran last here
+            ray.init(address=address or "local", logging_level=logging.WARNING, log_to_driver=log.isEnabledFor(logging.DEBUG))
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise MserError(f"cannot connect to the Ray cluster at {address}: {one_line(str(e))}") from e
     if workers is None:
