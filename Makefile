@@ -35,6 +35,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
+	$(PY) benchmarks/batch_bench.py
 
 # Regenerate the lock from a working environment (maintainers only).
 lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +27,9 @@ log = logging.getLogger("multimodal_ser.cli")
 
 EVALUATE_OPTIONS = ("language", "asr_model", "fps", "threads")
 """The analysis options ``mser evaluate`` shares with ``mser analyze``."""
+
+BATCH_OPTIONS = tuple(f.name for f in dataclasses.fields(AnalysisOptions) if f.name != "threads")
+"""The analysis options of ``mser batch``: all but threads, which the engine sets per worker."""
 
 
 def _existing_file(text: str) -> Path:
@@ -80,6 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--transcript", type=_existing_file, help="SRT, WebVTT, JSON or CSV (start,end,speaker,text) transcript that replaces ASR; only with one MEDIA")
     add_option_arguments(a)
     a.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    b = commands.add_parser(
+        "batch",
+        help="analyse many recordings into one Parquet dataset, resumably, on local workers or a Ray cluster",
+        description="Writes OUT/{segments,words,frames}/recording=<id>/part.parquet (one hive-partitioned dataset "
+        "per table, each row with recording_id and source_path) and OUT/status.parquet (per input: done, failed "
+        "with the reason, or skipped). A recording is its content hash plus the options: run the same command "
+        "again after a crash and it finishes the rest; a changed file is analysed again.",
+    )
+    b.add_argument("media", nargs="*", metavar="MEDIA", help="media files or glob patterns (quote them; ** recurses)")
+    b.add_argument("--manifest", type=_existing_file, help="CSV with a 'path' column (relative to the CSV's folder)")
+    b.add_argument("--out", required=True, type=Path, help="dataset folder")
+    b.add_argument("--engine", choices=("local", "ray"), default="local", help="local worker processes (default) or actors on a Ray cluster")
+    b.add_argument("--workers", type=int, help="worker processes or actors (default: as many as the cores and memory allow)")
+    b.add_argument("--address", help="with --engine ray: the cluster's address (auto, host:port; default: start Ray locally)")
+    add_option_arguments(b, BATCH_OPTIONS)
+    b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     t = commands.add_parser(
         "train", help="reproduce a packaged head from data, or learn a fusion on your own manifest",
@@ -236,6 +257,29 @@ def _analyze(args) -> int:
     if failed and several:
         print(f"mser: {failed} of {len(args.media)} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _batch(args) -> int:
+    from .batch import read_inputs, run_batch
+
+    if args.address is not None and args.engine != "ray":
+        return _fail("--address needs --engine ray")
+    values = option_values(args, BATCH_OPTIONS)
+    values["fusion"] = _fusion_kind(args.fusion, args.fusion_weights)
+    try:
+        options = AnalysisOptions(**values, threads=1) if args.engine == "ray" else AnalysisOptions(**values)
+        inputs = read_inputs(manifest=args.manifest, patterns=args.media)
+        status = run_batch(inputs, args.out, options=options, engine=args.engine, workers=args.workers, address=args.address, progress=args.progress)
+    except (MserError, ValueError) as e:
+        return _fail(str(e))
+    failed = status[status["state"] == "failed"]
+    for reason in failed["reason"]:
+        print(f"mser: {reason}", file=sys.stderr)
+    counts = status["state"].value_counts()
+    log.info("%s: %d done, %d skipped, %d failed", args.out, counts.get("done", 0), counts.get("skipped", 0), len(failed))
+    if len(failed):
+        print(f"mser: {len(failed)} of {len(status)} input(s) failed (see {args.out / 'status.parquet'})", file=sys.stderr)
+    return 1 if len(failed) else 0
 
 
 def _train(args) -> int:
@@ -424,8 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
         logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
-        handler = {"analyze": _analyze, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest, "crossval": _crossval,
-                   "interview": _use_case, "call": _use_case, "classroom": _use_case, "report": _report}[args.command]
+        handler = {"analyze": _analyze, "batch": _batch, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest,
+                   "crossval": _crossval, "interview": _use_case, "call": _use_case, "classroom": _use_case, "report": _report}[args.command]
         try:
             return handler(args)
         except MserError as e:
