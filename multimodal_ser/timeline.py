@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import MserError
-from .files import current_umask
+from .files import EXCHANGE_UNSUPPORTED, current_umask, exchange_paths
 
 TABLES = ("segments", "words", "frames")
 METADATA_KEY = b"multimodal_ser"
@@ -49,8 +49,9 @@ class Timeline:
 
         The folder is written whole under a hidden temporary sibling name and renamed into place,
         so a reader sees the old timeline (or none) or the complete new one, never a mix. An
-        existing timeline folder is replaced: renamed aside, the new one renamed in, the old one
-        removed (a reader in that instant finds no folder rather than a mixed one).
+        existing timeline folder is replaced by swapping the two folders in one step, then removing
+        the old one (where the file system cannot swap: the old one renamed aside, the new one
+        renamed in, so a reader in that instant finds no folder rather than a mixed one).
 
         Raises:
             MserError: ``directory`` is a file, holds files other than a timeline's tables (which
@@ -180,12 +181,22 @@ def _timeline_file(name: str) -> bool:
 
 
 def _rename_into_place(tmp: Path, directory: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``directory``, replacing an old timeline there."""
+    """Rename the finished folder ``tmp`` to ``directory``, replacing an old timeline there.
+
+    The old and new folders are swapped in one step where the file system can (``tmp`` then
+    holds the old timeline, removed by the caller); elsewhere the old one is renamed aside first.
+    """
     try:
         os.rename(tmp, directory)  # also replaces an empty folder
         return
     except OSError:
         if not directory.is_dir():
+            raise
+    try:
+        exchange_paths(tmp, directory)
+        return
+    except OSError as e:
+        if e.errno not in EXCHANGE_UNSUPPORTED:
             raise
     aside = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.old")
     os.rename(directory, aside)

@@ -1,3 +1,4 @@
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from multimodal_ser.errors import MserError
 from multimodal_ser.grid import absent_table, make_grid, modality_table
 from multimodal_ser.labels import EMOTIONS
+from multimodal_ser import timeline
 from multimodal_ser.timeline import Timeline, load_timeline, read_provenance
 
 
@@ -88,10 +90,32 @@ def test_replacing_a_timeline_swaps_the_whole_folder(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_replacing_a_timeline_never_leaves_its_name_missing(tmp_path, monkeypatch):
+    """Old and new folders are swapped in one step (renameat2): no instant without ``out``."""
+    _timeline().save(tmp_path / "out")
+    real_rename = os.rename
+
+    def rename(a, b):
+        if Path(b).name.endswith(".old"):
+            raise AssertionError("the old timeline was renamed aside: 'out' was missing for a moment")
+        real_rename(a, b)
+
+    monkeypatch.setattr(os, "rename", rename)
+    _timeline().save(tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    load_timeline(tmp_path / "out")
+
+
 def test_a_failed_swap_puts_the_old_timeline_back(tmp_path, monkeypatch):
+    """Where the file system cannot swap, the old folder goes aside first and comes back on failure."""
     _timeline().save(tmp_path / "out")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     real_rename = os.rename
+
+    def cannot_swap(a, b):
+        raise OSError(errno.ENOTSUP, "not supported")
+
+    monkeypatch.setattr(timeline, "exchange_paths", cannot_swap)
 
     def rename(a, b):
         if Path(a).name.endswith(".tmp"):
