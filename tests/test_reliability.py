@@ -301,11 +301,23 @@ def test_odd_transcript_is_analysed(tmp_path, capsys, shared_models, case):
     assert segments["end"].max() <= 3.0 + 1e-6
 
 
+@pytest.mark.models
+@pytest.mark.slow
+def test_an_asr_model_the_voice_head_does_not_fit_is_one_line(tmp_path, capsys, shared_models):
+    """The voice head reads Whisper base's hidden states; tiny.en's are smaller."""
+    media = write_wav(tmp_path / "talk.wav", tone(3.0))
+    transcript = _write_bytes(tmp_path / "talk.srt", SRT_CUE.encode())
+    status, err = _analyze(capsys, media, "--transcript", transcript, "--out", tmp_path / "out", "--modalities", "audio", "--asr-model", "tiny.en")
+    assert status == 1
+    _assert_one_line(err, "the voice head expects an encoder")
+    assert not (tmp_path / "out").exists()
+
+
 # --- real processes: two on one --out, SIGKILL at several moments ----------------------------
 
 CLI = [sys.executable, "-m", "multimodal_ser.cli", "analyze"]
-QUICK = ["--modalities", "audio", "--asr-model", "tiny.en"]
-"""Options that keep the subprocess cases short."""
+QUICK = ["--modalities", "audio"]
+"""Options that keep the subprocess cases short (the voice branch alone)."""
 
 
 def _env() -> dict:
