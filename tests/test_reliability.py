@@ -9,6 +9,7 @@ subprocess cases (parallel runs, SIGKILL) are ``slow``.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -141,10 +142,7 @@ def test_unreadable_file_is_one_line(capsys, no_models):
         _assert_one_line(err, str(media), "cannot be read (Permission denied)")
         assert not (folder / "out").exists()
     finally:
-        os.chmod(folder / "locked.wav", 0o600)
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder)
 
 
 def test_video_without_audio_says_so_in_one_line(tmp_path, capsys):
@@ -341,12 +339,9 @@ def test_two_processes_on_one_out(tmp_path, sample_media):
     out = tmp_path / "out"
     processes = [_start(sample_media / "call_stereo.flac", out) for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in processes]
-    for status, err in results:
-        assert status in (0, 1) and "Traceback" not in err
-        assert status == 0 or (err.count("\n") == 1 and str(out) in err), err
-    assert any(status == 0 for status, _ in results)
+    assert results == [(0, ""), (0, "")]  # each swaps its folder in whole; the last one stays
     _assert_whole_or_absent(out)
-    assert out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
 @pytest.mark.slow
