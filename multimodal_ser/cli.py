@@ -253,6 +253,9 @@ def _analyze(args) -> int:
             print(f"mser: {e}", file=sys.stderr)
             continue
         speech = int(timeline.segments["speech"].sum()) if len(timeline.segments) else 0
+        if not speech and {"audio", "text"} & set(analyzer.options.modalities):
+            reason = "no speech found" if timeline.metadata["source"]["has_audio"] else "no audio stream"
+            print(f"mser: {media}: {reason}; the timeline has no speech segments", file=sys.stderr)
         log.info("%s: %d segments (%d with speech), %d words, %d frame rows -> %s", media, len(timeline.segments), speech, len(timeline.words), len(timeline.frames), out)
     if failed and several:
         print(f"mser: {failed} of {len(args.media)} input(s) failed", file=sys.stderr)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
 import tempfile
@@ -48,3 +50,29 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: str | os.PathLike, b: str | os.PathLike) -> None:
+    """Swap two existing paths (files or folders) in one atomic step: Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``, so a reader of either name never finds it missing.
+
+    Raises:
+        OSError: the swap failed; ``errno.ENOSYS``, ``EINVAL`` or ``ENOTSUP`` when the system or
+            the file system cannot swap (see :data:`EXCHANGE_UNSUPPORTED`).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not available", os.fspath(a))
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), os.fspath(a), None, os.fspath(b))
+
+
+EXCHANGE_UNSUPPORTED = frozenset({errno.ENOSYS, errno.EINVAL, errno.ENOTSUP})
+"""errno values of :func:`exchange_paths` meaning "cannot swap here", not "failed"."""
+

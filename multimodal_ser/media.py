@@ -30,6 +30,13 @@ _TRUNCATION_TOLERANCE_S = 0.5
 """An audio stream may end this much before its declared duration without being called truncated."""
 
 
+_WAV_SLACK_BYTES = 64
+"""A WAV file may be this many bytes shorter than its header says (a missing pad byte, a lost trailing chunk)."""
+
+_BARE_STREAM_FORMATS = frozenset({"m4v", "h264", "hevc", "mpegvideo", "mjpeg"})
+"""FFmpeg formats of video streams without a container: what a video file with a damaged header is read as."""
+
+
 @dataclasses.dataclass(frozen=True)
 class MediaInfo:
     """What :func:`probe` learned about a media file."""
@@ -49,8 +56,13 @@ class MediaInfo:
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Open ``path`` and describe its streams; the one validator for every media input.
 
+    Reads every packet's timestamp (no decoding; the cost of reading the file once) to check
+    that the streams reach the duration the file declares.
+
     Raises:
-        MediaError: missing path, a directory, an empty file, or a file FFmpeg cannot read as media.
+        MediaError: missing path, a directory, an empty or unreadable file, a file FFmpeg cannot
+            read as media, or a truncated one (its packets end more than
+            :data:`_TRUNCATION_TOLERANCE_S` before its declared duration).
     """
     path = Path(path)
     if not path.exists():
@@ -60,12 +72,24 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: empty file (0 bytes)")
     try:
+        with open(path, "rb") as file:
+            _check_wav_size(path, file.read(8))
+    except OSError as e:
+        raise MediaError(f"{path}: cannot be read ({e.strerror})") from e
+    try:
         with av.open(str(path)) as container:
+            if container.format.name in _BARE_STREAM_FORMATS and path.suffix.lower() in VIDEO_EXTENSIONS:
+                raise MediaError(f"{path}: no {path.suffix} container found, only a bare {container.format.name} stream (a damaged header?)")
             audio = container.streams.audio[0] if container.streams.audio else None
             video = next((s for s in container.streams.video if is_moving_picture(s)), None)
             if audio is None and video is None:
                 raise MediaError(f"{path}: no audio or video stream")
-            duration = _duration(container)
+            stored = _stored_duration(container, [s for s in (audio, video) if s is not None])
+            duration = _duration(container) or stored  # a recording that declares none (browser webm) lasts what it holds
+            if stored + _TRUNCATION_TOLERANCE_S < duration:
+                raise MediaError(
+                    f"{path}: truncated or damaged: its media ends at {stored:.1f} s of a declared {duration:.1f} s"
+                )
             return MediaInfo(
                 path=path,
                 duration=duration,
@@ -83,6 +107,32 @@ def _duration(container) -> float:
         return container.duration / av.time_base
     durations = [float(s.duration * s.time_base) for s in container.streams if s.duration is not None]
     return max(durations, default=0.0)
+
+
+def _check_wav_size(path: Path, head: bytes) -> None:
+    """A WAV file must be as long as its RIFF header says (FFmpeg quietly shortens a cut one).
+
+    Args:
+        head: the file's first 8 bytes.
+    """
+    if len(head) < 8 or head[:4] != b"RIFF":
+        return
+    declared = int.from_bytes(head[4:8], "little") + 8
+    actual = path.stat().st_size
+    if declared < actual or declared >= 0xFFFFFFFF:  # streaming writers leave the size unknown
+        return
+    if declared - actual > _WAV_SLACK_BYTES:
+        raise MediaError(f"{path}: truncated: {actual} of the {declared} bytes its WAV header declares")
+
+
+def _stored_duration(container, streams: list) -> float:
+    """Seconds from the container's start to the end of the last packet of ``streams``."""
+    origin = (container.start_time or 0) / av.time_base
+    end = 0.0
+    for packet in container.demux(streams):
+        if packet.pts is not None and packet.time_base is not None:
+            end = max(end, float((packet.pts + (packet.duration or 0)) * packet.time_base) - origin)
+    return end
 
 
 def _reason(error: Exception) -> str:

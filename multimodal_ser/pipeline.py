@@ -365,7 +365,8 @@ def _clip_words(words, regions) -> list:
 
 
 def _grid(speech: list[_SpeechSegment], duration: float, gap_window: float) -> tuple[pd.DataFrame, np.ndarray]:
-    """The segment grid: speech segments plus fixed windows over silent stretches of 0.5 s or more.
+    """The segment grid: speech segments plus fixed windows over silent stretches of 0.5 s or more
+    (a recording without speech has at least one row, however short).
 
     Returns the grid (with a ``speech`` column) and, for each speech segment, its grid row.
     """
@@ -373,7 +374,7 @@ def _grid(speech: list[_SpeechSegment], duration: float, gap_window: float) -> t
     cursor = 0.0
     for s in sorted(speech, key=lambda s: s.start) + [None]:
         stop = duration if s is None else s.start
-        if stop - cursor >= 0.5:
+        if stop - cursor >= 0.5 or (not spans and s is None and stop > cursor):  # a recording shorter than 0.5 s is one row
             edges = np.linspace(cursor, stop, int(np.ceil((stop - cursor) / gap_window)) + 1)
             spans += [(float(a), float(b), None, "", None) for a, b in zip(edges[:-1], edges[1:])]
         if s is not None:

@@ -9,9 +9,11 @@ under a temporary name and renamed into place, and its tables share one ``save_i
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import shutil
+import socket
 import tempfile
 import uuid
 from pathlib import Path
@@ -22,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import MserError
-from .files import current_umask
+from .files import EXCHANGE_UNSUPPORTED, current_umask, exchange_paths
 
 TABLES = ("segments", "words", "frames")
 SUMMARY = "summary"
@@ -52,8 +54,9 @@ class Timeline:
 
         The folder is written whole under a hidden temporary sibling name and renamed into place,
         so a reader sees the old timeline (or none) or the complete new one, never a mix. An
-        existing timeline folder is replaced: renamed aside, the new one renamed in, the old one
-        removed (a reader in that instant finds no folder rather than a mixed one).
+        existing timeline folder is replaced by swapping the two folders in one step, then removing
+        the old one (where the file system cannot swap: the old one renamed aside, the new one
+        renamed in, so a reader in that instant finds no folder rather than a mixed one).
 
         Raises:
             MserError: ``directory`` is a file, holds files other than a timeline's tables (which
@@ -69,7 +72,8 @@ class Timeline:
             tables[name] = table.replace_schema_metadata({**(table.schema.metadata or {}), METADATA_KEY: provenance})
         try:
             directory.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+            _remove_leftovers(directory)
+            tmp = Path(tempfile.mkdtemp(prefix=_writer_prefix(directory, os.getpid()), suffix=".tmp", dir=directory.parent))
         except OSError as e:
             raise MserError(f"{directory}: cannot write the timeline there ({e.strerror})") from e
         try:
@@ -183,15 +187,50 @@ def _timeline_file(name: str) -> bool:
     return any(name == f"{t}.parquet" or (name.startswith(f".{t}.parquet.") and name.endswith(".tmp")) for t in (*TABLES, SUMMARY))
 
 
+def _writer_prefix(directory: Path, pid: int) -> str:
+    """Name prefix of the temporary folders a process ``pid`` on this machine writes ``directory`` under."""
+    return f".{directory.name}.{socket.gethostname()}.{pid}."
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Remove the temporary folders (``.tmp``) and set-aside old timelines (``.old``) that
+    writers of ``directory`` on this machine left when killed: those whose process is gone."""
+    host_prefix = f".{directory.name}.{socket.gethostname()}."
+    for path in directory.parent.glob(f"{glob.escape(host_prefix)}*"):
+        pid = path.name[len(host_prefix) :].split(".", 1)[0]
+        if pid.isdigit() and path.suffix in (".tmp", ".old") and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def _rename_into_place(tmp: Path, directory: Path) -> None:
-    """Rename the finished folder ``tmp`` to ``directory``, replacing an old timeline there."""
+    """Rename the finished folder ``tmp`` to ``directory``, replacing an old timeline there.
+
+    The old and new folders are swapped in one step where the file system can (``tmp`` then
+    holds the old timeline, removed by the caller); elsewhere the old one is renamed aside first.
+    """
     try:
         os.rename(tmp, directory)  # also replaces an empty folder
         return
     except OSError:
         if not directory.is_dir():
             raise
-    aside = directory.with_name(f".{directory.name}.{uuid.uuid4().hex[:8]}.old")
+    try:
+        exchange_paths(tmp, directory)
+        return
+    except OSError as e:
+        if e.errno not in EXCHANGE_UNSUPPORTED:
+            raise
+    aside = directory.with_name(f"{_writer_prefix(directory, os.getpid())}{uuid.uuid4().hex[:8]}.old")
     os.rename(directory, aside)
     try:
         os.rename(tmp, directory)

@@ -311,7 +311,7 @@ class VoiceEmotionModel:
     def _check_window(self, window: EncodedWindow) -> None:
         n_layers, _, d_model = window.hidden_states.shape
         if (n_layers, d_model) != (self.head.n_layers, self.head.d_model):
-            raise ValueError(
+            raise ModelError(
                 f"the voice head expects an encoder with {self.head.n_layers} hidden-state layers of width "
                 f"{self.head.d_model} ({self.config.get('encoder', '')}), the window has {n_layers} x {d_model}"
             )

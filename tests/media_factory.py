@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,9 +22,10 @@ def tone(seconds: float, *, frequency: float = 220.0, rate: int = 16_000, amplit
     return (amplitude * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
 
 
-def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = (64, 48), audio: np.ndarray | None = None, audio_rate: int = 16_000) -> Path:
-    """An mp4 of grey frames, with a mono AAC track when ``audio`` (shape ``(n,)``) is given."""
-    with av.open(str(path), "w") as container:
+def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[int, int] = (64, 48), audio: np.ndarray | None = None, audio_rate: int = 16_000, container_options: dict | None = None) -> Path:
+    """An mp4 (or any container the suffix names) of grey frames, with a mono AAC track when
+    ``audio`` (shape ``(n,)``) is given; ``container_options`` e.g. ``{"movflags": "faststart"}``."""
+    with av.open(str(path), "w", options=container_options or {}) as container:
         video = container.add_stream("mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
         sound = None
@@ -63,8 +66,57 @@ def write_rgb_video(path: Path, frames: list[np.ndarray], *, rate: int = 10) -> 
     return path
 
 
+def write_clip(
+    path: Path,
+    levels: list[int],
+    *,
+    times: list[float] | None = None,
+    rate: int = 10,
+    size: tuple[int, int] = (64, 48),
+    rotation: int | None = None,
+    container_options: dict | None = None,
+    keyframe_every: int | None = None,
+) -> Path:
+    """An H.264 mp4 whose frame i is uniform grey ``levels[i]`` shown from ``times[i]`` (default i / rate).
+
+    Lossless (qp 0) so a frame can be recognised by its grey level; ``rotation`` (degrees
+    counter-clockwise) is written as the stream's display matrix.
+    """
+    width, height = size
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream("libx264", rate=rate, options={"qp": "0"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if keyframe_every is not None:
+            stream.codec_context.gop_size = keyframe_every
+        if times is not None:
+            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i, level in enumerate(levels):
+            image = np.full((height, width, 3), level, dtype=np.uint8)
+            image[:, : width // 4] = 255  # a white strip on the left shows the orientation
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def place(canvas: np.ndarray, image: np.ndarray, x: int, y: int) -> np.ndarray:
     """A copy of ``canvas`` with ``image`` pasted at column ``x``, row ``y`` (pixels)."""
     out = canvas.copy()
     out[y : y + image.shape[0], x : x + image.shape[1]] = image
     return out
+
+
+def declare_mkv_duration(path: Path, seconds: float) -> Path:
+    """Overwrite the Duration element of a Matroska file (its header) with ``seconds``; the content stays."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89")  # the Duration element's id, in the Segment Info
+    size = data[at + 2] & 0x0F  # 4 or 8 bytes of float, in milliseconds (the default timecode scale)
+    data[at + 3 : at + 3 + size] = struct.pack(">d" if size == 8 else ">f", seconds * 1000.0)
+    path.write_bytes(bytes(data))
+    return path

@@ -52,6 +52,7 @@ def test_training_reads_its_data_folder_from_the_flag_or_the_environment(tmp_pat
 
 
 def test_the_package_root_and_the_cli_help_load_no_heavy_library():
-    code = "import sys, multimodal_ser, multimodal_ser.cli; print(sorted({'torch', 'pandas', 'av'} & set(sys.modules)))"
+    code = ("import sys, multimodal_ser, multimodal_ser.cli; multimodal_ser.cli.build_parser(); "
+            "print(sorted({'torch', 'pandas', 'av', 'numpy'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ})
     assert out.stdout.strip() == "[]"

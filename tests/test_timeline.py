@@ -1,5 +1,7 @@
+import errno
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from multimodal_ser import timeline
 from multimodal_ser.errors import MserError
 from multimodal_ser.grid import absent_table, make_grid, modality_table
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.timeline import Timeline, load_timeline, read_provenance
+from multimodal_ser.timeline import Timeline, _writer_prefix, load_timeline, read_provenance
 
 
 def _timeline():
@@ -88,10 +91,32 @@ def test_replacing_a_timeline_swaps_the_whole_folder(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+def test_replacing_a_timeline_never_leaves_its_name_missing(tmp_path, monkeypatch):
+    """Old and new folders are swapped in one step (renameat2): no instant without ``out``."""
+    _timeline().save(tmp_path / "out")
+    real_rename = os.rename
+
+    def rename(a, b):
+        if Path(b).name.endswith(".old"):
+            raise AssertionError("the old timeline was renamed aside: 'out' was missing for a moment")
+        real_rename(a, b)
+
+    monkeypatch.setattr(os, "rename", rename)
+    _timeline().save(tmp_path / "out")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    load_timeline(tmp_path / "out")
+
+
 def test_a_failed_swap_puts_the_old_timeline_back(tmp_path, monkeypatch):
+    """Where the file system cannot swap, the old folder goes aside first and comes back on failure."""
     _timeline().save(tmp_path / "out")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     real_rename = os.rename
+
+    def cannot_swap(a, b):
+        raise OSError(errno.ENOTSUP, "not supported")
+
+    monkeypatch.setattr(timeline, "exchange_paths", cannot_swap)
 
     def rename(a, b):
         if Path(a).name.endswith(".tmp"):
@@ -170,3 +195,18 @@ def test_concat_interleaves_two_channels_and_keeps_each_word_with_its_segment():
     assert call.words["start"].is_monotonic_increasing and len(call.frames) == 2
     with pytest.raises(ValueError, match="at least one"):
         Timeline.concat([], metadata={})
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_save(tmp_path):
+    """A SIGKILL mid-save leaves a hidden .tmp (or .old) folder; only a dead writer's are removed."""
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    dead = finished.pid  # reaped: no process has this id now
+    killed = tmp_path / f"{_writer_prefix(tmp_path / 'out', dead)}abcd1234.tmp"
+    aside = tmp_path / f"{_writer_prefix(tmp_path / 'out', dead)}abcd1234.old"
+    alive = tmp_path / f"{_writer_prefix(tmp_path / 'out', os.getpid())}efgh5678.tmp"
+    for folder in (killed, aside, alive):
+        folder.mkdir()
+        (folder / "segments.parquet").write_bytes(b"half")
+    _timeline().save(tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "out"])

@@ -5,55 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import tracemalloc
-from fractions import Fraction
-from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from media_factory import write_clip
 
 from multimodal_ser.errors import MediaError
 from multimodal_ser.validate import valid_fps
 from multimodal_ser.video import has_video, iter_frames, probe_video
-
-
-def write_clip(
-    path: Path,
-    levels: list[int],
-    *,
-    times: list[float] | None = None,
-    rate: int = 10,
-    size: tuple[int, int] = (64, 48),
-    rotation: int | None = None,
-    container_options: dict | None = None,
-    keyframe_every: int | None = None,
-) -> Path:
-    """An H.264 mp4 whose frame i is uniform grey ``levels[i]`` shown from ``times[i]`` (default i / rate).
-
-    Lossless (qp 0) so a frame can be recognised by its grey level; ``rotation`` (degrees
-    counter-clockwise) is written as the stream's display matrix.
-    """
-    width, height = size
-    with av.open(str(path), "w", options=container_options or {}) as container:
-        stream = container.add_stream("libx264", rate=rate, options={"qp": "0"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if keyframe_every is not None:
-            stream.codec_context.gop_size = keyframe_every
-        if times is not None:
-            stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
-        if rotation is not None:
-            stream.set_display_rotation(rotation)
-        for i, level in enumerate(levels):
-            image = np.full((height, width, 3), level, dtype=np.uint8)
-            image[:, : width // 4] = 255  # a white strip on the left shows the orientation
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-            if times is not None:
-                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def grey(rgb: np.ndarray) -> int:
