@@ -49,6 +49,9 @@ DEFAULT_HEAD_PATH = MODELS_DIR / "text_head.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
 
+DEFAULT_LANGUAGES = ("en",)
+"""ISO 639-1 codes a head reads when its config names none: the corpora it is trained on are English."""
+
 _POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 
 
@@ -320,6 +323,12 @@ class TextEmotionModel:
             "text_head_sha256": self.head_sha256,
         }
 
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """ISO 639-1 codes of the languages the head was trained and measured on (its config's
+        ``languages``, else :data:`DEFAULT_LANGUAGES`); :func:`text_table` reads no other language."""
+        return tuple(self.head_config.get("languages", DEFAULT_LANGUAGES))
+
     def predict(self, texts: Sequence[str], *, batch_size: int = 64) -> TextPrediction:
         """Emotion and sentiment probabilities and embeddings for ``texts``.
 
@@ -349,19 +358,26 @@ class TextEmotionModel:
         )
 
 
-def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int = 64) -> pd.DataFrame:
+def text_table(
+    grid: pd.DataFrame, model: TextEmotionModel, *, language: str | None = None, batch_size: int = 64
+) -> pd.DataFrame:
     """The text modality's columns for every row of a segment grid.
 
     Args:
         grid: the segment grid (see :mod:`multimodal_ser.grid`); its ``text`` column is read.
             A row whose text is missing or blank is absent (``text_present=False``).
         model: the text model.
+        language: ISO 639-1 code of the grid's text (the ASR's detection or the user's
+            ``--language``). A language not in ``model.languages`` makes every row absent: an
+            English-only head gives no label for text it cannot read. None (not known) reads the text.
         batch_size: texts per encoder forward pass, >= 1.
 
     Returns:
         One row per grid row, in the grid's order and with the grid's index:
         the columns of :func:`multimodal_ser.grid.modality_table` for ``"text"``
-        (``text_embedding`` holds float32 lists of the encoder's size), then ``sentiment``
+        (``text_embedding`` holds float32 lists of the encoder's size), then ``text_absent_reason``
+        (None where the text was read, else ``"no words"`` or ``"language de: the text head reads en
+        only"``), ``sentiment``
         (``"negative"``, ``"neutral"``, ``"positive"`` or None) and
         ``text_sentiment_<s>`` probabilities for each of :data:`~multimodal_ser.labels.SENTIMENTS`
         (NaN where absent).
@@ -371,7 +387,9 @@ def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int =
             f"grid must have a 'text' column (expected {list(grid_mod.GRID_COLUMNS)}), found {list(grid.columns)}"
         )
     texts = [t if isinstance(t, str) else "" for t in grid["text"]]
-    present = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    has_words = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    unread = language is not None and language not in model.languages
+    present = has_words & (not unread)
     n = len(texts)
     emotions = np.full((n, len(EMOTIONS)), np.nan)
     sentiment = np.full((n, len(SENTIMENTS)), np.nan)
@@ -381,9 +399,14 @@ def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int =
         pred = model.predict([texts[i] for i in rows], batch_size=batch_size)
         emotions[rows], sentiment[rows], embeddings[rows] = pred.emotions, pred.sentiment, pred.embeddings
     table = grid_mod.modality_table("text", emotions, present, embeddings)
+    unread_reason = f"language {language}: the text head reads {', '.join(model.languages)} only"
+    table["text_absent_reason"] = pd.Series(
+        [None if p else unread_reason if w else "no words" for p, w in zip(present, has_words)], dtype=object
+    )
     best = np.argmax(np.nan_to_num(sentiment, nan=-1.0), axis=1)
     table["sentiment"] = pd.Series([SENTIMENTS[b] if p else None for b, p in zip(best, present)], dtype=object)
     for j, name in enumerate(SENTIMENTS):
         table[f"text_sentiment_{name}"] = sentiment[:, j]
     table.index = grid.index
     return table
+

@@ -205,6 +205,37 @@ def test_text_table_keeps_grid_rows_and_marks_blank_text_absent(model, predictio
 
 
 @pytest.mark.models
+@pytest.mark.parametrize(
+    "language, text",
+    [("de", "Ich bin so wütend auf dich, raus aus meinem Haus!"), ("tr", "Çok mutluyum, bu harika bir gün!")],
+)
+def test_text_in_a_language_the_head_cannot_read_is_absent_with_the_reason(model, language, text):
+    assert model.languages == ("en",)
+    g = grid.make_grid([0.0, 1.0], [1.0, 2.0], texts=[text, ""])
+    table = text_table(g, model, language=language)
+    assert not table["text_present"].any()
+    assert table["text_label"].isna().all() and table["sentiment"].isna().all()
+    assert table["text_confidence"].isna().all()
+    assert table["text_absent_reason"].tolist() == [f"language {language}: the text head reads en only", "no words"]
+
+
+@pytest.mark.models
+def test_english_text_gets_labels_and_no_absent_reason(model):
+    g = grid.make_grid([0.0, 1.0], [1.0, 2.0], texts=[SENTENCES[0], ""])
+    for language in ("en", None):  # None: the language is not known, the text is read
+        table = text_table(g, model, language=language)
+        assert table["text_present"].tolist() == [True, False]
+        assert table["text_label"].tolist()[0] == "happy"
+        assert table["text_absent_reason"].tolist() == [None, "no words"]
+
+
+def test_language_names_become_codes():
+    from multimodal_ser.asr import language_code
+
+    assert [language_code(x) for x in ("de", "German", "turkish", "EN")] == ["de", "de", "tr", "en"]
+
+
+@pytest.mark.models
 def test_text_table_on_empty_grid(model):
     table = text_table(grid.empty_grid(), model)
     assert len(table) == 0
