@@ -313,3 +313,24 @@ def test_the_packaged_head_applies_the_temperatures_it_stores(model, prediction)
     raw = TextEmotionModel(calibrated=False).predict(SENTENCES)
     np.testing.assert_array_equal(raw.emotions.argmax(axis=1), prediction.emotions.argmax(axis=1))
     assert not np.allclose(raw.sentiment, prediction.sentiment)  # sentiment T = 1.14 visibly softens
+
+
+def test_dialogue_context_reads_only_earlier_turns_of_the_same_dialogue():
+    from multimodal_ser.text import dialogue_context, head_features
+
+    e = np.eye(5, dtype=np.float32)
+    dialogues = [7, 7, 3, 7, 7]
+    ctx = dialogue_context(e, dialogues, turns=2, decay=0.5)
+    np.testing.assert_allclose(ctx[0], 0.0)  # a dialogue's first turn has no context
+    np.testing.assert_allclose(ctx[1], e[0])
+    np.testing.assert_allclose(ctx[2], 0.0)  # another dialogue
+    np.testing.assert_allclose(ctx[3], (e[1] + 0.5 * e[0]) / 1.5)
+    np.testing.assert_allclose(ctx[4], (e[3] + 0.5 * e[1]) / 1.5)  # two turns back at most
+    assert head_features(e, None, None) is e
+    alone = head_features(e, None, {"turns": 2, "decay": 0.5})
+    assert alone.shape == (5, 10) and not alone[:, 5:].any()
+    np.testing.assert_allclose(head_features(e, dialogues, {"turns": 2, "decay": 0.5})[:, 5:], ctx)
+    with pytest.raises(ValueError, match="one id per embedding"):
+        dialogue_context(e, [1, 2], turns=2, decay=0.5)
+    with pytest.raises(ValueError, match="turns must be"):
+        dialogue_context(e, dialogues, turns=0, decay=0.5)
