@@ -334,3 +334,24 @@ def test_dialogue_context_reads_only_earlier_turns_of_the_same_dialogue():
         dialogue_context(e, [1, 2], turns=2, decay=0.5)
     with pytest.raises(ValueError, match="turns must be"):
         dialogue_context(e, dialogues, turns=0, decay=0.5)
+
+
+
+@pytest.mark.models
+def test_a_head_with_context_reads_each_segment_with_the_turns_before_it(tmp_path, model):
+    import torch
+
+    config = {**model.head_config, "context": {"turns": 2, "decay": 0.5}}
+    torch.manual_seed(0)
+    head = heads.MLPHead(2 * 384, len(EMOTIONS) + len(SENTIMENTS), hidden=config["hidden"], dropout=config["dropout"])
+    path = heads.save_head(tmp_path / "context.safetensors", head.state_dict(), config)
+    with_context = TextEmotionModel(head_path=path, calibrated=False)
+    assert with_context.context == {"turns": 2, "decay": 0.5}
+    texts = [SENTENCES[0], "", SENTENCES[1], SENTENCES[2]]
+    table = text_table(grid.make_grid([0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], texts=texts), with_context)
+    probs = table.loc[table["text_present"], [f"text_{label}" for label in EMOTIONS]].to_numpy()
+    in_dialogue = with_context.predict([SENTENCES[0], SENTENCES[1], SENTENCES[2]], dialogues=[0, 0, 0]).emotions
+    alone = with_context.predict([SENTENCES[0], SENTENCES[1], SENTENCES[2]]).emotions
+    np.testing.assert_allclose(probs, in_dialogue, atol=1e-6)  # the blank row is no one's context
+    np.testing.assert_allclose(probs[0], alone[0], atol=1e-6)  # the first turn has no context
+    assert not np.allclose(probs[1:], alone[1:], atol=1e-4)
