@@ -6,6 +6,8 @@ sentence-transformers does (tokens truncated at the model's ``max_seq_length``, 
 states under the attention mask, then L2 normalisation). A small MLP head trained by
 :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
+A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
+a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
 
 Example::
 
