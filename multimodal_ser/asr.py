@@ -77,9 +77,19 @@ class Transcriber(Protocol):
     name: str
     language: str | None
 
+    def detect_language(self, window: EncodedWindow) -> str: ...
+
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]: ...
 
     def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]: ...
+
+
+def language_code(language: str) -> str:
+    """ISO 639-1 code of a Whisper language code or name (``"de"``, ``"German"`` → ``"de"``)."""
+    from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+    key = language.lower()
+    return key if key in LANGUAGES else TO_LANGUAGE_CODE[key]
 
 
 def _tokenizer(multilingual: bool, language: str | None):
@@ -228,16 +238,20 @@ class CTranslate2Transcriber:
         self.options = options
         self.language = options.language if multilingual else "en"
 
-    def _detect_language(self, features) -> str:
-        (ranked,) = self.model.detect_language(features)
-        token, probability = ranked[0]
-        log.info("detected language %s (p=%.2f)", token.strip("<|>"), probability)
-        return token.strip("<|>")
+    def detect_language(self, window: EncodedWindow) -> str:
+        """The recording's language: the option, else Whisper's detection on ``window`` (the first
+        one asked), kept for every later window."""
+        if self.language is None:
+            features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
+            (ranked,) = self.model.detect_language(features)
+            token, probability = ranked[0]
+            self.language = token.strip("<|>")
+            log.info("detected language %s (p=%.2f)", self.language, probability)
+        return self.language
 
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
         features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
-        if self.language is None:
-            self.language = self._detect_language(features)
+        self.detect_language(window)
         tokenizer = _tokenizer(self.multilingual, self.language)
         prompt = list(tokenizer.sot_sequence)
         (result,) = self.model.generate(
@@ -292,14 +306,23 @@ class OpenAIWhisperTranscriber:
         self.language = options.language if self.multilingual else "en"
 
     @torch.inference_mode()
-    def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
-        from whisper.decoding import DecodingOptions, decode, detect_language
-
-        features = window.output[None]
+    def detect_language(self, window: EncodedWindow) -> str:
+        """The recording's language: the option, else Whisper's detection on ``window`` (the first
+        one asked), kept for every later window."""
         if self.language is None:
-            _, (probs,) = detect_language(self.model, features)
+            from whisper.decoding import detect_language
+
+            _, (probs,) = detect_language(self.model, window.output[None])
             self.language = max(probs, key=probs.get)
             log.info("detected language %s (p=%.2f)", self.language, probs[self.language])
+        return self.language
+
+    @torch.inference_mode()
+    def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
+        from whisper.decoding import DecodingOptions, decode
+
+        features = window.output[None]
+        self.detect_language(window)
         tokenizer = _tokenizer(self.multilingual, self.language)
         (result,) = decode(
             self.model,

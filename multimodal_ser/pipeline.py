@@ -106,14 +106,14 @@ class Analyzer:
         known = read_transcript(transcript, media_duration=info.duration) if transcript is not None else None
         energy = _SpeechEnergy()
         diarise = self.options.diarise and speaker is None and not any(s.speaker for s in known or [])
-        speech = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
+        speech, language = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
         for segment in speech:
             segment.speaker = segment.speaker or speaker
         grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
         if not speech:
             notes.append("no speech found: the timeline has no speech segments")
         tables = [grid, self._audio_columns(grid, speech_rows, speech)]
-        text_table, text_ids = self._text_columns(grid)
+        text_table, text_ids = self._text_columns(grid, language, notes)
         tables.append(text_table)
         frames, face_table, face_ids = self._face_columns(info, grid, energy.table(), notes, progress)
         tables.append(face_table)
@@ -135,6 +135,7 @@ class Analyzer:
             "transcript": None if transcript is None else {"file": Path(transcript).name, "sha256": sha256_file(transcript)},
             "options": dataclasses.asdict(self.options),
             "channel": channel,
+            "language": language,
             "models": {**self._speech_model_ids(), **text_ids, **face_ids},
             "fusion": fusion.describe(),
             "inferred_from": {
@@ -158,12 +159,21 @@ class Analyzer:
         notes: list[str],
         progress: bool,
         diarise: bool,
-    ) -> list[_SpeechSegment]:
+    ) -> tuple[list[_SpeechSegment], str | None]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
-        user's transcript), the voice branch and, with ``diarise``, speaker embeddings."""
+        user's transcript), the voice branch and, with ``diarise``, speaker embeddings.
+
+        Returns:
+            The speech segments and the recording's language as an ISO 639-1 code: the option,
+            else Whisper's detection on the first speech window (for a transcript too), None
+            when there is neither (no audio or no speech).
+        """
+        from .asr import language_code
+
         if not info.has_audio:
             notes.append("no audio stream: no speech analysis")
-            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []]
+            language = language_code(self.options.language) if self.options.language else None
+            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []], language
         if known is not None:
             segments = [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
             pieces, parents = _split_long(known)
@@ -188,6 +198,7 @@ class Analyzer:
                     new = [segments[owner[piece]] for piece in window.regions]
                     spans = list(window.regions)
                     whole = [i for i, (s, piece) in enumerate(zip(new, spans)) if (s.start, s.end) == piece]
+                    transcriber.detect_language(encoded)
                     timed = transcriber.align(encoded, [new[i].text for i in whole], [spans[i] for i in whole])
                     for i, words in zip(whole, timed):
                         new[i].words = list(words)
@@ -205,7 +216,7 @@ class Analyzer:
             found = voices.turns(self.options.speakers)
             for segment in segments:
                 segment.speaker = speaker_of(segment.start, segment.end, found)
-        return segments
+        return segments, language_code(transcriber.language) if transcriber.language else None
 
     def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
         n = len(grid)
@@ -229,15 +240,20 @@ class Analyzer:
         table["audio_valence"] = valence
         return table
 
-    def _text_columns(self, grid: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    def _text_columns(self, grid: pd.DataFrame, language: str | None, notes: list[str]) -> tuple[pd.DataFrame, dict]:
         if "text" not in self.options.modalities:
             table = absent_table("text", len(grid))
+            table["text_absent_reason"] = pd.Series(["text not in --modalities"] * len(grid), dtype=object)
             table["sentiment"] = pd.Series([None] * len(grid), dtype=object)
             return table, {}
         from .text import text_table
 
         model = self.models.text()
-        return text_table(grid, model), {"text": model.model_ids}
+        if language is None and grid["text"].str.strip().astype(bool).any():
+            notes.append("language unknown (no audio to detect it from and no --language): the text was read as it is")
+        elif language is not None and language not in model.languages:
+            notes.append(f"language {language}: the text head reads {', '.join(model.languages)} only; no text emotion")
+        return text_table(grid, model, language=language), {"text": {**model.model_ids, "languages": list(model.languages)}}
 
     def _face_columns(self, info: MediaInfo, grid: pd.DataFrame, speech_energy: pd.DataFrame | None, notes: list[str], progress: bool):
         from .face import face_segment_table

@@ -6,6 +6,8 @@ sentence-transformers does (tokens truncated at the model's ``max_seq_length``, 
 states under the attention mask, then L2 normalisation). A small MLP head trained by
 :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
+A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
+a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
 
 Example::
 
@@ -48,6 +50,9 @@ DEFAULT_HEAD_PATH = MODELS_DIR / "text_head.safetensors"
 
 WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
+
+DEFAULT_LANGUAGES = ("en",)
+"""ISO 639-1 codes a head reads when its config names none: the corpora it is trained on are English."""
 
 _POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
 
@@ -191,6 +196,58 @@ class SentenceEncoder:
         return out
 
 
+def dialogue_context(embeddings: np.ndarray, dialogues: Sequence, *, turns: int, decay: float) -> np.ndarray:
+    """What was said just before each text: the decayed mean of the preceding turns' embeddings.
+
+    Args:
+        embeddings: float32 ``(n, d)`` sentence embeddings, in spoken order.
+        dialogues: ``(n,)`` dialogue (recording) ids; only earlier rows with the same id count.
+        turns: how many preceding turns are read, >= 1.
+        decay: weight ratio of each turn to the one after it, in (0, 1]: the turn ``j`` back
+            weighs ``decay ** (j - 1)``; weights are normalised over the turns there are.
+
+    Returns:
+        float32 ``(n, d)``; zeros for a dialogue's first turn.
+    """
+    if len(dialogues) != len(embeddings):
+        raise ValueError(f"dialogues must have one id per embedding ({len(embeddings)}), not {len(dialogues)}")
+    if turns < 1 or not 0 < decay <= 1:
+        raise ValueError(f"turns must be >= 1 and decay in (0, 1], not {turns} and {decay}")
+    out = np.zeros_like(embeddings, dtype=np.float32)
+    history: dict = {}
+    weights = decay ** np.arange(turns, dtype=np.float64)
+    for i, dialogue in enumerate(dialogues):
+        before = history.setdefault(dialogue, [])
+        if before:
+            w = weights[: len(before)]
+            out[i] = np.tensordot(w / w.sum(), embeddings[before[::-1]], axes=1)
+        before.append(i)
+        del before[:-turns]
+    return out
+
+
+def head_features(embeddings: np.ndarray, dialogues: Sequence | None, context: dict | None) -> np.ndarray:
+    """A text head's input: the embeddings, followed by their :func:`dialogue_context` for a head
+    trained with one.
+
+    Args:
+        embeddings: float32 ``(n, d)``, in spoken order.
+        dialogues: ``(n,)`` dialogue ids, or None when each text stands alone (zero context).
+        context: the head's ``{"turns": k, "decay": r}``, or None for a head without context.
+
+    Returns:
+        float32 ``(n, d)`` without context, ``(n, 2d)`` with.
+    """
+    if context is None:
+        return embeddings
+    if dialogues is None:
+        return np.concatenate([embeddings, np.zeros_like(embeddings)], axis=1)
+    return np.concatenate(
+        [embeddings, dialogue_context(embeddings, dialogues, turns=int(context["turns"]), decay=float(context["decay"]))],
+        axis=1,
+    )
+
+
 def _validate_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts must be a sequence of str, not {type(texts).__name__}")
@@ -230,7 +287,8 @@ class TextPrediction:
 def head_from_tensors(tensors: dict[str, torch.Tensor], config: dict) -> MLPHead:
     """Rebuild the :class:`~multimodal_ser.heads.MLPHead` a text-head file describes.
 
-    The head's outputs are ``len(config["labels"])`` emotion logits followed by
+    The head's inputs are :func:`head_features` (``embedding_dim``, or twice that with a
+    ``context``); its outputs are ``len(config["labels"])`` emotion logits followed by
     ``len(config["sentiment_labels"])`` sentiment logits.
 
     Raises:
@@ -247,7 +305,7 @@ def head_from_tensors(tensors: dict[str, torch.Tensor], config: dict) -> MLPHead
             f"found {config['labels']} + {config['sentiment_labels']}"
         )
     head = MLPHead(
-        int(config["embedding_dim"]),
+        int(config["embedding_dim"]) * (2 if config.get("context") else 1),
         len(EMOTIONS) + len(SENTIMENTS),
         hidden=int(config["hidden"]),
         dropout=float(config["dropout"]),
@@ -320,12 +378,28 @@ class TextEmotionModel:
             "text_head_sha256": self.head_sha256,
         }
 
-    def predict(self, texts: Sequence[str], *, batch_size: int = 64) -> TextPrediction:
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """ISO 639-1 codes of the languages the head was trained and measured on (its config's
+        ``languages``, else :data:`DEFAULT_LANGUAGES`); :func:`text_table` reads no other language."""
+        return tuple(self.head_config.get("languages", DEFAULT_LANGUAGES))
+
+    @property
+    def context(self) -> dict | None:
+        """The head's dialogue context, ``{"turns": k, "decay": r}`` (see :func:`dialogue_context`),
+        or None for a head that reads each text alone."""
+        return self.head_config.get("context")
+
+    def predict(
+        self, texts: Sequence[str], *, dialogues: Sequence | None = None, batch_size: int = 64
+    ) -> TextPrediction:
         """Emotion and sentiment probabilities and embeddings for ``texts``.
 
         Args:
-            texts: n non-blank strings (a segment with no words is absent, not predicted: see
-                :func:`text_table`).
+            texts: n non-blank strings, in spoken order (a segment with no words is absent, not
+                predicted: see :func:`text_table`).
+            dialogues: ``(n,)`` dialogue ids: a head with a :attr:`context` reads each text with
+                the preceding texts of its dialogue. None: each text alone.
             batch_size: texts per encoder forward pass, >= 1.
 
         Returns:
@@ -339,8 +413,9 @@ class TextEmotionModel:
         if blank:
             raise ValueError(f"texts must be non-blank; texts{blank[:5]} are blank (text_table marks them absent)")
         embeddings = self.encoder.encode(texts, batch_size=batch_size)
+        features = head_features(embeddings, dialogues, self.context)
         with torch.inference_mode():
-            logits = self.head(torch.from_numpy(embeddings)).double()
+            logits = self.head(torch.from_numpy(features)).double()
         n_emotions = len(EMOTIONS)
         return TextPrediction(
             emotions=torch.softmax(logits[:, :n_emotions] / self.temperature, dim=1).numpy(),
@@ -349,19 +424,28 @@ class TextEmotionModel:
         )
 
 
-def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int = 64) -> pd.DataFrame:
+def text_table(
+    grid: pd.DataFrame, model: TextEmotionModel, *, language: str | None = None, batch_size: int = 64
+) -> pd.DataFrame:
     """The text modality's columns for every row of a segment grid.
 
     Args:
-        grid: the segment grid (see :mod:`multimodal_ser.grid`); its ``text`` column is read.
-            A row whose text is missing or blank is absent (``text_present=False``).
+        grid: the segment grid (see :mod:`multimodal_ser.grid`) of one recording, in time order;
+            its ``text`` column is read, each row with the rows before it as dialogue context
+            (for a model with a :attr:`~TextEmotionModel.context`). A row whose text is missing
+            or blank is absent (``text_present=False``) and is no one's context.
         model: the text model.
+        language: ISO 639-1 code of the grid's text (the ASR's detection or the user's
+            ``--language``). A language not in ``model.languages`` makes every row absent: an
+            English-only head gives no label for text it cannot read. None (not known) reads the text.
         batch_size: texts per encoder forward pass, >= 1.
 
     Returns:
         One row per grid row, in the grid's order and with the grid's index:
         the columns of :func:`multimodal_ser.grid.modality_table` for ``"text"``
-        (``text_embedding`` holds float32 lists of the encoder's size), then ``sentiment``
+        (``text_embedding`` holds float32 lists of the encoder's size), then ``text_absent_reason``
+        (None where the text was read, else ``"no words"`` or ``"language de: the text head reads en
+        only"``), ``sentiment``
         (``"negative"``, ``"neutral"``, ``"positive"`` or None) and
         ``text_sentiment_<s>`` probabilities for each of :data:`~multimodal_ser.labels.SENTIMENTS`
         (NaN where absent).
@@ -371,19 +455,26 @@ def text_table(grid: pd.DataFrame, model: TextEmotionModel, *, batch_size: int =
             f"grid must have a 'text' column (expected {list(grid_mod.GRID_COLUMNS)}), found {list(grid.columns)}"
         )
     texts = [t if isinstance(t, str) else "" for t in grid["text"]]
-    present = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    has_words = np.array([bool(t.strip()) for t in texts], dtype=bool)
+    unread = language is not None and language not in model.languages
+    present = has_words & (not unread)
     n = len(texts)
     emotions = np.full((n, len(EMOTIONS)), np.nan)
     sentiment = np.full((n, len(SENTIMENTS)), np.nan)
     embeddings = np.zeros((n, model.encoder.dim), dtype=np.float32)
     rows = np.flatnonzero(present)
     if len(rows):
-        pred = model.predict([texts[i] for i in rows], batch_size=batch_size)
+        pred = model.predict([texts[i] for i in rows], dialogues=np.zeros(len(rows)), batch_size=batch_size)
         emotions[rows], sentiment[rows], embeddings[rows] = pred.emotions, pred.sentiment, pred.embeddings
     table = grid_mod.modality_table("text", emotions, present, embeddings)
+    unread_reason = f"language {language}: the text head reads {', '.join(model.languages)} only"
+    table["text_absent_reason"] = pd.Series(
+        [None if p else unread_reason if w else "no words" for p, w in zip(present, has_words)], dtype=object
+    )
     best = np.argmax(np.nan_to_num(sentiment, nan=-1.0), axis=1)
     table["sentiment"] = pd.Series([SENTIMENTS[b] if p else None for b, p in zip(best, present)], dtype=object)
     for j, name in enumerate(SENTIMENTS):
         table[f"text_sentiment_{name}"] = sentiment[:, j]
     table.index = grid.index
     return table
+

@@ -310,3 +310,17 @@ def test_a_video_face_keeps_its_quality_through_the_cache_and_the_table():
                              "group": ["g"] * 3, "text": [""] * 3})
     table = prediction_table(manifest, items, ("face",))
     np.testing.assert_array_equal(table["face_quality"].to_numpy(), [0.05, np.nan, 1.0])
+
+
+def test_evaluation_gives_no_text_emotion_in_a_language_the_text_head_cannot_read():
+    from types import SimpleNamespace
+
+    from multimodal_ser.evaluation.predict import _text_branches
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("nothing may be predicted or cached")
+
+    models = SimpleNamespace(language="German", text=lambda: SimpleNamespace(languages=("en",), predict=refuse))
+    items = [ItemPrediction(index=0, group=None, kind="none", text="Ich bin wütend.")]
+    _text_branches(models, items, SimpleNamespace(get=refuse, put=refuse, key=refuse), {})
+    assert not items[0].branches["text"].present

@@ -94,3 +94,15 @@ def test_bad_inputs_say_what_was_expected():
         metrics.bootstrap_interval(["a"], ["a"], metrics.ua, labels=LABELS, confidence=1.5)
     with pytest.raises(ValueError, match="shape"):
         metrics.expected_calibration_error(np.ones((2, 2)), ["a", "b"], labels=LABELS)
+
+
+def test_weighted_f1_matches_sklearn_and_pairs():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    truth = rng.choice(LABELS, size=300, p=[0.6, 0.3, 0.1])
+    pred = np.where(rng.random(300) < 0.7, truth, rng.choice(LABELS, size=300))
+    expected = f1_score(truth, pred, labels=sorted(set(truth)), average="weighted")
+    assert metrics.weighted_f1(truth, pred, labels=LABELS) == pytest.approx(expected)
+    difference, (low, high) = metrics.paired_difference(truth, pred, truth, labels=LABELS, metric=metrics.weighted_f1, n_resamples=50)
+    assert difference == pytest.approx(expected - 1.0) and low <= difference <= high

@@ -94,6 +94,22 @@ def test_transcript_replaces_asr_and_gets_word_times(analyzer, shared_data, tmp_
 
 
 @pytest.mark.models
+def test_transcript_language_is_detected_and_a_language_the_text_head_cannot_read_gives_no_label(shared_data, tmp_path):
+    transcript = tmp_path / "t.srt"
+    transcript.write_text("1\n00:00:00,000 --> 00:00:02,700\nMy biggest weakness is asking for help.\n")
+    media = shared_data / "talking-heads" / "retalking-1.mp4"
+    detected = Analyzer(AnalysisOptions(modalities=("text",))).analyze(media, transcript=transcript)
+    assert detected.metadata["language"] == "en"  # Whisper's detection on the first window
+    assert detected.segments.query("speech")["text_present"].all()
+    told = Analyzer(AnalysisOptions(modalities=("text",), language="German")).analyze(media, transcript=transcript)
+    speech = told.segments.query("speech")
+    assert told.metadata["language"] == "de"
+    assert not speech["text_present"].any() and speech["text_label"].isna().all()
+    assert set(speech["text_absent_reason"]) == {"language de: the text head reads en only"}
+    assert any("language de" in note for note in told.metadata["notes"])
+
+
+@pytest.mark.models
 def test_pure_silence_is_a_timeline_without_speech(analyzer, tmp_path):
     timeline = analyzer.analyze(write_wav(tmp_path / "quiet.wav", np.zeros(16_000 * 3, dtype=np.float32)))
     assert not timeline.segments["speech"].any()

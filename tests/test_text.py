@@ -205,6 +205,37 @@ def test_text_table_keeps_grid_rows_and_marks_blank_text_absent(model, predictio
 
 
 @pytest.mark.models
+@pytest.mark.parametrize(
+    "language, text",
+    [("de", "Ich bin so wütend auf dich, raus aus meinem Haus!"), ("tr", "Çok mutluyum, bu harika bir gün!")],
+)
+def test_text_in_a_language_the_head_cannot_read_is_absent_with_the_reason(model, language, text):
+    assert model.languages == ("en",)
+    g = grid.make_grid([0.0, 1.0], [1.0, 2.0], texts=[text, ""])
+    table = text_table(g, model, language=language)
+    assert not table["text_present"].any()
+    assert table["text_label"].isna().all() and table["sentiment"].isna().all()
+    assert table["text_confidence"].isna().all()
+    assert table["text_absent_reason"].tolist() == [f"language {language}: the text head reads en only", "no words"]
+
+
+@pytest.mark.models
+def test_english_text_gets_labels_and_no_absent_reason(model):
+    g = grid.make_grid([0.0, 1.0], [1.0, 2.0], texts=[SENTENCES[0], ""])
+    for language in ("en", None):  # None: the language is not known, the text is read
+        table = text_table(g, model, language=language)
+        assert table["text_present"].tolist() == [True, False]
+        assert table["text_label"].tolist()[0] == "happy"
+        assert table["text_absent_reason"].tolist() == [None, "no words"]
+
+
+def test_language_names_become_codes():
+    from multimodal_ser.asr import language_code
+
+    assert [language_code(x) for x in ("de", "German", "turkish", "EN")] == ["de", "de", "tr", "en"]
+
+
+@pytest.mark.models
 def test_text_table_on_empty_grid(model):
     table = text_table(grid.empty_grid(), model)
     assert len(table) == 0
@@ -282,3 +313,45 @@ def test_the_packaged_head_applies_the_temperatures_it_stores(model, prediction)
     raw = TextEmotionModel(calibrated=False).predict(SENTENCES)
     np.testing.assert_array_equal(raw.emotions.argmax(axis=1), prediction.emotions.argmax(axis=1))
     assert not np.allclose(raw.sentiment, prediction.sentiment)  # sentiment T = 1.14 visibly softens
+
+
+def test_dialogue_context_reads_only_earlier_turns_of_the_same_dialogue():
+    from multimodal_ser.text import dialogue_context, head_features
+
+    e = np.eye(5, dtype=np.float32)
+    dialogues = [7, 7, 3, 7, 7]
+    ctx = dialogue_context(e, dialogues, turns=2, decay=0.5)
+    np.testing.assert_allclose(ctx[0], 0.0)  # a dialogue's first turn has no context
+    np.testing.assert_allclose(ctx[1], e[0])
+    np.testing.assert_allclose(ctx[2], 0.0)  # another dialogue
+    np.testing.assert_allclose(ctx[3], (e[1] + 0.5 * e[0]) / 1.5)
+    np.testing.assert_allclose(ctx[4], (e[3] + 0.5 * e[1]) / 1.5)  # two turns back at most
+    assert head_features(e, None, None) is e
+    alone = head_features(e, None, {"turns": 2, "decay": 0.5})
+    assert alone.shape == (5, 10) and not alone[:, 5:].any()
+    np.testing.assert_allclose(head_features(e, dialogues, {"turns": 2, "decay": 0.5})[:, 5:], ctx)
+    with pytest.raises(ValueError, match="one id per embedding"):
+        dialogue_context(e, [1, 2], turns=2, decay=0.5)
+    with pytest.raises(ValueError, match="turns must be"):
+        dialogue_context(e, dialogues, turns=0, decay=0.5)
+
+
+
+@pytest.mark.models
+def test_a_head_with_context_reads_each_segment_with_the_turns_before_it(tmp_path, model):
+    import torch
+
+    config = {**model.head_config, "context": {"turns": 2, "decay": 0.5}}
+    torch.manual_seed(0)
+    head = heads.MLPHead(2 * 384, len(EMOTIONS) + len(SENTIMENTS), hidden=config["hidden"], dropout=config["dropout"])
+    path = heads.save_head(tmp_path / "context.safetensors", head.state_dict(), config)
+    with_context = TextEmotionModel(head_path=path, calibrated=False)
+    assert with_context.context == {"turns": 2, "decay": 0.5}
+    texts = [SENTENCES[0], "", SENTENCES[1], SENTENCES[2]]
+    table = text_table(grid.make_grid([0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], texts=texts), with_context)
+    probs = table.loc[table["text_present"], [f"text_{label}" for label in EMOTIONS]].to_numpy()
+    in_dialogue = with_context.predict([SENTENCES[0], SENTENCES[1], SENTENCES[2]], dialogues=[0, 0, 0]).emotions
+    alone = with_context.predict([SENTENCES[0], SENTENCES[1], SENTENCES[2]]).emotions
+    np.testing.assert_allclose(probs, in_dialogue, atol=1e-6)  # the blank row is no one's context
+    np.testing.assert_allclose(probs[0], alone[0], atol=1e-6)  # the first turn has no context
+    assert not np.allclose(probs[1:], alone[1:], atol=1e-4)

@@ -8,8 +8,9 @@ label names. Pure numpy, deterministic given a seed.
   over the classes that occur in the truth. The number speech-emotion papers report, since it does
   not reward predicting the majority class.
 - ``wa`` (weighted accuracy): plain accuracy, the fraction of items predicted right.
-- ``paired_difference``: how much one system's UA exceeds another's on the same items, with an
-  interval from resampling both together.
+- ``weighted_f1``: per-class F1 weighted by the classes' shares of the truth.
+- ``paired_difference``: how much one system's UA (or another metric) exceeds another's on the
+  same items, with an interval from resampling both together.
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def _macro_f1(t: np.ndarray, p: np.ndarray, k: int) -> float:
     return float(np.mean(2 * tp[present] / (truth[present] + predicted[present])))
 
 
+def _weighted_f1(t: np.ndarray, p: np.ndarray, k: int) -> float:
+    counts = _confusion(t, p, k)
+    tp = np.diag(counts)
+    truth, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    present = truth > 0
+    f1 = 2 * tp[present] / (truth[present] + predicted[present])
+    return float(np.sum(f1 * truth[present]) / truth.sum())
+
+
 def confusion(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> np.ndarray:
     """Counts, shape ``(k, k)`` int: row = true label, column = predicted label, in ``labels`` order."""
     return _confusion(*_pair(y_true, y_pred, labels), len(labels))
@@ -101,7 +111,12 @@ def macro_f1(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> fl
     return _macro_f1(*_pair(y_true, y_pred, labels), len(labels))
 
 
-_ON_INDICES = {ua: _ua, wa: _wa, macro_f1: _macro_f1}
+def weighted_f1(y_true: Sequence, y_pred: Sequence, *, labels: Sequence[str]) -> float:
+    """Per-class F1 averaged with the classes' shares of ``y_true`` as weights (MELD's usual score)."""
+    return _weighted_f1(*_pair(y_true, y_pred, labels), len(labels))
+
+
+_ON_INDICES = {ua: _ua, wa: _wa, macro_f1: _macro_f1, weighted_f1: _weighted_f1}
 
 
 def bootstrap_interval(
@@ -170,8 +185,10 @@ def paired_difference(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    metric: Callable[..., float] = ua,
 ) -> tuple[float, tuple[float, float]]:
-    """UA of ``pred_a`` minus UA of ``pred_b`` on the same items, with a paired bootstrap interval.
+    """``metric`` (default UA; one of :func:`ua`, :func:`wa`, :func:`macro_f1`, :func:`weighted_f1`)
+    of ``pred_a`` minus that of ``pred_b`` on the same items, with a paired bootstrap interval.
 
     Both systems are scored on each replicate's same rows (whole ``groups`` when given), so the
     interval is of the difference itself, much narrower than comparing two separate intervals.
@@ -183,13 +200,16 @@ def paired_difference(
         raise ValueError(f"confidence must be in (0, 1), not {confidence}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, not {n_resamples}")
+    if metric not in _ON_INDICES:
+        raise ValueError(f"metric must be one of {[f.__name__ for f in _ON_INDICES]}, not {metric!r}")
+    score = _ON_INDICES[metric]
     t, a = _pair(y_true, pred_a, labels)
     _, b = _pair(y_true, pred_b, labels)
     k = len(labels)
-    values = np.array([_ua(t[r], a[r], k) - _ua(t[r], b[r], k) for r in _resamples(len(t), groups, n_resamples, seed)])
+    values = np.array([score(t[r], a[r], k) - score(t[r], b[r], k) for r in _resamples(len(t), groups, n_resamples, seed)])
     alpha = (1 - confidence) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
-    return _ua(t, a, k) - _ua(t, b, k), (float(low), float(high))
+    return score(t, a, k) - score(t, b, k), (float(low), float(high))
 
 
 def expected_calibration_error(

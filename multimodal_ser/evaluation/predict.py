@@ -218,7 +218,14 @@ def _voice_branches(models: Models, items: list[ItemPrediction], heads: dict) ->
 
 
 def _text_branches(models: Models, items: list[ItemPrediction], cache: PredictionCache, text_ids: dict) -> None:
-    """Text emotion for every distinct non-blank text, from the cache or in one batch."""
+    """Text emotion for every distinct non-blank text, from the cache or in one batch; none at all
+    when ``models.language`` is one the text head does not read (see :func:`multimodal_ser.text.text_table`)."""
+    from ..asr import language_code
+
+    if models.language is not None and language_code(models.language) not in models.text().languages:
+        for item in items:
+            item.branches["text"] = BranchOutput()
+        return
     texts = sorted({item.text.strip() for item in items if item.text and item.text.strip()})
     found: dict[str, BranchOutput] = {}
     missing = []

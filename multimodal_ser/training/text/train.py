@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ...files import sha256_file
 from ...labels import EMOTIONS, SENTIMENTS
-from ...text import SentenceEncoder
+from ...text import DEFAULT_LANGUAGES, SentenceEncoder
 from ..install import install_head
 from .card import write_card
 from .corpora import REQUIRED_FILES, check_data_dir, load_dair, load_goemotions, load_meld, meld_validation_dialogues
@@ -170,6 +170,7 @@ def train_text_head(
         "kind": "text_head",
         "labels": list(EMOTIONS),
         "sentiment_labels": list(SENTIMENTS),
+        "languages": list(DEFAULT_LANGUAGES),  # every corpus here is English
         "embedding_dim": encoder.dim,
         "hidden": HIDDEN,
         "dropout": DROPOUT,
