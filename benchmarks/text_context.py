@@ -25,7 +25,8 @@ import torch
 from multimodal_ser.evaluation import metrics
 from multimodal_ser.heads import load_head
 from multimodal_ser.labels import EMOTIONS, SENTIMENTS
-from multimodal_ser.text import DEFAULT_HEAD_PATH, SentenceEncoder, head_features
+from multimodal_ser.sentence_encoder import SentenceEncoder
+from multimodal_ser.text import DEFAULT_HEAD_PATH, head_features
 from multimodal_ser.training.text import (
     embed_cached,
     fit_head,

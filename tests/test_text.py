@@ -11,14 +11,8 @@ import pytest
 from multimodal_ser import grid, heads
 from multimodal_ser.errors import ModelError
 from multimodal_ser.labels import EMOTIONS, SENTIMENTS
-from multimodal_ser.text import (
-    DEFAULT_HEAD_PATH,
-    PACKAGED_ENCODER_SHA256,
-    WEIGHTS_FILE,
-    TextEmotionModel,
-    packaged_encoder_path,
-    text_table,
-)
+from multimodal_ser.sentence_encoder import PACKAGED_ENCODER_SHA256, WEIGHTS_FILE, packaged_encoder_path
+from multimodal_ser.text import DEFAULT_HEAD_PATH, TextEmotionModel, text_table
 
 SENTENCES = [
     "I am so happy, this is wonderful!",

@@ -140,7 +140,8 @@ def calibrate_text_head(
         the ``calibration`` record stored in the head's config, plus ``reports`` (every split's
         ECE, log-loss and reliability table, before and after).
     """
-    from ..text import DEFAULT_HEAD_PATH, SentenceEncoder, head_from_tensors
+    from ..sentence_encoder import SentenceEncoder
+    from ..text import DEFAULT_HEAD_PATH, head_from_tensors
     from .text import embed_cached, load_goemotions, load_meld, meld_validation_dialogues
 
     data_dir = Path(data_dir)

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 
 from ...files import atomic_output, cache_dir
-from ...text import SentenceEncoder
+from ...sentence_encoder import SentenceEncoder
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from ...files import sha256_file
 from ...labels import EMOTIONS, SENTIMENTS
-from ...text import DEFAULT_LANGUAGES, SentenceEncoder
+from ...sentence_encoder import SentenceEncoder
+from ...text import DEFAULT_LANGUAGES
 from ..install import install_head
 from .card import write_card
 from .corpora import REQUIRED_FILES, check_data_dir, load_dair, load_goemotions, load_meld, meld_validation_dialogues
