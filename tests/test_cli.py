@@ -1,6 +1,7 @@
 """``mser analyze`` checks its options and output before any model runs, and is quiet and local."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +97,27 @@ def test_analyze_is_silent_and_writes_only_its_output_and_cache(tmp_path, sample
     assert (out / "interview" / "segments.parquet").is_file() and (out / "call_stereo" / "frames.parquet").is_file()
     elsewhere = [p for p in tmp_path.rglob("*") if not p.is_dir() and not p.is_relative_to(out) and not p.is_relative_to(cache)]
     assert elsewhere == []
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_analyze_opens_no_network_connection(tmp_path, sample_media):
+    """Every connect() of the process and its threads is traced (native code included): none may
+    reach an IPv4 or IPv6 address. A fresh HOME and cache, so first-run conversions are traced too."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (.ci/run installs it from the OS packages)")
+    log = tmp_path / "connect.log"
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "MSER_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    (tmp_path / "home").mkdir()
+    run = subprocess.run(
+        [strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(log), sys.executable, "-m", "multimodal_ser.cli",
+         "analyze", str(sample_media / "interview.mp4"), "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0, run.stderr
+    calls = log.read_text().splitlines()
+    assert calls, "strace recorded nothing: the trace did not run"
+    network = [c for c in calls if "AF_INET" in c]
+    assert network == []
