@@ -81,10 +81,12 @@ class SpeechEncoder:
 
     @property
     def n_layers(self) -> int:
-        return len(self.model.encoder.blocks)
+        """Hidden-state layers of an :class:`EncodedWindow`: the embedding and every block (7 for base)."""
+        return len(self.model.encoder.blocks) + 1
 
     @property
     def d_model(self) -> int:
+        """Width of each hidden state (512 for base)."""
         return self.model.dims.n_audio_state
 
     @torch.inference_mode()

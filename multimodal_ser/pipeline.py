@@ -64,16 +64,20 @@ class Analyzer:
 
     def check(self) -> None:
         """Load or check what a bad option can break before any media is read: the fusion (its
-        ``fusion_weights`` file) and the ASR language and beam size.
+        ``fusion_weights`` file), the ASR language and beam size, and with the audio branch whether
+        the voice head can read this Whisper's encoder (both are loaded: the analysis needs them).
 
         Raises:
-            ModelError: the fusion file is missing or invalid.
+            ModelError: the fusion file is missing or invalid, or the voice head and encoder differ.
             ValueError: an ASR option Whisper does not accept.
         """
         from .asr import AsrOptions
 
         AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
         self.models.fusion()
+        if "audio" in self.options.modalities:
+            encoder = self.models.encoder()
+            self.models.voice().check_encoder(encoder.n_layers, encoder.d_model)
 
     # --- the pass ------------------------------------------------------------------------------
 

@@ -308,13 +308,19 @@ class VoiceEmotionModel:
         probs8, embedding = self.head.probabilities(torch.from_numpy(np.asarray(features, dtype=np.float32)))
         return apply_temperature(probs8.double().numpy(), self.temperature), embedding.float().numpy()
 
-    def _check_window(self, window: EncodedWindow) -> None:
-        n_layers, _, d_model = window.hidden_states.shape
+    def check_encoder(self, n_layers: int, d_model: int) -> None:
+        """Raise ModelError unless an encoder of ``n_layers`` hidden-state layers (embedding included)
+        of width ``d_model`` gives the features this head reads."""
         if (n_layers, d_model) != (self.head.n_layers, self.head.d_model):
             raise ModelError(
                 f"the voice head expects an encoder with {self.head.n_layers} hidden-state layers of width "
-                f"{self.head.d_model} ({self.config.get('encoder', '')}), the window has {n_layers} x {d_model}"
+                f"{self.head.d_model} ({self.config.get('encoder', '')}), this Whisper has {n_layers} x {d_model}: "
+                "use --asr-model base with the audio branch"
             )
+
+    def _check_window(self, window: EncodedWindow) -> None:
+        n_layers, _, d_model = window.hidden_states.shape
+        self.check_encoder(n_layers, d_model)
 
     @torch.inference_mode()
     def frames(self, window: EncodedWindow, start: float, end: float) -> VoiceFrames:
