@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(MSER) -v analyze sample_media/interview.mp4 --out out/interview
 	$(MSER) -v analyze sample_media/interview.mp4 --transcript sample_media/interview.srt --out out/interview-transcript
 	$(PY) -c "import multimodal_ser as m; t = m.load_timeline('out/interview'); \
-	print(t.segments[['start','end','text','audio_label','text_label','face_label','face_static','label','confidence','runner_up','agreement','conflict']].to_string())"
+	print(t.segments[['start','end','speaker','text','audio_label','text_label','face_label','face_static','label','confidence','runner_up','agreement','conflict']].to_string())"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
