@@ -87,6 +87,20 @@ def test_classroom_follows_two_faces_and_the_room(sample_media, tmp_path):
     assert room["value"].tolist() == [2, 2, 2]
 
 
+@pytest.mark.models
+def test_classroom_command_follows_the_four_faces_of_the_sample(sample_media, tmp_path, capsys):
+    """The README's command on sample_media/classroom.mp4 (face.jpg four times, each moving a little)."""
+    out = tmp_path / "classroom"
+    assert main(["classroom", str(sample_media / "classroom.mp4"), "--bin", "5", "--out", str(out)]) == 0
+    assert "faces_seen" in capsys.readouterr().out
+    frames = load_timeline(out).frames
+    assert frames["time"].nunique() == 20 and frames["face_present"].all() and frames.groupby("time").size().eq(4).all()
+    assert sorted(frames["face_id"].unique()) == [0, 1, 2, 3]  # one track per face, none lost or split
+    summary = load_summary(out)
+    room = summary[(summary["section"] == "room") & (summary["metric"] == "faces_seen")]
+    assert room["start"].tolist() == [0.0, 5.0] and room["value"].tolist() == [4, 4]
+
+
 def test_classroom_rejects_a_bad_bin_in_one_line(sample_media, tmp_path, capsys):
     assert main(["classroom", str(sample_media / "interview.mp4"), "--bin", "0", "--out", str(tmp_path / "c")]) == 2
     assert capsys.readouterr().err.strip() == "mser: bin_seconds must be positive, not 0.0"
