@@ -149,6 +149,7 @@ class Analyzer:
                 "label, confidence, fused_*, runner_up": "fusion of the modalities named in fused_from",
                 "agreement, conflict": "how far the pooled modalities back the fused label",
                 "face_static, face_quality": "whether the face moved, and the weight its evidence got",
+                "face_speaker_id, speaker_face_id": "face tracks whose mouth moved with the voice's energy (numbers, nobody identified)",
             },
             "notes": notes,
         }

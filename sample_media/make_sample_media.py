@@ -7,10 +7,12 @@ Eileen Collins that the scikit-image wheel ships as ``skimage/data/astronaut.png
     unzip -j /tmp/skimg/scikit_image-*.whl 'skimage/data/astronaut.png' -d /tmp/skimg
     python sample_media/make_sample_media.py /tmp/skimg/astronaut.png
 
-Writes into this folder: face.jpg, interview.mp4 (+ .srt, .csv), call_stereo.flac (+ .csv).
+Writes into this folder: face.jpg, interview.mp4 (+ .srt, .csv), call_stereo.flac (+ .csv),
+call_mono.flac (+ .csv), classroom.mp4 (face.jpg four times, no sound).
 ``--verify`` (alone, or after generating) decodes the files and checks them: one face in face.jpg
-and in every video frame, audio and video durations equal, each transcript line where the decoded
-speech is, each call turn on its own channel only, all files together under 2 MB.
+and in every interview frame, four in every classroom frame, audio and video durations equal, each
+transcript line where the decoded speech is, each call turn on its own channel only, all files
+together under 2 MB.
 """
 
 from __future__ import annotations
@@ -56,6 +58,17 @@ MONO_CALL = [
 ]
 PAUSE = 0.6
 """seconds of silence between turns."""
+
+CLASSROOM_SIZE = (480, 270)
+CLASSROOM_SECONDS = 10
+# face.jpg side (px), mirrored, centre x, y (px), and the periods (s) of its own sway and nod
+CLASSROOM = [
+    (160, False, 140, 75, 6.0, 4.0),
+    (160, True, 340, 77, 7.0, 5.0),
+    (200, True, 90, 195, 5.0, 3.5),
+    (200, False, 390, 193, 8.0, 4.5),
+]
+"""The back row (faces of about 50 px) and the front row (about 60 px)."""
 
 
 def speak(voice: str, speed: int, pitch: int, amplitude: int, text: str, folder: Path) -> np.ndarray:
@@ -141,6 +154,36 @@ def make_interview(face: np.ndarray, folder: Path) -> None:
     write_transcripts(rows, HERE / "interview", srt=True)
 
 
+def make_classroom() -> None:
+    """classroom.mp4: :data:`CLASSROOM`, face.jpg (as shipped) four times in an oval vignette on a
+    plain wall, each with its own small sway, nod (vertical shift), roll and zoom; no audio."""
+    face = cv2.cvtColor(cv2.imread(str(HERE / "face.jpg")), cv2.COLOR_BGR2RGB)
+    width, height = CLASSROOM_SIZE
+    wall = np.broadcast_to(  # warm grey, lighter at the top
+        np.linspace(200, 150, height)[:, None, None] * np.array([1.0, 0.97, 0.9]), (height, width, 3)).astype(np.uint8)
+    with av.open(str(HERE / "classroom.mp4"), "w") as container:
+        video = container.add_stream("libx264", rate=FPS, options={"crf": "30", "preset": "slow"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        for i in range(CLASSROOM_SECONDS * FPS):
+            t = i / FPS
+            frame = wall.astype(np.float32)
+            for k, (side, mirrored, cx, cy, sway, nod) in enumerate(CLASSROOM):
+                image = face[:, ::-1] if mirrored else face
+                scale = side / SIZE * (1.0 + 0.03 * np.sin(2 * np.pi * t / (sway + 2) + k))
+                matrix = cv2.getRotationMatrix2D((SIZE / 2, SIZE / 2), 2.0 * np.sin(2 * np.pi * t / nod + k), scale)
+                matrix[:, 2] += (cx - SIZE / 2 + 5 * np.sin(2 * np.pi * t / sway + k), cy - SIZE / 2 + 3 * np.sin(2 * np.pi * t / nod))
+                placed = cv2.warpAffine(image, matrix, (width, height)).astype(np.float32)
+                oval = np.zeros((height, width), np.float32)
+                centre = tuple(int(round(v)) for v in matrix @ (SIZE / 2, SIZE / 2, 1))  # where the photo's centre lands
+                cv2.ellipse(oval, centre, (int(0.42 * scale * SIZE), int(0.5 * scale * SIZE)), 0, 0, 360, 1.0, -1)
+                oval = cv2.GaussianBlur(oval, (0, 0), 0.05 * scale * SIZE)[:, :, None]
+                frame = frame * (1 - oval) + placed * oval
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame.round().astype(np.uint8), format="rgb24")):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+
+
 def make_call(folder: Path) -> None:
     clips, rows = conversation(CALL, folder)
     n = int((rows[-1]["end"] + PAUSE) * RATE)
@@ -190,6 +233,11 @@ def verify() -> None:
                 assert len(found) == 1, f"interview.mp4: {len(found)} faces at {frame.time:.2f} s"
                 scores.append(found[0].score[0])
                 last = frame.time + 1 / FPS
+        with av.open(str(HERE / "classroom.mp4")) as container:
+            assert not container.streams.audio, "classroom.mp4 has sound"
+            counts = [len(faces(frame.to_ndarray(format="rgb24"))) for frame in container.decode(video=0)]
+        assert len(counts) == CLASSROOM_SECONDS * FPS, f"classroom.mp4: {len(counts)} frames"
+        assert set(counts) == {len(CLASSROOM)}, f"classroom.mp4: {sorted(set(counts))} faces per frame"
     with av.open(str(HERE / "interview.mp4")) as container:
         frames = list(container.decode(audio=0))
     t0, samples = frames[0].time, np.concatenate([f.to_ndarray().reshape(-1) for f in frames])
@@ -211,7 +259,8 @@ def verify() -> None:
         assert abs(onset - float(row["start"])) < 0.02 and abs(offset - float(row["end"])) < 0.02, (row, onset, offset)
     print(
         f"ok: {total} bytes; interview {last:.3f} s video / {declared:.3f} s audio, {len(scores)} frames with one face "
-        f"(score min {min(scores):.2f}, median {np.median(scores):.2f}); call {len(stereo) / RATE:.3f} s"
+        f"(score min {min(scores):.2f}, median {np.median(scores):.2f}); classroom {len(counts)} frames with {len(CLASSROOM)} faces; "
+        f"call {len(stereo) / RATE:.3f} s"
     )
 
 
@@ -224,6 +273,7 @@ def main() -> None:
         parser.error("give the astronaut.png path, or --verify")
     if args.astronaut is not None:
         face = make_face(args.astronaut)
+        make_classroom()
         with tempfile.TemporaryDirectory() as folder:
             make_interview(face, Path(folder))
             make_call(Path(folder))

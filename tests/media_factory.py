@@ -28,10 +28,7 @@ def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[
     with av.open(str(path), "w", options=container_options or {}) as container:
         video = container.add_stream("mpeg4", rate=fps)
         video.width, video.height, video.pix_fmt = size[0], size[1], "yuv420p"
-        sound = None
-        if audio is not None:
-            sound = container.add_stream("aac", rate=audio_rate)
-            sound.layout = "mono"
+        sound = _audio_stream(container, audio_rate) if audio is not None else None
         for i in range(int(seconds * fps)):
             image = np.full((size[1], size[0], 3), 40 + (i * 7) % 180, dtype=np.uint8)
             for packet in video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
@@ -39,30 +36,44 @@ def write_video(path: Path, *, seconds: float = 2.0, fps: int = 10, size: tuple[
         for packet in video.encode():
             container.mux(packet)
         if sound is not None:
-            step = 1024
-            for start in range(0, len(audio), step):
-                chunk = audio[start : start + step].astype(np.float32)[None]
-                frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
-                frame.sample_rate = audio_rate
-                frame.pts = start
-                for packet in sound.encode(frame):
-                    container.mux(packet)
-            for packet in sound.encode():
-                container.mux(packet)
+            _mux_audio(container, sound, audio, audio_rate)
     return path
 
 
-def write_rgb_video(path: Path, frames: list[np.ndarray], *, rate: int = 10) -> Path:
-    """An H.264 mp4 of RGB frames, each shape ``(height, width, 3)`` uint8 with even sizes."""
+def _audio_stream(container, rate: int):
+    """A mono AAC stream of ``rate`` Hz in ``container`` (added before anything is muxed)."""
+    sound = container.add_stream("aac", rate=rate)
+    sound.layout = "mono"
+    return sound
+
+
+def _mux_audio(container, sound, audio: np.ndarray, rate: int) -> None:
+    """Encode ``audio`` (shape ``(n,)``, float in [-1, 1], ``rate`` Hz) into the stream ``sound`` and mux it."""
+    step = 1024
+    for start in range(0, len(audio), step):
+        frame = av.AudioFrame.from_ndarray(audio[start : start + step].astype(np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = rate, start
+        for packet in sound.encode(frame):
+            container.mux(packet)
+    for packet in sound.encode():
+        container.mux(packet)
+
+
+def write_rgb_video(path: Path, frames: list[np.ndarray], *, rate: int = 10, audio: np.ndarray | None = None, audio_rate: int = 16_000) -> Path:
+    """An H.264 mp4 of RGB frames, each shape ``(height, width, 3)`` uint8 with even sizes, with a
+    mono AAC track when ``audio`` (shape ``(n,)``, float in [-1, 1], ``audio_rate`` Hz) is given."""
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        sound = _audio_stream(container, audio_rate) if audio is not None else None
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            _mux_audio(container, sound, audio, audio_rate)
     return path
 
 

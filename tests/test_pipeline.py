@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from media_factory import tone, write_video, write_wav
+from media_factory import place, tone, write_rgb_video, write_video, write_wav
 
 from multimodal_ser import AnalysisOptions, Analyzer, load_timeline
 from multimodal_ser.cli import main
@@ -107,6 +107,40 @@ def test_transcript_language_is_detected_and_a_language_the_text_head_cannot_rea
     assert not speech["text_present"].any() and speech["text_label"].isna().all()
     assert set(speech["text_absent_reason"]) == {"language de: the text head reads en only"}
     assert any("language de" in note for note in told.metadata["notes"])
+
+
+@pytest.mark.models
+def test_the_speaking_face_is_tied_to_its_speaker_and_an_unseen_voice_to_none(analyzer, shared_data, tmp_path):
+    """S1 speaks for 4 s with her face moving (small, left) beside a still face; then S2's voice
+    (another clip's audio) plays over both faces held still: S2 has no face."""
+    import cv2
+
+    from multimodal_ser.media import iter_audio
+    from multimodal_ser.video import iter_frames
+
+    heads = shared_data / "talking-heads"
+    speaking, other = heads / "WDA_AlexandriaOcasioCortez_000.mp4", heads / "WDA_KatieHill_000.mp4"
+    still = cv2.resize(next(rgb for _, rgb in iter_frames(other)), (320, 320), interpolation=cv2.INTER_AREA)
+    frames = []
+    for _, rgb in iter_frames(speaking, fps=25.0):
+        if len(frames) == 100:
+            break
+        canvas = place(np.full((320, 560, 3), 90, np.uint8), cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA), 0, 48)
+        frames.append(place(canvas, still, 240, 0))
+    frames += [frames[-1]] * 100
+    voices = [np.concatenate(list(iter_audio(clip)), axis=1)[0, :64000] for clip in (speaking, other)]  # 4 s each
+    media = write_rgb_video(tmp_path / "pair.mp4", frames, rate=25, audio=np.concatenate(voices))
+    transcript = tmp_path / "turns.csv"
+    transcript.write_text("start,end,speaker,text\n0,2,S1,hello\n2,4,S1,hello\n4,6,S2,hello\n6,8,S2,hello\n")
+
+    timeline = analyzer.analyze(media, transcript=transcript)
+    faces = timeline.frames[timeline.frames["face_present"]]
+    assert faces["face_id"].nunique() == 2
+    left = int(faces.loc[faces["box_x"] < 200, "face_id"].mode().iloc[0])
+    segments = timeline.segments.set_index("speaker")
+    assert segments.loc["S1", "face_speaker_id"].dropna().eq(left).all()
+    assert segments.loc["S1", "speaker_face_id"].tolist() == [left, left]
+    assert segments.loc["S2", "face_speaker_id"].isna().all() and segments.loc["S2", "speaker_face_id"].isna().all()
 
 
 @pytest.mark.models

@@ -56,7 +56,10 @@ def test_interview_command_writes_the_tables_a_summary_and_a_report(sample_media
     summary = load_summary(out)
     answers = summary[summary["section"] == "answer"]
     assert len(answers) == 2 and set(answers["subject"]) == {"GUEST"}
-    assert load_timeline(out).segments["face_present"].any()
+    segments = load_timeline(out).segments
+    assert segments["face_present"].any()
+    # the sample's face is a photo: its mouth never moves with the voice, so no face is tied to a speaker
+    assert segments["face_speaker_id"].isna().all() and segments["speaker_face_id"].isna().all()
     assert interview_summary(load_timeline(out).segments, interviewee="GUEST").shape == summary.shape
     assert main(["report", str(out), "--out", str(tmp_path / "report.html")]) == 0
     assert (tmp_path / "report.png").stat().st_size > 10_000
@@ -85,6 +88,20 @@ def test_classroom_follows_two_faces_and_the_room(sample_media, tmp_path):
     assert faces["subject"].tolist() == ["face 0", "face 1"]
     room = summary[(summary["section"] == "room") & (summary["metric"] == "faces_seen")]
     assert room["value"].tolist() == [2, 2, 2]
+
+
+@pytest.mark.models
+def test_classroom_command_follows_the_four_faces_of_the_sample(sample_media, tmp_path, capsys):
+    """The README's command on sample_media/classroom.mp4 (face.jpg four times, each moving a little)."""
+    out = tmp_path / "classroom"
+    assert main(["classroom", str(sample_media / "classroom.mp4"), "--bin", "5", "--out", str(out)]) == 0
+    assert "faces_seen" in capsys.readouterr().out
+    frames = load_timeline(out).frames
+    assert frames["time"].nunique() == 20 and frames["face_present"].all() and frames.groupby("time").size().eq(4).all()
+    assert sorted(frames["face_id"].unique()) == [0, 1, 2, 3]  # one track per face, none lost or split
+    summary = load_summary(out)
+    room = summary[(summary["section"] == "room") & (summary["metric"] == "faces_seen")]
+    assert room["start"].tolist() == [0.0, 5.0] and room["value"].tolist() == [4, 4]
 
 
 def test_classroom_rejects_a_bad_bin_in_one_line(sample_media, tmp_path, capsys):

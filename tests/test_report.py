@@ -141,6 +141,7 @@ def test_report_is_self_contained_and_states_each_lanes_source(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text) and "@import" not in text
     data = json.loads(re.search(r'<script id=mser-data type="application/json">(.*?)</script>', text, re.DOTALL).group(1))
     assert [r["name"] for r in data] == ["one", "two"] and data[0]["present"]["engagement"]
+    assert data[0]["speakers"] == ["agent", "customer"] and data[0]["spkFace"] == [0, 1]
     assert "the voice (audio_label" in text and "face geometry" in text and "<summary><b>Summary (call)</b>" in text
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -195,6 +196,7 @@ def test_clicking_a_segment_shows_what_each_source_said(tmp_path, chromium):
     assert console == []
     detail = re.search(r'<div class="detail">(.*?)</div>', dom, re.DOTALL).group(1)
     assert "voice: " in detail and "words: " in detail and "<b>fused: " in detail and "agreement" in detail
+    assert re.match(r"<b>[0-9:.-]+</b> customer \(face 1\)<br>", detail)  # the speaker and the face tied to them
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ def synthetic_timeline(seconds: float, *, seed: int = 0, speakers=("agent", "cus
     segments["face_confidence"] = rng.uniform(0.3, 1.0, len(segments))
     segments["confidence"] = rng.uniform(0.3, 1.0, len(segments))
     segments["agreement"] = rng.uniform(0.4, 1.0, len(segments))
+    segments["speaker_face_id"] = pd.array([speakers.index(w) if speakers.index(w) < faces else None for w in who], dtype="Int64")
     rows = []
     for i, (s, e, k, spk) in enumerate(zip(starts, ends, words_per_segment, who)):
         edges = np.linspace(s, e, k + 1)

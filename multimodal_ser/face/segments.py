@@ -121,11 +121,10 @@ def _window_means(energy: tuple[np.ndarray, np.ndarray], times: np.ndarray, half
     return np.where(counts > 0, sums / np.maximum(counts, 1), interpolated)
 
 
-def _speaking_face(faces: pd.DataFrame, energy, step: float) -> int:
-    """The face id most likely speaking among ``faces`` (rows of one segment); see face_segment_table."""
+def _speaking_face(faces: pd.DataFrame, energy, step: float) -> tuple[int, bool]:
+    """The face id most likely speaking among ``faces`` (rows of one segment), and whether the
+    speaking-face signal singled it out (step 2 of face_segment_table)."""
     ids = faces["face_id"].unique()
-    if len(ids) == 1:
-        return int(ids[0])
     mouths = {int(i): faces.loc[faces["face_id"] == i, ["time", "mouth_openness"]].dropna() for i in ids}
     movement = {face_id: float(m["mouth_openness"].std(ddof=0)) for face_id, m in mouths.items() if len(m) >= 2}
     talking = {face_id: m for face_id, m in movement.items() if m > SPEAKER_MIN_MOUTH_MOVEMENT}
@@ -138,11 +137,33 @@ def _speaking_face(faces: pd.DataFrame, energy, step: float) -> int:
                 if activity.std() > 0:
                     correlations[face_id] = float(np.corrcoef(mouth["mouth_openness"].to_numpy(), activity)[0, 1])
         if correlations and max(correlations.values()) >= SPEAKER_MIN_CORRELATION:
-            return max(correlations, key=correlations.get)
+            return max(correlations, key=correlations.get), True
+    if len(ids) == 1:
+        return int(ids[0]), False
     if talking:
-        return max(talking, key=talking.get)
+        return max(talking, key=talking.get), False
     areas = (faces["box_w"] * faces["box_h"]).groupby(faces["face_id"]).mean()
-    return int(areas.idxmax())
+    return int(areas.idxmax()), False
+
+
+def speaker_faces(speakers: pd.Series, face_speaker_ids: pd.Series) -> pd.Series:
+    """Per segment, the face track most often judged speaking over all segments of its speaker.
+
+    Args:
+        speakers: shape ``(n,)``, the grid's speaker labels (str, None where unknown).
+        face_speaker_ids: shape ``(n,)``, nullable int face ids (``face_speaker_id``).
+
+    Returns:
+        Nullable ``Int64`` Series of ``n`` (same index as ``speakers``): null where the segment has
+        no speaker, where no segment of that speaker has a judged face, or where two faces tie.
+    """
+    known = pd.DataFrame({"speaker": speakers.to_numpy(dtype=object), "face": face_speaker_ids.to_numpy(dtype=object)}).dropna()
+    chosen = {}
+    for speaker, group in known.groupby("speaker"):
+        counts = group["face"].value_counts()
+        if len(counts) == 1 or counts.iloc[0] > counts.iloc[1]:
+            chosen[speaker] = int(counts.index[0])
+    return pd.Series([chosen.get(s) for s in speakers], index=speakers.index, dtype="Int64")
 
 
 def face_segment_table(
@@ -163,13 +184,18 @@ def face_segment_table(
     3. else the talking face whose mouth moves most;
     4. else (nobody's mouth moves, or no mesh) the largest face (mean box area).
 
+    Only step 2 judges a face to be speaking (``face_speaker_id``); the other steps pick the face
+    to read the expression from, without saying that it speaks. Over the segments of each
+    ``speaker`` label, the face judged speaking most often is that speaker's face
+    (``speaker_face_id``, :func:`speaker_faces`). Faces are track numbers: nobody is identified.
+
     Its expression probabilities (calibrated per frame by the expression model) are averaged over
     the segment (renormalised), not multiplied: frames of one face are not independent evidence.
     So are its embeddings. A segment where no face is seen has ``face_present=False`` and nulls.
 
     Args:
         frames: the frames table from :meth:`FaceAnalyzer.analyze` (possibly empty).
-        grid: the segment grid (``start``, ``end`` in seconds; see :mod:`multimodal_ser.grid`).
+        grid: the segment grid (``start``, ``end`` in seconds, ``speaker``; see :mod:`multimodal_ser.grid`).
         speech_energy: optional DataFrame with ``time`` (s) and ``energy`` (any non-negative
             speech activity measure: RMS, VAD probability, ...), e.g. at 50 Hz.
 
@@ -177,12 +203,14 @@ def face_segment_table(
         :func:`multimodal_ser.grid.modality_table` for ``"face"``: ``face_present``,
         ``face_label``, ``face_confidence``, ``face_<label>``, ``face_embedding``; then
         ``face_frames`` (int, 0 where absent), ``face_static`` (nullable bool) and
-        ``face_quality`` (float in [0, 1], NaN where absent), see the module docstring.
+        ``face_quality`` (float in [0, 1], NaN where absent), see the module docstring;
+        ``face_speaker_id`` (nullable int: the face track judged speaking, step 2 above) and
+        ``speaker_face_id`` (nullable int: the face track of the segment's speaker).
     """
     needed = {"time", "face_id", "face_present", "box_w", "box_h", "mouth_openness", "face_embedding", *PROB_COLUMNS}
     if missing := needed - set(frames.columns):
         raise ValueError(f"frames lacks the columns {sorted(missing)}; expected a FaceAnalyzer frames table")
-    if missing := {"start", "end"} - set(grid.columns):
+    if missing := {"start", "end", "speaker"} - set(grid.columns):
         raise ValueError(f"grid lacks the columns {sorted(missing)}; expected a segment grid")
     energy = _valid_energy(speech_energy)
     faces = frames[frames["face_present"].astype(bool)]
@@ -194,6 +222,7 @@ def face_segment_table(
     n_frames = np.zeros(n, dtype=np.int64)
     static = np.zeros(n, dtype=bool)
     quality = np.full(n, np.nan)
+    speaking: list[int | None] = [None] * n
     embeddings = None
     if not faces.empty:
         embeddings = np.zeros((n, len(faces["face_embedding"].iloc[0])), dtype=np.float32)
@@ -207,7 +236,8 @@ def face_segment_table(
         if not inside.any():
             continue
         segment = faces[inside]
-        face_id = _speaking_face(segment, energy, step)
+        face_id, judged = _speaking_face(segment, energy, step)
+        speaking[i] = face_id if judged else None
         rows = segment[segment["face_id"] == face_id]
         mean = rows[PROB_COLUMNS].to_numpy(dtype=np.float64).mean(axis=0)
         probabilities[i] = mean / mean.sum()
@@ -226,4 +256,6 @@ def face_segment_table(
     table["face_frames"] = pd.array(np.where(present, n_frames, 0), dtype="int64")
     table["face_static"] = pd.array([bool(s) if p else None for s, p in zip(static, present)], dtype="boolean")
     table["face_quality"] = np.where(present, quality, np.nan)
+    table["face_speaker_id"] = pd.array(speaking, dtype="Int64")
+    table["speaker_face_id"] = speaker_faces(grid["speaker"].reset_index(drop=True), table["face_speaker_id"]).array
     return table

@@ -70,7 +70,8 @@ def recording(timeline: Timeline, name: str, summary: pd.DataFrame | None) -> di
         ``sentiments``, ``seg`` (column arrays per segment: ``s``, ``e`` (s), ``spk`` (index into
         speakers), ``txt``, ``voice``/``text``/``face``/``fused`` (index into labels, -1 absent) with
         ``voiceC``/``textC``/``faceC``/``conf`` (0-1), ``sent`` (index into sentiments), ``agr``,
-        ``from``), ``words`` (``s``, ``e``, ``w``), ``eng`` (:func:`engagement_series`),
+        ``from``), ``spkFace`` (per speaker, its face track from ``speaker_face_id``, or None),
+        ``words`` (``s``, ``e``, ``w``), ``eng`` (:func:`engagement_series`),
         ``present`` (lanes with any data), ``summary`` (whether a summary table came with it).
     """
     segments = timeline.segments.sort_values("start", kind="stable").reset_index(drop=True)
@@ -96,6 +97,7 @@ def recording(timeline: Timeline, name: str, summary: pd.DataFrame | None) -> di
         if prefix:
             seg[f"{key}C"] = _numbers(_column(segments, f"{prefix}confidence", np.nan))
     eng = engagement_series(timeline.frames)
+    faces = {s: int(f) for s, f in zip(_column(segments, "speaker"), _column(segments, "speaker_face_id")) if isinstance(s, str) and pd.notna(f)}
     present = {
         "speakers": bool(speakers), "words": bool(len(words)),
         "voice": max(seg["voice"], default=-1) >= 0, "words' emotion": max(seg["text"], default=-1) >= 0,
@@ -108,6 +110,7 @@ def recording(timeline: Timeline, name: str, summary: pd.DataFrame | None) -> di
         "duration": round(max(ends), 2),
         "pipeline": timeline.metadata.get("pipeline", "analyze"),
         "speakers": speakers,
+        "spkFace": [faces.get(s) for s in speakers],
         "labels": list(EMOTIONS),
         "sentiments": list(SENTIMENTS),
         "seg": seg,

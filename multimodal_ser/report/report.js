@@ -168,7 +168,7 @@
     i = hit(seg.s, seg.e, t);
     if (i < 0) { return ""; }
     function label(key, conf) { return seg[key][i] < 0 ? "-" : labels[seg[key][i]] + " " + pct(seg[conf][i]); }
-    return "<b>" + clock(seg.s[i]) + "-" + clock(seg.e[i]) + "</b>" + (seg.spk[i] >= 0 ? " " + esc(rec.speakers[seg.spk[i]]) : "") +
+    return "<b>" + clock(seg.s[i]) + "-" + clock(seg.e[i]) + "</b>" + (seg.spk[i] >= 0 ? " " + esc(rec.speakers[seg.spk[i]]) + (rec.spkFace[seg.spk[i]] !== null ? " (face " + rec.spkFace[seg.spk[i]] + ")" : "") : "") +
       (seg.txt[i] ? "<br>&ldquo;" + esc(seg.txt[i]) + "&rdquo;" : "") +
       "<br>voice: " + label("voice", "voiceC") + "; words: " + label("text", "textC") +
       (seg.sent[i] >= 0 ? " (" + rec.sentiments[seg.sent[i]] + ")" : "") + "; face: " + label("face", "faceC") +
