@@ -64,20 +64,17 @@ class Analyzer:
 
     def check(self) -> None:
         """Load or check what a bad option can break before any media is read: the fusion (its
-        ``fusion_weights`` file), the ASR language and beam size, and with the audio branch whether
-        the voice head can read this Whisper's encoder (both are loaded: the analysis needs them).
+        ``fusion_weights`` file) and the ASR language and beam size. (Whether the voice head can read
+        the chosen Whisper is checked when both are loaded, before the first window is encoded.)
 
         Raises:
-            ModelError: the fusion file is missing or invalid, or the voice head and encoder differ.
+            ModelError: the fusion file is missing or invalid.
             ValueError: an ASR option Whisper does not accept.
         """
         from .asr import AsrOptions
 
         AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
         self.models.fusion()
-        if "audio" in self.options.modalities:
-            encoder = self.models.encoder()
-            self.models.voice().check_encoder(encoder.n_layers, encoder.d_model)
 
     # --- the pass ------------------------------------------------------------------------------
 
@@ -189,6 +186,8 @@ class Analyzer:
             source.reset()
         transcriber, encoder = self.models.new_transcriber(), self.models.encoder()  # a fresh transcriber per recording
         voice = self.models.voice() if "audio" in self.options.modalities else None
+        if voice is not None:  # before any window is encoded or decoded
+            voice.check_encoder(encoder.n_layers, encoder.d_model)
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
         voices = SpeakerWindows(self.models.speakers()) if diarise else None
         blocks = energy.measure(_channel_blocks(info, channel))

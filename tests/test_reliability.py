@@ -302,11 +302,11 @@ def test_odd_transcript_is_analysed(tmp_path, capsys, shared_models, case):
 @pytest.mark.models
 @pytest.mark.slow
 def test_an_asr_model_the_voice_head_does_not_fit_is_one_line(tmp_path, capsys, shared_models):
-    """The voice head reads Whisper base's hidden states; tiny.en's are smaller: refused before any media is read."""
+    """The voice head reads Whisper base's hidden states; tiny.en's are smaller: refused before the first window is encoded."""
     media = write_wav(tmp_path / "talk.wav", tone(3.0))
     transcript = _write_bytes(tmp_path / "talk.srt", SRT_CUE.encode())
     status, err = _analyze(capsys, media, "--transcript", transcript, "--out", tmp_path / "out", "--modalities", "audio", "--asr-model", "tiny.en")
-    assert status == 2  # a bad option, found before any media is read
+    assert status == 1
     _assert_one_line(err, "the voice head expects an encoder")
     assert not (tmp_path / "out").exists()
 
