@@ -5,7 +5,9 @@
   :class:`~multimodal_ser.encoder.SpeechEncoder`; the voice features
   (:func:`multimodal_ser.voice.segment_features`) are read over the span from the first to the
   last speech region that voice activity detection finds in the window (the whole window when it
-  finds none), as the pipeline reads a VAD/ASR segment. The voice head is applied later
+  finds none), as the pipeline reads a VAD/ASR segment. Items of at most
+  :data:`~multimodal_ser.evaluation.packed.MAX_PACKED_SECONDS` are encoded several to one window
+  instead (:meth:`ItemRunner.prepare`, :mod:`multimodal_ser.evaluation.packed`). The voice head is applied later
   (:mod:`multimodal_ser.evaluation.predict`), so the cache keeps :class:`VoiceFeatures`.
 - **text**: the row's ``text`` when given, else the ASR transcript of the SAME encoded windows.
 - **face**: images through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze_image` (the largest
