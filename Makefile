@@ -33,9 +33,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	MSER_TEST_NO_WEIGHTS=1 $(PY) -m pytest -q -m "not slow and not models and not data"
 
+DATA ?= ../shared/data
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 	$(PY) benchmarks/batch_bench.py
+	if test -d $(DATA)/ravdess-speech-16k; then $(PY) benchmarks/evaluate_packing.py --data $(DATA) --n 60; \
+	else echo "evaluate_packing skipped: no $(DATA)/ravdess-speech-16k"; fi
 
 # Regenerate the lock from a working environment (maintainers only).
 lock:

@@ -90,15 +90,19 @@ class SpeechEncoder:
         return self.model.dims.n_audio_state
 
     @torch.inference_mode()
-    def encode(self, audio: np.ndarray, *, offset: float = 0.0) -> EncodedWindow:
-        """Encode up to 30 s of 16 kHz mono audio, shape ``(n_samples,)``, starting at ``offset`` s."""
+    def encode(self, audio: np.ndarray, *, offset: float = 0.0, normalise: bool | None = None) -> EncodedWindow:
+        """Encode up to 30 s of 16 kHz mono audio, shape ``(n_samples,)``, starting at ``offset`` s.
+
+        ``normalise`` overrides the encoder's own setting for this window (False: the pieces of a
+        packed window were already brought to the speech level one by one).
+        """
         from whisper.audio import log_mel_spectrogram, pad_or_trim
 
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono, shape (n_samples,), not {audio.shape}")
         if len(audio) > WINDOW_SAMPLES:
             raise ValueError(f"a window holds at most {WINDOW_SECONDS} s, not {len(audio) / SAMPLE_RATE:.2f} s")
-        audio = np.ascontiguousarray(normalise_loudness(audio) if self.normalise else audio, dtype=np.float32)
+        audio = np.ascontiguousarray(normalise_loudness(audio) if (self.normalise if normalise is None else normalise) else audio, dtype=np.float32)
         mel = log_mel_spectrogram(torch.from_numpy(pad_or_trim(audio)), self.model.dims.n_mels)
         encoder = self.model.encoder
         x = torch.nn.functional.gelu(encoder.conv1(mel[None]))

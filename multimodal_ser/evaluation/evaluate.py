@@ -35,6 +35,7 @@ def evaluate_manifest(
     text_head: str | os.PathLike | None = None,
     threads: int = 2,
     use_cache: bool = True,
+    pack: bool = True,
     progress: bool = True,
 ) -> Comparison:
     """``mser evaluate``: :func:`predict_manifest` then :func:`evaluate_predictions` (see both).
@@ -50,7 +51,8 @@ def evaluate_manifest(
     log.info("%d items, %d groups: %s", len(table), len(set(groups)), note or f"{used}-fold group cross-fitting")
     predictions = predict_manifest(
         manifest, modalities=modalities, asr_model=asr_model, language=language, images_are_face_crops=images_are_face_crops,
-        fps=fps, audio_head=audio_head, text_head=text_head, threads=threads, use_cache=use_cache, progress=progress,
+        fps=fps, audio_head=audio_head, text_head=text_head, threads=threads, use_cache=use_cache, pack=pack,
+        progress=progress,
     )
     result = evaluate_predictions(predictions, out_dir, folds=folds, seed=seed, by_group=by_group, bootstrap=bootstrap)
     result["manifest"] = predictions.model_ids.get("manifest")

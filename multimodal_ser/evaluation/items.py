@@ -5,7 +5,9 @@
   :class:`~multimodal_ser.encoder.SpeechEncoder`; the voice features
   (:func:`multimodal_ser.voice.segment_features`) are read over the span from the first to the
   last speech region that voice activity detection finds in the window (the whole window when it
-  finds none), as the pipeline reads a VAD/ASR segment. The voice head is applied later
+  finds none), as the pipeline reads a VAD/ASR segment. Items of at most
+  :data:`~multimodal_ser.evaluation.packed.MAX_PACKED_SECONDS` are encoded several to one window
+  instead (:meth:`ItemRunner.prepare`, :mod:`multimodal_ser.evaluation.packed`). The voice head is applied later
   (:mod:`multimodal_ser.evaluation.predict`), so the cache keeps :class:`VoiceFeatures`.
 - **text**: the row's ``text`` when given, else the ASR transcript of the SAME encoded windows.
 - **face**: images through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze_image` (the largest
@@ -19,6 +21,7 @@ error. A row whose media file does not exist but that has ``text`` is a text-onl
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +196,21 @@ def _face_branch(models: Models, path: Path, start: float, end: float, memo: dic
     return BranchOutput(probabilities, np.asarray(table["face_embedding"].iloc[0], dtype=np.float32), float(table["face_quality"].iloc[0]))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What :class:`ItemRunner` will do with one manifest row."""
+
+    path: Path
+    start: float
+    end: float
+    kind: str
+    key: str | None
+    """the file's sha256 (None without a file)."""
+    given_text: str
+    want_audio: bool
+    want_asr: bool
+
+
 class ItemRunner:
     """Runs the requested branches on one manifest row at a time, through the cache.
 
@@ -202,22 +220,20 @@ class ItemRunner:
         ids: the cache-key ids of each pass: ``audio`` (``encoder``, ``features``), ``asr``, ``face``.
         modalities: the branches to run.
         images_are_face_crops: classify whole images instead of detecting faces in them.
+        pack: let :meth:`prepare` encode short items several to a window (:mod:`.packed`).
     """
 
-    def __init__(self, models: Models, cache: PredictionCache, ids: dict, modalities: tuple[str, ...], *, images_are_face_crops: bool):
-        self.models, self.cache, self.ids, self.modalities = models, cache, ids, modalities
+    def __init__(self, models: Models, cache: PredictionCache, ids: dict, modalities: tuple[str, ...], *,
+                 images_are_face_crops: bool, pack: bool):
+        self.models, self.cache, self.ids, self.modalities, self.pack = models, cache, ids, modalities, pack
         self.hashes: dict = {}
         self.audio_memo: dict = {}
         self.face_memo: dict = {"crops": images_are_face_crops}
+        self.packed: dict[int, tuple[VoiceFeatures | None, str | None]] = {}
+        """``{row index: (voice features, transcript)}`` computed by :meth:`prepare`, taken by :meth:`run`."""
 
-    def run(self, row: pd.Series, index: int) -> ItemPrediction:
-        """The item's branch outputs (the voice as features: the head is applied afterwards).
-
-        Raises:
-            MediaError and others: a bad item (the caller counts it as failed).
-        """
+    def _plan(self, row: pd.Series) -> _Plan:
         path = Path(row["path"])
-        start, end = float(row["start"]), float(row["end"])
         given_text = row["text"] if isinstance(row["text"], str) else ""
         if not path.is_file():
             if not (given_text.strip() and "text" in self.modalities):
@@ -227,43 +243,98 @@ class ItemRunner:
             suffix = path.suffix.lower()
             kind = "image" if suffix in IMAGE_EXTENSIONS else "video" if suffix in VIDEO_EXTENSIONS else "audio"
             key = file_key(path, self.hashes)
-        item = ItemPrediction(index=index, group=row["group"], kind=kind)
         speech = kind in ("audio", "video")
-        want_audio = "audio" in self.modalities and speech
-        want_asr = "text" in self.modalities and speech and not given_text.strip()
-        item.voice, transcript = self._speech(path, key, start, end, want_audio=want_audio, want_asr=want_asr)
+        return _Plan(
+            path, float(row["start"]), float(row["end"]), kind, key, given_text,
+            want_audio="audio" in self.modalities and speech,
+            want_asr="text" in self.modalities and speech and not given_text.strip(),
+        )
+
+    def prepare(self, rows: Sequence[tuple[int, pd.Series]]) -> None:
+        """Encode the short items of ``rows`` (``(row index, row)``) whose speech passes are not
+        cached, packed several to a window, for :meth:`run` to take; nothing without ``pack``.
+
+        An item that cannot be read here is left to :meth:`run`, which reports why.
+        """
+        from ..loudness import normalise_loudness
+        from .packed import MAX_PACKED_SECONDS, Clip, packed_passes
+
+        if not self.pack:
+            return
+        clips, indices = [], []
+        for index, row in rows:
+            try:
+                plan = self._plan(row)
+                voice, transcript, _, _ = self._cached_speech(plan)
+                want_features, want_asr = plan.want_audio and voice is None, plan.want_asr and transcript is None
+                if not (want_features or want_asr):
+                    continue
+                samples = _item_audio(plan.path, plan.start, plan.end, self.audio_memo)
+            except Exception:  # run() meets the same error and reports it
+                continue
+            if samples is None or len(samples) > MAX_PACKED_SECONDS * SAMPLE_RATE:
+                continue
+            speech = _speech_span(self.models, samples, 0.0)
+            if self.models.encoder().normalise:
+                samples = normalise_loudness(samples)
+            clips.append(Clip(samples, speech, want_features, want_asr))
+            indices.append(index)
+        for index, result in zip(indices, packed_passes(self.models, clips), strict=True):
+            voice = None if result.features is None else VoiceFeatures(result.features[None], np.array([result.seconds]))
+            self.packed[index] = (voice, result.transcript)
+
+    def run(self, row: pd.Series, index: int) -> ItemPrediction:
+        """The item's branch outputs (the voice as features: the head is applied afterwards).
+
+        Raises:
+            MediaError and others: a bad item (the caller counts it as failed).
+        """
+        plan = self._plan(row)
+        item = ItemPrediction(index=index, group=row["group"], kind=plan.kind)
+        item.voice, transcript = self._speech(plan, self.packed.pop(index, None))
         if "text" in self.modalities:
-            if given_text.strip():
-                item.text, item.text_source = given_text, "manifest"
-            elif want_asr:
+            if plan.given_text.strip():
+                item.text, item.text_source = plan.given_text, "manifest"
+            elif plan.want_asr:
                 item.text, item.text_source = transcript, "asr"
         if "face" in self.modalities:
-            item.branches["face"] = self._face(path, key, start, end) if kind in ("image", "video") else BranchOutput()
+            face = plan.kind in ("image", "video")
+            item.branches["face"] = self._face(plan.path, plan.key, plan.start, plan.end) if face else BranchOutput()
         return item
 
-    def _speech(self, path: Path, key, start: float, end: float, *, want_audio: bool, want_asr: bool):
-        """Voice features and the ASR transcript, from the cache or from one encoder pass per window."""
+    def _cached_speech(self, plan: _Plan) -> tuple[VoiceFeatures | None, str | None, str | None, str | None]:
+        """``(voice features, transcript, features key, ASR key)``: what the cache holds (None: not
+        wanted or not cached) and where the item's results go."""
         voice, transcript, features_key, asr_key = None, None, None, None
-        if want_audio:
+        if plan.want_audio:
             ids = self.ids["audio"]
-            features_key = self.cache.key("voice-features", key, start, end, ids["encoder"], ids["features"])
+            features_key = self.cache.key("voice-features", plan.key, plan.start, plan.end, ids["encoder"], ids["features"])
             cached = self.cache.get("voice-features", features_key)
             voice = None if cached is None else VoiceFeatures.from_arrays(cached)
-        if want_asr:
-            asr_key = self.cache.key("asr", key, start, end, self.ids["asr"])
+        if plan.want_asr:
+            asr_key = self.cache.key("asr", plan.key, plan.start, plan.end, self.ids["asr"])
             cached = self.cache.get("asr", asr_key)
             transcript = None if cached is None else str(cached["text"])
-        need_features, need_asr = want_audio and voice is None, want_asr and transcript is None
+        return voice, transcript, features_key, asr_key
+
+    def _speech(self, plan: _Plan, packed: tuple[VoiceFeatures | None, str | None] | None):
+        """Voice features and the ASR transcript: from the cache, from :meth:`prepare`'s ``packed``
+        pass, or from one encoder pass per window of the item alone."""
+        voice, transcript, features_key, asr_key = self._cached_speech(plan)
+        need_features, need_asr = plan.want_audio and voice is None, plan.want_asr and transcript is None
         if not (need_features or need_asr):
             return voice, transcript
-        samples = _item_audio(path, start, end, self.audio_memo)
-        if samples is None:  # a video without sound
-            computed_voice, computed_text = NO_VOICE, ""
+        if packed is not None:
+            computed_voice, computed_text = packed
         else:
-            offset = 0.0 if np.isnan(start) else start
-            computed_voice, computed_text = _speech_passes(
-                self.models, samples, offset, want_features=need_features, want_asr=need_asr
-            )
+            samples = _item_audio(plan.path, plan.start, plan.end, self.audio_memo)
+            if samples is None:  # a video without sound
+                computed_voice, computed_text = NO_VOICE, ""
+            else:
+                offset = 0.0 if np.isnan(plan.start) else plan.start
+                computed_voice, computed_text = _speech_passes(
+                    self.models, samples, offset, want_features=need_features, want_asr=need_asr
+                )
         if need_features:
             voice = computed_voice
             self.cache.put("voice-features", features_key, **voice.arrays())

@@ -26,21 +26,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ...encoder import WINDOW_SAMPLES
 from ...errors import ManifestError
 from ...evaluation.datasets import ravdess_manifest, turev_manifest, urdu_manifest
 from ...labels import RAVDESS_8
 from ...media import SAMPLE_RATE, load_audio
+from ...packing import CONTEXT_SECONDS, GAP_SECONDS, pack
 from .conditions import ISOLATED, NOISE_KINDS, Condition, transform_clip
 
 TRIM_TOP_DB = 40.0
 """dB below a clip's peak frame that counts as silence when locating its speech."""
-CONTEXT_SECONDS = 0.3
-"""seconds of the clip's own audio kept on each side of its speech inside the window."""
 SEGMENT_PAD_SECONDS = 0.1
 """seconds added on each side of the speech span to make the segment (a VAD-like margin)."""
-GAP_SECONDS = 0.5
-"""seconds of silence between two clips packed into one window."""
 BABBLE_TALKERS = 5
 """utterances (of speakers other than the clip's) summed into babble noise."""
 ISOLATED_SHARE: dict[str, float] = {"ravdess": 0.15, "turev-db": 0.12, "urdu": 0.6}
@@ -202,32 +198,26 @@ def speech_span(audio: np.ndarray) -> tuple[int, int]:
 
 
 def pack_windows(corpus: Corpus, *, seed: int) -> list[list[Placed]]:
-    """Pack each speaker's clips, in a seeded random order, into windows of at most 30 s."""
+    """Pack each speaker's clips, in a seeded random order, into windows of at most 30 s (:func:`multimodal_ser.packing.pack`)."""
     rng = np.random.default_rng(seed)
     context = int(CONTEXT_SECONDS * SAMPLE_RATE)
-    gap = int(GAP_SECONDS * SAMPLE_RATE)
     groups = corpus.groups
     windows: list[list[Placed]] = []
     for g in sorted(set(groups)):
-        current: list[Placed] = []
-        cursor = 0
-        for i in rng.permutation(np.flatnonzero(groups == g)):
-            s0, s1 = corpus.speech[i]
-            first, last = max(s0 - context, 0), min(s1 + context, len(corpus.audios[i]))
-            if last - first > WINDOW_SAMPLES:
-                raise ValueError(f"{corpus.names[i]}: {(last - first) / SAMPLE_RATE:.1f} s of speech do not fit one window")
-            if current and cursor + last - first > WINDOW_SAMPLES:
-                windows.append(current)
-                current, cursor = [], 0
-            at = cursor - first  # window sample of the clip's sample 0
-            segment = (
-                max((at + s0) / SAMPLE_RATE - SEGMENT_PAD_SECONDS, cursor / SAMPLE_RATE),
-                min((at + s1) / SAMPLE_RATE + SEGMENT_PAD_SECONDS, (at + last) / SAMPLE_RATE),
-            )
-            current.append(Placed(int(i), first, last, cursor, segment))
-            cursor += last - first + gap
-        if current:
-            windows.append(current)
+        order = rng.permutation(np.flatnonzero(groups == g))
+        cuts = [(max(corpus.speech[i][0] - context, 0), min(corpus.speech[i][1] + context, len(corpus.audios[i]))) for i in order]
+        for layout in pack([last - first for first, last in cuts], gap=int(GAP_SECONDS * SAMPLE_RATE)):
+            placed = []
+            for k, cursor in layout:
+                i, (first, last) = order[k], cuts[k]
+                s0, s1 = corpus.speech[i]
+                at = cursor - first  # window sample of the clip's sample 0
+                segment = (
+                    max((at + s0) / SAMPLE_RATE - SEGMENT_PAD_SECONDS, cursor / SAMPLE_RATE),
+                    min((at + s1) / SAMPLE_RATE + SEGMENT_PAD_SECONDS, (at + last) / SAMPLE_RATE),
+                )
+                placed.append(Placed(int(i), first, last, cursor, segment))
+            windows.append(placed)
     return windows
 
 

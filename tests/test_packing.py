@@ -1,0 +1,129 @@
+"""Short clips packed into shared encoder windows: the layout, the mapping of results back to each
+item in ``mser evaluate``, and (slow) the agreement of packed and solo voice predictions on RAVDESS."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from multimodal_ser.asr import AsrSegment, Word
+from multimodal_ser.encoder import WINDOW_SAMPLES, EncodedWindow
+from multimodal_ser.evaluation.cache import PredictionCache
+from multimodal_ser.evaluation.items import ItemRunner
+from multimodal_ser.media import SAMPLE_RATE
+from multimodal_ser.packing import GAP_SAMPLES, pack
+
+
+def test_pack_puts_every_piece_whole_in_one_window_in_order():
+    lengths = np.random.default_rng(0).integers(SAMPLE_RATE // 2, 9 * SAMPLE_RATE, size=200)
+    windows = pack(lengths)
+    assert [k for window in windows for k, _ in window] == list(range(len(lengths)))
+    for window, following in zip(windows, windows[1:] + [None]):
+        ends = [at + lengths[k] for k, at in window]
+        assert window[0][1] == 0 and max(ends) <= WINDOW_SAMPLES
+        assert all(at >= end + GAP_SAMPLES for (_, at), end in zip(window[1:], ends))
+        if following is not None:  # a window is closed only when the next piece does not fit it
+            assert ends[-1] + GAP_SAMPLES + lengths[following[0][0]] > WINDOW_SAMPLES
+
+
+def test_pack_refuses_a_piece_longer_than_a_window():
+    with pytest.raises(ValueError, match="piece 1"):
+        pack([SAMPLE_RATE, WINDOW_SAMPLES + 1])
+
+
+class _Encoder:
+    """Every layer's state at a frame is the RMS of the window's audio over that frame."""
+
+    normalise = False  # keeps each clip's level, which identifies it
+
+    def __init__(self):
+        self.windows: list[float] = []
+
+    def encode(self, audio, *, offset=0.0, normalise=None):
+        self.windows.append(len(audio) / SAMPLE_RATE)
+        padded = np.zeros(WINDOW_SAMPLES, np.float32)
+        padded[: len(audio)] = audio
+        rms = torch.from_numpy(np.sqrt(np.mean(padded.reshape(1500, 320) ** 2, axis=1)))
+        hidden = rms[None, :, None].expand(2, 1500, 2).clone()
+        return EncodedWindow(offset, len(audio) / SAMPLE_RATE, np.asarray(audio, np.float32), hidden[-1], hidden)
+
+
+class _Transcriber:
+    """One word per stretch of sound, at its place: the stretch's level in hundredths."""
+
+    language = "en"
+
+    def transcribe(self, window):
+        loud = np.abs(window.audio) > 0
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(int), [0]])))
+        words = [
+            Word(f" {round(float(window.audio[a]) * 100)}", window.offset + a / SAMPLE_RATE, window.offset + b / SAMPLE_RATE, 1.0)
+            for a, b in zip(edges[::2], edges[1::2])
+        ]
+        return [AsrSegment(words[0].start, words[-1].end, "".join(w.word for w in words), tuple(words), 0.0, 0.0)] if words else []
+
+
+class _Vad:
+    def extent(self, samples):
+        loud = np.flatnonzero(np.abs(samples) > 0)
+        return loud[0] / SAMPLE_RATE, (loud[-1] + 1) / SAMPLE_RATE
+
+
+class _Models:
+    language = "en"
+
+    def __init__(self):
+        self._encoder, self._transcriber, self._vad = _Encoder(), _Transcriber(), _Vad()
+
+    def encoder(self):
+        return self._encoder
+
+    def transcriber(self):
+        return self._transcriber
+
+    def vad(self):
+        return self._vad
+
+
+def test_packed_items_get_their_own_features_and_words_back(tmp_path):
+    rng = np.random.default_rng(1)
+    levels = np.arange(1, 16) / 100
+    rows = []
+    for i, level in enumerate(levels):
+        seconds = 10.0 if i == 7 else int(rng.integers(90, 200)) * 0.02  # whole frames, speech over 0.5 s; item 7 is too long to pack
+        audio = np.zeros(int(seconds * SAMPLE_RATE), np.float32)
+        audio[int(0.6 * SAMPLE_RATE) : -int(0.5 * SAMPLE_RATE)] = level  # speech: a steady level between silences
+        sf.write(tmp_path / f"clip{i}.wav", audio, SAMPLE_RATE, subtype="FLOAT")
+        rows.append({"path": str(tmp_path / f"clip{i}.wav"), "start": np.nan, "end": np.nan, "group": "a", "text": None})
+    table = pd.DataFrame(rows)
+    models = _Models()
+    ids = {"audio": {"encoder": "fake", "features": {}}, "asr": {}}
+    runner = ItemRunner(models, PredictionCache(None), ids, ("audio", "text"), images_are_face_crops=False, pack=True)
+    runner.prepare(list(table.iterrows()))
+    assert len(models.encoder().windows) == 2  # the 14 short items share 2 windows; item 7 waits for its own
+    for index in np.random.default_rng(2).permutation(len(table)):
+        item = runner.run(table.iloc[index], int(index))
+        assert item.voice.features[0, 0] == pytest.approx(levels[index], abs=1e-6)
+        assert item.text == str(round(levels[index] * 100))
+    assert len(models.encoder().windows) == 3 and models.encoder().windows[-1] == pytest.approx(10.0)
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_packed_and_solo_voice_predictions_of_ravdess_clips_agree(shared_data):
+    from multimodal_ser.evaluation import predict_manifest
+    from multimodal_ser.evaluation.datasets import ravdess_manifest
+    from multimodal_ser.labels import EMOTIONS
+
+    manifest = ravdess_manifest(shared_data / "ravdess-speech-16k").sample(n=10, random_state=0).sort_values("path")
+    columns = [f"audio_{label}" for label in EMOTIONS]
+    solo, packed = (
+        predict_manifest(manifest, modalities=("audio",), use_cache=False, pack=pack, progress=False).table[columns].to_numpy()
+        for pack in (False, True)
+    )
+    # on 60 clips (benchmarks/evaluate_packing.py): mean |dp| 0.038, argmax agreement 0.90
+    assert np.abs(solo - packed).mean() < 0.06
+    assert np.mean(solo.argmax(1) == packed.argmax(1)) >= 0.8
