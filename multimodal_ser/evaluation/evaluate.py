@@ -35,7 +35,7 @@ def evaluate_manifest(
     text_head: str | os.PathLike | None = None,
     threads: int = 2,
     use_cache: bool = True,
-    pack: bool = True,
+    pack: bool = False,
     progress: bool = True,
 ) -> Comparison:
     """``mser evaluate``: :func:`predict_manifest` then :func:`evaluate_predictions` (see both).

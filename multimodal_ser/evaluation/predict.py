@@ -78,7 +78,7 @@ def predict_manifest(
     text_head: str | os.PathLike | None = None,
     threads: int = 2,
     use_cache: bool = True,
-    pack: bool = True,
+    pack: bool = False,
     progress: bool = True,
 ) -> Predictions:
     """Run each requested branch once on every item of a labelled manifest (see the module docstring).
@@ -129,7 +129,7 @@ def predict_manifest(
         }
     if "text" in modalities:
         ids["asr"] = {"engine": "ctranslate2", **models.whisper_id(), "language": language, "beam_size": 5}
-    if pack:  # a packed item's results differ (within noise) from its results alone
+    if pack:  # a packed item's results differ from its results alone
         layout = [MAX_PACKED_SECONDS, CONTEXT_SECONDS, GAP_SECONDS]
         if "audio" in ids:
             ids["audio"]["features"]["packed"] = layout
