@@ -19,6 +19,7 @@ from media_factory import write_wav
 from multimodal_ser import AnalysisOptions, ManifestError, MserError
 from multimodal_ser.batch import open_table, read_inputs, run_batch
 from multimodal_ser.batch.dataset import RECORDS, BatchDataset
+from multimodal_ser.batch.engines import WORKER_DIED, Outcome, run_local, run_ray
 from multimodal_ser.batch.items import make_item, recording_id
 from multimodal_ser.cli import main
 from multimodal_ser.timeline import Timeline
@@ -142,6 +143,50 @@ def test_address_without_ray_is_refused(tmp_path, capsys):
 
 
 # --- real runs ---------------------------------------------------------------------------------
+
+
+# --- a worker that dies -------------------------------------------------------------------------
+
+
+def _work_or_die(job):
+    """A worker's work in the tests below: its process dies on a file named ``crash*``; any other
+    job succeeds at once (reason ``ok <name>``) without analysing anything."""
+    index, path = job
+    if path.name.startswith("crash"):
+        os._exit(9)  # as a segfault or the OOM killer would: no exception, no cleanup
+    return Outcome(index, None, f"ok {path.name}", 0.0)
+
+
+class _ActorOrDie:
+    """A Ray actor class whose process dies as :func:`_work_or_die` does."""
+
+    def __init__(self, options):
+        pass
+
+    def analyze(self, job):
+        return _work_or_die(job)
+
+
+JOBS = [(i, Path(name)) for i, name in enumerate(["a.wav", "crash.wav", "b.wav", "c.wav", "d.wav", "e.wav"])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dead_worker_fails_only_its_item_and_the_batch_goes_on(workers):
+    outcomes = {o.index: o.reason for o in run_local(JOBS, AnalysisOptions(threads=1), workers, work=_work_or_die)}
+    assert outcomes == {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in JOBS}
+
+
+@pytest.mark.slow
+def test_a_dead_ray_actor_fails_only_its_item_and_is_restarted():
+    ray = pytest.importorskip("ray")
+    here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}  # the actors import this module
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", runtime_env=here)
+    try:  # one actor: the items after the crash run on it restarted
+        outcomes = {o.index: o.reason for o in run_ray(JOBS, AnalysisOptions(threads=1), 1, None, worker=_ActorOrDie)}
+    finally:
+        ray.shutdown()
+    assert outcomes == {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in JOBS}
 
 
 @pytest.mark.slow

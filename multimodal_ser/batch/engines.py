@@ -7,13 +7,15 @@ media at the same path (shared storage), not write access to the output.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -102,14 +104,50 @@ def default_workers() -> int:
     return max(1, min(usable_cores(), int(available_memory() // WORKER_MEMORY)))
 
 
-def run_local(jobs: list[Job], options: AnalysisOptions, workers: int) -> Iterator[Outcome]:
-    """Analyse ``jobs`` on ``workers`` spawned processes; yields outcomes as they finish."""
+WORKER_DIED = "the worker analysing it died (killed, out of memory, or a crash in native code)"
+
+
+def run_local(jobs: list[Job], options: AnalysisOptions, workers: int, *, work: Callable[[Job], Outcome] = _work) -> Iterator[Outcome]:
+    """Analyse ``jobs`` on ``workers`` spawned processes; yields outcomes as they finish.
+
+    A worker that dies (killed, out of memory, a crash in native code) takes the pool down with it
+    and no exception says which item did it. Then the items in flight are tried again, each alone in
+    a fresh process, so the one that kills its worker fails with that reason and the others finish;
+    the items still queued go on in a fresh pool. ``work`` runs one job in a worker (tests replace it).
+    """
+    queue = collections.deque(jobs)
+    while queue:
+        in_flight = yield from _run_pool(queue, options, workers, work)
+        for job in in_flight:
+            if len(in_flight) == 1 or (yield from _run_pool(collections.deque([job]), options, 1, work)):
+                yield Outcome(job[0], None, f"{job[1]}: {WORKER_DIED}", 0.0)
+
+
+def _run_pool(queue: collections.deque[Job], options: AnalysisOptions, workers: int, work: Callable[[Job], Outcome]):
+    """Run jobs from ``queue`` in one pool, at most ``workers`` at a time (so those in flight are
+    known), yielding their outcomes; returns the jobs in flight when a worker died ([] otherwise)."""
     context = multiprocessing.get_context("spawn")  # no fork of a parent holding threads or models
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(options,))
-    try:  # as_completed drops each future it yields: a committed timeline is not kept until the end
-        for future in as_completed([pool.submit(_work, job) for job in jobs]):
-            yield future.result()
-    finally:  # stopped early (Ctrl-C, a failed commit): wait for the items running, not for the queue
+    running: dict[Future, Job] = {}
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                job = queue.popleft()
+                running[pool.submit(work, job)] = job
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                done, _ = wait(running)  # a dead worker fails every job in flight
+            in_flight = []
+            for future in done:  # yielded one by one: a committed timeline is not kept until the end
+                job = running.pop(future)
+                if isinstance(future.exception(), BrokenProcessPool):
+                    in_flight.append(job)
+                else:
+                    yield future.result()
+            if in_flight:
+                return in_flight
+        return []
+    finally:  # stopped early (Ctrl-C, a failed commit, a dead worker): wait for the items running, not for the queue
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -128,16 +166,18 @@ class _Worker:
         return analyze_job(self.analyzer, job)
 
 
-def run_ray(jobs: list[Job], options: AnalysisOptions, workers: int | None, address: str | None) -> Iterator[Outcome]:
+def run_ray(
+    jobs: list[Job], options: AnalysisOptions, workers: int | None, address: str | None, *, worker: type = _Worker
+) -> Iterator[Outcome]:
     """Analyse ``jobs`` on Ray actors of ``options.threads`` CPUs each; yields outcomes as they finish.
 
     Connects to the cluster at ``address`` (``auto``, ``host:port``) unless Ray is already
     initialised in this process; None starts a new local Ray instance. ``workers`` None: as many
-    actors as the cluster's CPUs hold.
+    actors as the cluster's CPUs hold. ``worker`` is the actor class (tests replace it).
     """
     try:
         import ray
-        from ray.util import ActorPool
+        from ray.exceptions import RayActorError
     except ImportError as e:
         raise MserError("--engine ray needs Ray: pip install 'multimodal-ser[batch]'") from e
     if not ray.is_initialized():
@@ -149,10 +189,26 @@ def run_ray(jobs: list[Job], options: AnalysisOptions, workers: int | None, addr
             raise MserError(f"cannot connect to the Ray cluster at {address}: {one_line(str(e))}") from e
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1) // options.threads))
-    actor = ray.remote(num_cpus=options.threads)(_Worker)
+    actor = ray.remote(num_cpus=options.threads)(worker)
     actors = [actor.remote(options) for _ in range(min(workers, len(jobs)))]
+    idle, queue, running = list(actors), collections.deque(jobs), {}  # running: ObjectRef -> (actor, job)
     try:
-        yield from ActorPool(actors).map_unordered(lambda a, job: a.analyze.remote(job), jobs)
+        while queue or running:
+            while queue and idle:
+                job = queue.popleft()
+                a = idle.pop()
+                running[a.analyze.remote(job)] = (a, job)
+            [ref], _ = ray.wait(list(running), num_returns=1)
+            a, job = running.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except RayActorError:  # its process died: the item fails, a new actor takes the next
+                outcome = Outcome(job[0], None, f"{job[1]}: {WORKER_DIED}", 0.0)
+                ray.kill(a)
+                a = actor.remote(options)
+                actors.append(a)
+            idle.append(a)
+            yield outcome
     finally:  # the models leave the cluster with the batch
         for a in actors:
             ray.kill(a)
