@@ -34,6 +34,9 @@ from .tracking import FaceTracker
 
 logger = logging.getLogger(__name__)
 
+EXPRESSION_BATCH = 64
+"""faces whose crops the expression network reads in one call (a few seconds of video at 4 fps)."""
+
 ProgressCallback = Callable[[float, "float | None"], None]
 """``progress(time_done_s, duration_s)``, called after each sampled frame; duration may be None."""
 
@@ -149,41 +152,44 @@ class FaceAnalyzer:
             self._mediapipe_sums = check_mediapipe_models()
         return MediaPipeGraphs(self.min_detection_confidence)
 
-    def _frame_rows(
-        self, time: float, frame_size: tuple[int, int], faces: list[Face], ids: list[int], crops: np.ndarray
-    ) -> list[dict]:
-        """Rows of one sampled frame; ``crops`` ``(n_faces, s, s)`` are the faces' expression inputs
-        (None without the expression network)."""
+    def _frame_rows(self, time: float, frame_size: tuple[int, int], faces: list[Face], ids: list[int]) -> list[dict]:
+        """Rows of one sampled frame, one per face (or one no-face row), without the expression columns."""
         if not faces:
             return [{"time": time, "face_id": -1, "face_present": False}]
         height, width = frame_size
-        probs, embeddings = self.expression.predict(crops) if crops is not None else ([None] * len(faces), [None] * len(faces))
         rows = []
-        for face, face_id, p, embedding in zip(faces, ids, probs, embeddings):
+        for face, face_id in zip(faces, ids):
             bx, by, bw, bh = clip_box(face.box, width, height)
             row = {"time": time, "face_id": face_id, "box_x": bx, "box_y": by, "box_w": bw, "box_h": bh, "face_present": True}
-            if p is not None:
-                best = int(np.argmax(p))
-                row.update({"face_label": EMOTIONS[best], "face_confidence": p[best], **dict(zip(PROB_COLUMNS, p)), "face_embedding": embedding})
             if face.landmarks is not None:
                 row.update(face_geometry(face.landmarks, width, height, self.gaze_tolerance_deg))
             rows.append(row)
         return rows
 
-    def _analyze_rgb(self, time: float, rgb: np.ndarray, graphs: MediaPipeGraphs, tracker: FaceTracker | None) -> list[dict]:
-        """Detect, mesh, track (or number 0, 1, ... without a tracker) and describe the faces of one frame."""
+    def _add_expressions(self, rows: list[dict], crops: list[np.ndarray]) -> None:
+        """Fill the expression columns of face ``rows`` from their crops (each ``(s, s)`` uint8), in
+        one batch: the network costs little per face and much per call."""
+        if not rows:
+            return
+        probs, embeddings = self.expression.predict(np.stack(crops))
+        for row, p, embedding in zip(rows, probs, embeddings):
+            best = int(np.argmax(p))
+            row.update({"face_label": EMOTIONS[best], "face_confidence": p[best], **dict(zip(PROB_COLUMNS, p)), "face_embedding": embedding})
+
+    def _analyze_rgb(
+        self, time: float, rgb: np.ndarray, graphs: MediaPipeGraphs, tracker: FaceTracker | None
+    ) -> tuple[list[dict], list[np.ndarray]]:
+        """Detect, mesh, track (or number 0, 1, ... without a tracker) and describe the faces of one
+        frame: its rows, and the expression crops of its face rows (none without the network)."""
         faces = detect_faces(rgb, graphs, min_face_px=self.min_face_px, max_faces=self.max_faces)
         for face in faces:
             add_landmarks(rgb, face, graphs.mesh)
         ids = tracker.assign(time, [f.box for f in faces]) if tracker is not None else list(range(len(faces)))
-        crops = None
-        if self.with_expression:
+        crops = []
+        if self.with_expression and faces:
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-            size = self.expression.input_size
-            crops = np.zeros((len(faces), size, size), dtype=np.uint8)
-            for i, face in enumerate(faces):
-                crops[i] = aligned_crop(gray, face, size=size, margin=self.crop_margin)
-        return self._frame_rows(time, rgb.shape[:2], faces, ids, crops)
+            crops = [aligned_crop(gray, face, size=self.expression.input_size, margin=self.crop_margin) for face in faces]
+        return self._frame_rows(time, rgb.shape[:2], faces, ids), crops
 
     def analyze(self, path: str | os.PathLike, *, progress: ProgressCallback | None = None) -> pd.DataFrame:
         """The frames table of a recording: one row per face per sampled frame.
@@ -218,11 +224,20 @@ class FaceAnalyzer:
         duration = probe_video(path).duration
         tracker = FaceTracker(self.track_max_gap_s)
         rows: list[dict] = []
+        waiting, crops = [], []  # face rows awaiting the expression network, and their crops
         with self._graphs() as graphs:
             for time, rgb in iter_frames(path, fps=self.fps):
-                rows.extend(self._analyze_rgb(time, rgb, graphs, tracker))
+                frame_rows, frame_crops = self._analyze_rgb(time, rgb, graphs, tracker)
+                rows.extend(frame_rows)
+                if frame_crops:
+                    waiting.extend(frame_rows)
+                    crops.extend(frame_crops)
+                if len(crops) >= EXPRESSION_BATCH:
+                    self._add_expressions(waiting, crops)
+                    waiting, crops = [], []
                 if progress is not None:
                     progress(time, duration)
+        self._add_expressions(waiting, crops)
         table = frames_table(rows, blink_ratio=self.blink_ratio, window_s=self.engagement_window_s)
         logger.info(
             "%s: %d sampled frames, %d with a face, %d face ids",
@@ -265,9 +280,11 @@ class FaceAnalyzer:
             size = self.expression.input_size
             gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
             crop = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if width > size else cv2.INTER_LINEAR)
-            rows = self._frame_rows(0.0, (height, width), [face], [0], crop[None])
+            rows, crops = self._frame_rows(0.0, (height, width), [face], [0]), [crop]
         else:
             with self._graphs() as graphs:
-                rows = self._analyze_rgb(0.0, rgb, graphs, tracker=None)
+                rows, crops = self._analyze_rgb(0.0, rgb, graphs, tracker=None)
+        if crops:
+            self._add_expressions(rows, crops)
         return still_frames_table(rows)
 

@@ -217,10 +217,11 @@ class ExpressionModel:
         if crops.shape[1:] != (self.input_size, self.input_size):
             crops = np.stack([cv2.resize(c, (self.input_size, self.input_size)) for c in crops])
         x = torch.from_numpy((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[:, None]
-        out, embedding = self._forward(x)
-        if self.mirror_average:
-            mirrored_out, mirrored_embedding = self._forward(torch.flip(x, dims=[3]))
-            out, embedding = (out + mirrored_out) / 2, (embedding + mirrored_embedding) / 2
+        if self.mirror_average:  # one batch of the crops and their mirror images: half the calls
+            out, embedding = self._forward(torch.cat([x, torch.flip(x, dims=[3])]))
+            out, embedding = (out[:n] + out[n:]) / 2, (embedding[:n] + embedding[n:]) / 2
+        else:
+            out, embedding = self._forward(x)
         out = out.double().numpy()
         if self.temperature != 1.0:
             out = apply_temperature(out, self.temperature)
