@@ -3,15 +3,20 @@
     media ─► audio 16 kHz ─► VAD regions (or the user's transcript) ─► windows of ≤30 s
                                    └─► Whisper encoder, once per window ─┬─► ASR: segments + words
                                                                           └─► voice emotion per segment
+    video frames ─► faces, meshes, tracks (in a thread meanwhile) ─────────► face expression
     segments + silent stretches ─► grid ─► text emotion, face expression ─► fusion ─► Timeline
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import logging
 import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -107,17 +112,18 @@ class Analyzer:
         known = read_transcript(transcript, media_duration=info.duration) if transcript is not None else None
         energy = _SpeechEnergy()
         diarise = self.options.diarise and speaker is None and not any(s.speaker for s in known or [])
-        speech, language = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
-        for segment in speech:
-            segment.speaker = segment.speaker or speaker
-        grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
-        if not speech:
-            notes.append("no speech found: the timeline has no speech segments")
-        tables = [grid, self._audio_columns(grid, speech_rows, speech)]
-        text_table, text_ids = self._text_columns(grid, language, notes)
-        tables.append(text_table)
-        frames, face_table, face_ids = self._face_columns(info, grid, energy.table(), notes, progress)
-        tables.append(face_table)
+        with self._face_scan(info, progress) as face_scan:  # the video's frames, in a thread meanwhile
+            speech, language = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
+            for segment in speech:
+                segment.speaker = segment.speaker or speaker
+            grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
+            if not speech:
+                notes.append("no speech found: the timeline has no speech segments")
+            tables = [grid, self._audio_columns(grid, speech_rows, speech)]
+            text_table, text_ids = self._text_columns(grid, language, notes)
+            tables.append(text_table)
+            frames, face_table, face_ids = self._face_columns(info, grid, energy.table(), face_scan, notes)
+            tables.append(face_table)
         segments = pd.concat(tables, axis=1)
         fusion = self.models.fusion()
         segments = pd.concat([segments, fused_columns(segments, fusion)], axis=1)
@@ -259,16 +265,32 @@ class Analyzer:
             notes.append(f"language {language}: the text head reads {', '.join(model.languages)} only; no text emotion")
         return text_table(grid, model, language=language), {"text": {**model.model_ids, "languages": list(model.languages)}}
 
-    def _face_columns(self, info: MediaInfo, grid: pd.DataFrame, speech_energy: pd.DataFrame | None, notes: list[str], progress: bool):
+    @contextlib.contextmanager
+    def _face_scan(self, info: MediaInfo, progress: bool) -> Iterator[Future | None]:
+        """The face branch's frame pass (:meth:`FaceAnalyzer.scan`) in a thread beside the speech
+        branch (it runs MediaPipe and no torch); None without a face branch or video. Leaving the
+        block early stops it."""
+        if "face" not in self.options.modalities or not info.has_video:
+            yield None
+            return
+        analyzer, stop = self.models.face(), threading.Event()
+        bar = tqdm(total=round(info.duration, 1), unit="s", desc=f"faces {info.path.name}", disable=not progress, leave=False)
+        with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-scan") as pool:
+            update = lambda done, _total: bar.update(round(done - bar.n, 1))  # noqa: E731
+            try:
+                yield pool.submit(analyzer.scan, info.path, progress=update, stop=stop)
+            finally:
+                stop.set()  # harmless when it has finished
+
+    def _face_columns(self, info: MediaInfo, grid: pd.DataFrame, speech_energy: pd.DataFrame | None, face_scan: Future | None, notes: list[str]):
         from .face import face_segment_table
 
-        if "face" not in self.options.modalities or not info.has_video:
+        if face_scan is None:
             if "face" in self.options.modalities:
                 notes.append("no video stream: no face analysis")
             return pd.DataFrame(), absent_table("face", len(grid)), {}
         analyzer = self.models.face()
-        with tqdm(total=round(info.duration, 1), unit="s", desc=f"faces {info.path.name}", disable=not progress, leave=False) as bar:
-            frames = analyzer.analyze(info.path, progress=lambda done, _total: bar.update(round(done - bar.n, 1)))
+        frames = analyzer.finish(info.path, face_scan.result())
         return frames, face_segment_table(frames, grid, speech_energy=speech_energy), {"face": analyzer.model_ids}
 
     def _speech_model_ids(self) -> dict:

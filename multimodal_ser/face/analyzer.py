@@ -11,9 +11,11 @@ reduces it to the segment grid.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,7 +37,20 @@ from .tracking import FaceTracker
 logger = logging.getLogger(__name__)
 
 EXPRESSION_BATCH = 64
-"""faces whose crops the expression network reads in one call (a few seconds of video at 4 fps)."""
+"""faces whose crops the expression network reads in one call."""
+
+
+@dataclasses.dataclass
+class FaceScan:
+    """What :meth:`FaceAnalyzer.scan` found, awaiting the expression network."""
+
+    rows: list[dict]
+    """one per face per sampled frame (one no-face row for a frame without a face)."""
+    waiting: list[dict]
+    """the face rows among ``rows`` that get expression columns."""
+    crops: list[np.ndarray]
+    """their aligned grayscale crops, ``(s, s)`` uint8 each (none without the network)."""
+
 
 ProgressCallback = Callable[[float, "float | None"], None]
 """``progress(time_done_s, duration_s)``, called after each sampled frame; duration may be None."""
@@ -221,24 +236,15 @@ class FaceAnalyzer:
         if not has_video(path):
             logger.info("%s: no video stream; the face branch has nothing to analyse", path)
             return frames_table([], blink_ratio=self.blink_ratio, window_s=self.engagement_window_s)
-        duration = probe_video(path).duration
-        tracker = FaceTracker(self.track_max_gap_s)
-        rows: list[dict] = []
-        waiting, crops = [], []  # face rows awaiting the expression network, and their crops
-        with self._graphs() as graphs:
-            for time, rgb in iter_frames(path, fps=self.fps):
-                frame_rows, frame_crops = self._analyze_rgb(time, rgb, graphs, tracker)
-                rows.extend(frame_rows)
-                if frame_crops:
-                    waiting.extend(frame_rows)
-                    crops.extend(frame_crops)
-                if len(crops) >= EXPRESSION_BATCH:
-                    self._add_expressions(waiting, crops)
-                    waiting, crops = [], []
-                if progress is not None:
-                    progress(time, duration)
-        self._add_expressions(waiting, crops)
-        table = frames_table(rows, blink_ratio=self.blink_ratio, window_s=self.engagement_window_s)
+        return self.finish(path, self.scan(path, progress=progress))
+
+    def finish(self, path: Path, scanned: FaceScan) -> pd.DataFrame:
+        """The frames table (as :meth:`analyze`) of a :meth:`scan` of ``path``: the expression
+        network over the crops, in batches, then blink and engagement over time."""
+        waiting, crops = scanned.waiting, scanned.crops
+        for start in range(0, len(crops), EXPRESSION_BATCH):
+            self._add_expressions(waiting[start : start + EXPRESSION_BATCH], crops[start : start + EXPRESSION_BATCH])
+        table = frames_table(scanned.rows, blink_ratio=self.blink_ratio, window_s=self.engagement_window_s)
         logger.info(
             "%s: %d sampled frames, %d with a face, %d face ids",
             path,
@@ -247,6 +253,26 @@ class FaceAnalyzer:
             table.loc[table["face_present"], "face_id"].nunique(),
         )
         return table
+
+    def scan(self, path: Path, *, progress: ProgressCallback | None = None, stop: threading.Event | None = None) -> FaceScan:
+        """Everything of :meth:`analyze` but the expression network (decoding, MediaPipe, tracking,
+        geometry): it runs no torch, so it can run in a thread beside the speech branch. ``path``
+        must hold a video stream; ``stop`` set: it returns early with the frames so far."""
+        duration = probe_video(path).duration
+        tracker = FaceTracker(self.track_max_gap_s)
+        rows, waiting, crops = [], [], []
+        with self._graphs() as graphs:
+            for time, rgb in iter_frames(path, fps=self.fps):
+                if stop is not None and stop.is_set():
+                    break
+                frame_rows, frame_crops = self._analyze_rgb(time, rgb, graphs, tracker)
+                rows.extend(frame_rows)
+                if frame_crops:
+                    waiting.extend(frame_rows)
+                    crops.extend(frame_crops)
+                if progress is not None:
+                    progress(time, duration)
+        return FaceScan(rows, waiting, crops)
 
     def analyze_image(self, path: str | os.PathLike, *, cropped: bool = False) -> pd.DataFrame:
         """The frames table of one still image (``time`` 0), for labelled-image evaluation.
