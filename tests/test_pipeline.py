@@ -212,3 +212,16 @@ def test_cli_help_explains_every_option():
     assert out.returncode == 0
     for option in ("--out", "--transcript", "--modalities", "--fps", "--fusion", "--asr-model", "--asr-engine", "--language"):
         assert option in out.stdout
+
+
+@pytest.mark.models
+def test_a_failing_speech_branch_stops_the_face_pass_beside_it(sample_media, monkeypatch):
+    from multimodal_ser.face.analyzer import FaceAnalyzer
+
+    scans = []
+    real_scan = FaceAnalyzer.scan
+    monkeypatch.setattr(FaceAnalyzer, "scan", lambda self, *a, **k: scans.append(real_scan(self, *a, **k)) or scans[-1])
+    monkeypatch.setattr(Analyzer, "_speech_segments", lambda *a, **k: (_ for _ in ()).throw(MediaError("speech failed")))
+    with pytest.raises(MediaError, match="speech failed"):
+        Analyzer(AnalysisOptions(language="en")).analyze(sample_media / "interview.mp4")
+    assert len(scans) == 1 and len(scans[0].rows) < 23 * 4  # returned early, not after all 93 sampled frames
