@@ -238,6 +238,10 @@ class CTranslate2Transcriber:
         self.options = options
         self.language = options.language if multilingual else "en"
 
+    def new_recording(self) -> None:
+        """Forget the language detected in the previous recording (the option, if given, stays)."""
+        self.language = self.options.language if self.multilingual else "en"
+
     def detect_language(self, window: EncodedWindow) -> str:
         """The recording's language: the option, else Whisper's detection on ``window`` (the first
         one asked), kept for every later window."""
@@ -306,6 +310,10 @@ class OpenAIWhisperTranscriber:
         self.language = options.language if self.multilingual else "en"
 
     @torch.inference_mode()
+    def new_recording(self) -> None:
+        """Forget the language detected in the previous recording (the option, if given, stays)."""
+        self.language = self.options.language if self.multilingual else "en"
+
     def detect_language(self, window: EncodedWindow) -> str:
         """The recording's language: the option, else Whisper's detection on ``window`` (the first
         one asked), kept for every later window."""

@@ -190,7 +190,8 @@ class Analyzer:
         else:
             segments, source = [], self.models.vad()
             source.reset()
-        transcriber, encoder = self.models.new_transcriber(), self.models.encoder()  # a fresh transcriber per recording
+        transcriber, encoder = self.models.transcriber(), self.models.encoder()
+        transcriber.new_recording()  # each recording's language is its own
         voice = self.models.voice() if "audio" in self.options.modalities else None
         if voice is not None:  # before any window is encoded or decoded
             voice.check_encoder(encoder.n_layers, encoder.d_model)

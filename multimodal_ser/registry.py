@@ -134,8 +134,7 @@ class Models:
             return {"name": self.asr_model, "sha256": [sha for _, _, sha in packaged.parts]}
         return {"name": str(Path(self.asr_model).resolve()), "sha256": sha256_file(self.ct2_dir() / "model.bin")}
 
-    def new_transcriber(self):
-        """A fresh transcriber of ``asr_engine`` (it remembers the language it detects: one per recording)."""
+    def _new_transcriber(self):
         from .asr import AsrOptions, CTranslate2Transcriber, OpenAIWhisperTranscriber
         from .options import ENGINES
 
@@ -147,9 +146,9 @@ class Models:
         return CTranslate2Transcriber(self.ct2_dir(), multilingual=self.whisper().is_multilingual, options=options, threads=self.threads)
 
     def transcriber(self):
-        """One shared transcriber (:meth:`new_transcriber`, built once); set its ``language`` to
-        None to detect the language afresh."""
-        return self._get("transcriber", self.new_transcriber)
+        """The shared transcriber of ``asr_engine``, built once (loading CTranslate2's Whisper takes
+        a second). It keeps the language it detects: call its ``new_recording()`` before each recording."""
+        return self._get("transcriber", self._new_transcriber)
 
     def vad(self):
         """The shared :class:`~multimodal_ser.vad.SpeechDetector` (``reset()`` it before streaming a new recording)."""

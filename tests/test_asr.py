@@ -56,6 +56,8 @@ def test_both_engines_transcribe_real_speech_with_word_times(engine, whisper_bas
     # "weaknesses" is said around 0.4-0.9 s into the clip
     weak = next(w for w in words if "weakness" in w.word)
     assert 100.2 < weak.start < 100.7 and 100.6 < weak.end < 101.1
+    transcriber.new_recording()  # the next recording's language is detected afresh
+    assert transcriber.language is None
 
 
 def test_timestamp_tokens_cut_segments():

@@ -156,8 +156,8 @@ def _speech_passes(
     edges = np.linspace(0, len(samples), n_windows + 1).astype(int)
     encoder = models.encoder()
     features, weights, texts = [], [], []
-    if want_asr and models.language is None:
-        models.transcriber().language = None  # detect each item's language afresh
+    if want_asr:
+        models.transcriber().new_recording()  # each item's language is its own
     for first, last in zip(edges[:-1], edges[1:]):
         piece = samples[first:last]
         offset = start + first / SAMPLE_RATE

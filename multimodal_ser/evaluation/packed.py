@@ -97,8 +97,7 @@ def packed_passes(models: Models, clips: Sequence[Clip]) -> list[ClipResult]:
         transcripts: list[str | None] = [None] * len(layout)
         if any(clips[k].want_asr for k, _ in layout):
             transcriber = models.transcriber()
-            if models.language is None:
-                transcriber.language = None  # detect each window's language afresh
+            transcriber.new_recording()  # each window's language is its own
             stretches = [(at / SAMPLE_RATE, (at + cuts[k][1] - cuts[k][0]) / SAMPLE_RATE) for k, at in layout]
             words = _owners(transcriber.transcribe(encoded), stretches)
             transcripts = ["".join(w).strip() if clips[k].want_asr else None for w, (k, _) in zip(words, layout)]
