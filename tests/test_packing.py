@@ -56,6 +56,9 @@ class _Transcriber:
 
     language = "en"
 
+    def new_recording(self):
+        """The language stays English."""
+
     def transcribe(self, window):
         loud = np.abs(window.audio) > 0
         edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(int), [0]])))

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("local", "ray")
 
-WORKER_MEMORY = 1.8e9
-"""bytes: peak resident memory of one tri-modal worker (``benchmarks/batch_bench.py``: 1771 MB on the talking heads)."""
+WORKER_MEMORY = 2.1e9
+"""bytes: peak resident memory of one tri-modal worker (``benchmarks/bench.py``: 2059 MB on the sample interview,
+its face pass running beside the speech branch; ``benchmarks/batch_bench.py``: 1807 MB on the talking heads)."""
 
 Job = tuple[int, Path]
 """an item to analyse: its index among the batch's inputs, and its path."""

@@ -1,0 +1,84 @@
+"""Per-speaker standardisation of the voice features, measured leave one corpus out.
+
+Each speaker's segment features are standardised by that speaker's own mean (and standard
+deviation) over all their clips, in training and in test, before the head's own standardisation;
+then every corpus is scored by a head trained on the others only (the recipe of ``mser crossval
+--leave-out-corpus``, same seeds, clean condition). Printed per held-out corpus: UA over its own
+classes and the angry false-alarm rate, with and without; and how much each corpus's speakers keep
+to one emotion (the share of a speaker's clips in their most frequent label, averaged over
+speakers), which decides whether a speaker's mean is neutral ground or their emotion.
+
+    python benchmarks/voice_normalisation.py --data ../shared/data
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+from multimodal_ser import voice
+from multimodal_ser.labels import EMOTIONS
+from multimodal_ser.training.audio.conditions import CLEAN
+from multimodal_ser.training.audio.corpus import corpus_folders
+from multimodal_ser.training.audio.crossval import Data, _held_out, _truth7
+from multimodal_ser.training.audio.head import RECIPE
+
+
+def per_speaker(features: np.ndarray, speakers: np.ndarray, *, scale: bool) -> np.ndarray:
+    """``features`` ``(n, d)`` with each speaker's mean removed (and divided by their std when ``scale``);
+    all-NaN rows (clips a condition did not encode) stay NaN."""
+    out = features.copy()
+    encoded = ~np.isnan(features).all(axis=1)
+    for speaker in np.unique(speakers):
+        rows = np.flatnonzero((speakers == speaker) & encoded)
+        if len(rows) == 0:
+            continue
+        out[rows] -= np.nan_to_num(np.nanmean(features[rows], axis=0))
+        if scale:
+            std = np.nan_to_num(np.nanstd(features[rows], axis=0))
+            out[rows] /= np.where(std > 1e-6, std, 1.0)
+    return out
+
+
+def scores(data: Data, corpus: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
+    """``{corpus: (UA over its own classes, angry false-alarm rate)}``, each corpus held out in turn."""
+    corpora = list(dict.fromkeys(corpus))
+    head_p, _ = _held_out(data, [corpus == c for c in corpora], recipe=RECIPE, seed=seed, tested=[CLEAN.name], desc="left-out corpora")
+    p7 = head_p[CLEAN.name] @ voice.SHARED_SPACE
+    truth = _truth7(data.manifest)
+    out = {}
+    for c in corpora:
+        rows = corpus == c
+        classes = [e for e in EMOTIONS if e in set(truth[rows])]
+        closed = np.asarray(classes)[p7[rows][:, [EMOTIONS.index(e) for e in classes]].argmax(axis=1)]
+        opened = np.asarray(EMOTIONS)[p7[rows].argmax(axis=1)]
+        t = truth[rows]
+        out[c] = (float(np.mean([np.mean(closed[t == e] == e) for e in classes])), float(np.mean(opened[t != "angry"] == "angry")))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    data = Data.load(corpus_folders(args.data, None), recipe=RECIPE, seed=args.seed)
+    corpus = data.manifest["corpus"].to_numpy()
+    speakers = data.manifest["speaker"].to_numpy()
+    purity = data.manifest.groupby("speaker").agg(corpus=("corpus", "first"), purity=("label8", lambda s: s.value_counts(normalize=True).iloc[0]))
+    results = {"none": scores(data, corpus, args.seed)}
+    for name, scale in (("speaker mean removed", False), ("speaker mean and std", True)):
+        features = {k: per_speaker(v, speakers, scale=scale) for k, v in data.features.items()}
+        results[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed)
+    print("\n| held-out corpus | speakers' share of their most frequent label | "
+          + " | ".join(f"UA, {n} | angry FA, {n}" for n in results) + " |")
+    print("|---|---|" + "---|---|" * len(results))
+    for c in dict.fromkeys(corpus):
+        cells = " | ".join(f"{results[n][c][0]:.3f} | {results[n][c][1]:.3f}" for n in results)
+        print(f"| {c} | {purity.loc[purity['corpus'] == c, 'purity'].mean():.2f} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
