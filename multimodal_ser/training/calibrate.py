@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Calibrate the packaged text or face head on held-out data of its own.")
     parser.add_argument("what", choices=("text", "face"))
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("MSER_DATA", "../shared/data")))
+    default = os.environ.get("MSER_DATA") or None  # as `mser train`: no guess at where the data lies
+    parser.add_argument("--data", type=Path, default=default, required=default is None, help="real data folder (default: $MSER_DATA)")
     parser.add_argument("--head", type=Path, help="head file (default: the packaged one)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
