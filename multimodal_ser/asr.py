@@ -309,11 +309,11 @@ class OpenAIWhisperTranscriber:
         self.options = options
         self.language = options.language if self.multilingual else "en"
 
-    @torch.inference_mode()
     def new_recording(self) -> None:
         """Forget the language detected in the previous recording (the option, if given, stays)."""
         self.language = self.options.language if self.multilingual else "en"
 
+    @torch.inference_mode()
     def detect_language(self, window: EncodedWindow) -> str:
         """The recording's language: the option, else Whisper's detection on ``window`` (the first
         one asked), kept for every later window."""
