@@ -276,8 +276,11 @@ class Analyzer:
             return
         analyzer, stop = self.models.face(), threading.Event()
         bar = tqdm(total=round(info.duration, 1), unit="s", desc=f"faces {info.path.name}", disable=not progress, leave=False)
+
+        def update(done: float, _total: float | None) -> None:
+            bar.update(round(done - bar.n, 1))
+
         with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-scan") as pool:
-            update = lambda done, _total: bar.update(round(done - bar.n, 1))  # noqa: E731
             try:
                 yield pool.submit(analyzer.scan, info.path, progress=update, stop=stop)
             finally:
