@@ -19,10 +19,9 @@ import dataclasses
 import numpy as np
 
 from multimodal_ser import voice
-from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.training.audio.conditions import CLEAN
 from multimodal_ser.training.audio.corpus import corpus_folders
-from multimodal_ser.training.audio.crossval import Data, _held_out, _truth7
+from multimodal_ser.training.audio.crossval import Data, _held_out, _truth7, score_corpus
 from multimodal_ser.training.audio.head import RECIPE
 
 
@@ -48,14 +47,12 @@ def scores(data: Data, corpus: np.ndarray, seed: int) -> dict[str, tuple[float, 
     head_p, _ = _held_out(data, [corpus == c for c in corpora], recipe=RECIPE, seed=seed, tested=[CLEAN.name], desc="left-out corpora")
     p7 = head_p[CLEAN.name] @ voice.SHARED_SPACE
     truth = _truth7(data.manifest)
+    groups = data.manifest["speaker"].to_numpy()
     out = {}
     for c in corpora:
         rows = corpus == c
-        classes = [e for e in EMOTIONS if e in set(truth[rows])]
-        closed = np.asarray(classes)[p7[rows][:, [EMOTIONS.index(e) for e in classes]].argmax(axis=1)]
-        opened = np.asarray(EMOTIONS)[p7[rows].argmax(axis=1)]
-        t = truth[rows]
-        out[c] = (float(np.mean([np.mean(closed[t == e] == e) for e in classes])), float(np.mean(opened[t != "angry"] == "angry")))
+        score = score_corpus(p7[rows], truth[rows], groups=groups[rows], n_resamples=1, seed=seed)
+        out[c] = (score["closed"]["ua"], score["angry_false_alarm"])
     return out
 
 

@@ -236,7 +236,7 @@ class CTranslate2Transcriber:
         self.model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads)
         self.multilingual = multilingual
         self.options = options
-        self.language = options.language if multilingual else "en"
+        self.new_recording()
 
     def new_recording(self) -> None:
         """Forget the language detected in the previous recording (the option, if given, stays)."""
@@ -307,7 +307,7 @@ class OpenAIWhisperTranscriber:
         self.model = model
         self.multilingual = model.is_multilingual
         self.options = options
-        self.language = options.language if self.multilingual else "en"
+        self.new_recording()
 
     def new_recording(self) -> None:
         """Forget the language detected in the previous recording (the option, if given, stays)."""

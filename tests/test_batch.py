@@ -142,9 +142,6 @@ def test_address_without_ray_is_refused(tmp_path, capsys):
     assert "--address needs --engine ray" in capsys.readouterr().err
 
 
-# --- real runs ---------------------------------------------------------------------------------
-
-
 # --- a worker that dies -------------------------------------------------------------------------
 
 
@@ -187,6 +184,9 @@ def test_a_dead_ray_actor_fails_only_its_item_and_is_restarted():
     finally:
         ray.shutdown()
     assert outcomes == {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in JOBS}
+
+
+# --- real runs ---------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
