@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,10 @@ import torch
 from .encoder import FRAMES_PER_SECOND, EncodedWindow
 
 log = logging.getLogger(__name__)
+
+DECODE_BATCH = 4
+"""windows CTranslate2 decodes per call in :meth:`CTranslate2Transcriber.transcribe_many`: 4 halved
+the decoding time per short clip here (0.24 s to 0.12 s); 8 gained nothing more."""
 
 
 _PUNCTUATION_BEFORE = "\"'“¿([{-"
@@ -80,6 +85,8 @@ class Transcriber(Protocol):
     def detect_language(self, window: EncodedWindow) -> str: ...
 
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]: ...
+
+    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]: ...
 
     def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]: ...
 
@@ -246,21 +253,40 @@ class CTranslate2Transcriber:
         """The recording's language: the option, else Whisper's detection on ``window`` (the first
         one asked), kept for every later window."""
         if self.language is None:
-            features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
-            (ranked,) = self.model.detect_language(features)
+            (ranked,) = self.model.detect_language(self._features([window]))
             token, probability = ranked[0]
             self.language = token.strip("<|>")
             log.info("detected language %s (p=%.2f)", self.language, probability)
         return self.language
 
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
-        self.detect_language(window)
-        tokenizer = _tokenizer(self.multilingual, self.language)
-        prompt = list(tokenizer.sot_sequence)
-        (result,) = self.model.generate(
+        """The window's segments, in the recording's language (:meth:`detect_language`)."""
+        return self._decode([window], [self.detect_language(window)])[0]
+
+    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]:
+        """Each window a recording of its own, its language the option or else detected on it,
+        decoded :data:`DECODE_BATCH` at a time (faster per window than one by one):
+        ``(language, segments)`` per window. Forgets the current recording's language."""
+        self.new_recording()
+        results = []
+        for first in range(0, len(windows), DECODE_BATCH):
+            batch = windows[first : first + DECODE_BATCH]
+            languages = [self.language] * len(batch)
+            if self.language is None:
+                languages = [ranked[0][0].strip("<|>") for ranked in self.model.detect_language(self._features(batch))]
+            results += zip(languages, self._decode(batch, languages))
+        return results
+
+    def _features(self, windows: Sequence[EncodedWindow]):
+        return self._ct2.StorageView.from_array(np.ascontiguousarray(torch.stack([w.output for w in windows]).numpy()))
+
+    def _decode(self, windows: Sequence[EncodedWindow], languages: list[str]) -> list[list[AsrSegment]]:
+        features = self._features(windows)
+        tokenizers = [_tokenizer(self.multilingual, language) for language in languages]
+        prompts = [list(tokenizer.sot_sequence) for tokenizer in tokenizers]
+        results = self.model.generate(
             features,
-            [prompt],
+            prompts,
             beam_size=self.options.beam_size,
             return_scores=True,
             return_no_speech_prob=True,
@@ -269,6 +295,9 @@ class CTranslate2Transcriber:
             suppress_tokens=[-1],
             max_initial_timestamp_index=50,
         )
+        return [self._segments(*args) for args in zip(windows, tokenizers, prompts, results, strict=True)]
+
+    def _segments(self, window: EncodedWindow, tokenizer, prompt: list[int], result) -> list[AsrSegment]:
         tokens = result.sequences_ids[0]
         n_text = sum(1 for t in tokens if t < tokenizer.eot)
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
@@ -278,9 +307,7 @@ class CTranslate2Transcriber:
         words = []
         text_tokens = [t for _, _, seg in segments for t in seg]
         if self.options.word_timestamps and text_tokens and n_text:
-            (alignment,) = self.model.align(
-                features, prompt, [text_tokens], window.n_frames * 2, median_filter_width=7
-            )
+            (alignment,) = self.model.align(self._features([window]), prompt, [text_tokens], window.n_frames * 2, median_filter_width=7)
             path = np.array(alignment.alignments)
             words = _words_from_path(tokenizer, text_tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
         return _assemble(window, tokenizer, segments, words, avg_logprob, float(result.no_speech_prob))
@@ -291,8 +318,7 @@ class CTranslate2Transcriber:
         tokens, ranges = _split_by_text(tokenizer, texts)
         if not tokens:
             return [()] * len(texts)
-        features = self._ct2.StorageView.from_array(np.ascontiguousarray(window.output[None].numpy()))
-        (alignment,) = self.model.align(features, list(tokenizer.sot_sequence), [tokens], window.n_frames * 2, median_filter_width=7)
+        (alignment,) = self.model.align(self._features([window]), list(tokenizer.sot_sequence), [tokens], window.n_frames * 2, median_filter_width=7)
         path = np.array(alignment.alignments)
         words = _words_from_path(tokenizer, tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
         return _aligned_words(window, words, ranges, spans)
@@ -343,6 +369,17 @@ class OpenAIWhisperTranscriber:
         text_tokens = [t for _, _, seg in segments for t in seg]
         words = self._align(window, tokenizer, text_tokens) if self.options.word_timestamps and text_tokens else []
         return _assemble(window, tokenizer, segments, words, float(result.avg_logprob), float(result.no_speech_prob))
+
+    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]:
+        """Each window a recording of its own, its language the option or else detected on it,
+        decoded one by one: ``(language, segments)`` per window. Forgets the current recording's language."""
+        results = []
+        for window in windows:
+            self.new_recording()
+            segments = self.transcribe(window)
+            results.append((self.language, segments))
+        self.new_recording()
+        return results
 
     def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]:
         """Word timings for known ``texts`` said within ``spans`` (recording seconds) of the window."""

@@ -9,6 +9,8 @@ branch depends on how loud the recording happened to be.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -23,6 +25,21 @@ HOP_LENGTH = 160
 """samples between mel frames: 10 ms."""
 FRAMES_PER_SECOND = SAMPLE_RATE // (2 * HOP_LENGTH)
 """encoder output frames per second (50: 20 ms each; the second conv has stride 2)."""
+WINDOW_FRAMES = WINDOW_SECONDS * FRAMES_PER_SECOND
+"""encoder output frames of a window (1500)."""
+PADDING_STRIDE = 5
+"""Padding frames that one stands for in :meth:`SpeechEncoder.encode_alone`. Against a window of
+their own, on 60 RAVDESS clips, the voice probabilities moved by 0.005 on average at stride 5,
+0.010 at 10 and 0.012 at 20; cutting the clips 10 ms later moves them by 0.009. Stride 5 stays
+inside that noise on clips cut mid-sentence too, where stride 10 moved them twice as far."""
+MAX_PACKED_SECONDS = 8.0
+"""Clips of at most this many seconds are worth encoding together (:meth:`SpeechEncoder.encode_alone`,
+``mser evaluate --pack``, ``--pack`` of several recordings); longer ones keep windows of their own."""
+ALONE_BATCH = 8
+"""clips per batch in :meth:`SpeechEncoder.encode_alone`."""
+_EXACT_TAIL = 4
+"""padding frames right after a clip that :meth:`SpeechEncoder.encode_alone` keeps one by one
+(the convolutions still see the clip's last samples there)."""
 
 
 def seconds_to_frames(seconds: float) -> int:
@@ -44,12 +61,13 @@ class EncodedWindow:
     output: torch.Tensor
     """shape ``(1500, d_model)``: the encoder's final (layer-normed) output, the ASR decoder's input."""
     hidden_states: torch.Tensor
-    """shape ``(n_layers + 1, 1500, d_model)``: the embedding (conv + positions) and each block's output."""
+    """shape ``(n_layers + 1, n, d_model)``: the embedding (conv + positions) and each block's
+    output; ``n`` is 1500, or the clip's own frames for :meth:`SpeechEncoder.encode_alone`."""
 
     @property
     def n_frames(self) -> int:
         """Encoder frames that cover real audio (the rest is padding)."""
-        return max(1, min(seconds_to_frames(self.duration), self.output.shape[0]))
+        return max(1, min(seconds_to_frames(self.duration), self.hidden_states.shape[1]))
 
     def frames(self, start: float, end: float) -> torch.Tensor:
         """Hidden states of every layer between two recording times (seconds).
@@ -89,6 +107,42 @@ class SpeechEncoder:
         """Width of each hidden state (512 for base)."""
         return self.model.dims.n_audio_state
 
+    def _checked(self, audio: np.ndarray) -> None:
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono, shape (n_samples,), not {audio.shape}")
+        if len(audio) > WINDOW_SAMPLES:
+            raise ValueError(f"a window holds at most {WINDOW_SECONDS} s, not {len(audio) / SAMPLE_RATE:.2f} s")
+
+    def _convolved(self, audio: np.ndarray) -> torch.Tensor:
+        """The convolutional front end over ``audio`` zero-padded to 30 s, shape ``(1, 1500, d_model)``, without positions."""
+        from whisper.audio import log_mel_spectrogram, pad_or_trim
+
+        mel = log_mel_spectrogram(torch.from_numpy(pad_or_trim(audio)), self.model.dims.n_mels)
+        encoder = self.model.encoder
+        x = torch.nn.functional.gelu(encoder.conv1(mel[None]))
+        return torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
+
+    def _convolved_alone(self, audio: np.ndarray, exact: int, padding: np.ndarray) -> torch.Tensor:
+        """:meth:`_convolved` at its first ``exact`` frames and then at the frames ``padding``
+        (all past them), shape ``(exact + len(padding), d_model)``, from the convolutions over the
+        audio and 1 s of silence only: past the clip's last samples every mel frame of the
+        zero-padded window is the same floor, so every convolved frame is the same but the
+        window's last (the convolutions' own zero padding follows it)."""
+        from whisper.audio import log_mel_spectrogram
+
+        tail = np.zeros(SAMPLE_RATE, dtype=np.float32)
+        if len(audio) + len(tail) > WINDOW_SAMPLES:
+            return self._convolved(audio)[0, np.concatenate([np.arange(exact), padding])]
+        mel = log_mel_spectrogram(torch.from_numpy(np.concatenate([audio, tail])), self.model.dims.n_mels)
+        encoder = self.model.encoder
+
+        def convolved(m: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.gelu(encoder.conv2(torch.nn.functional.gelu(encoder.conv1(m[None]))))[0].T
+
+        x = convolved(mel)  # 50 frames past the clip
+        floor, last = x[exact + 20], convolved(mel[:, -8:])[-1]
+        return torch.cat([x[:exact], torch.where(torch.from_numpy(padding == WINDOW_FRAMES - 1)[:, None], last, floor)])
+
     @torch.inference_mode()
     def encode(self, audio: np.ndarray, *, offset: float = 0.0, normalise: bool | None = None) -> EncodedWindow:
         """Encode up to 30 s of 16 kHz mono audio, shape ``(n_samples,)``, starting at ``offset`` s.
@@ -96,18 +150,10 @@ class SpeechEncoder:
         ``normalise`` overrides the encoder's own setting for this window (False: the pieces of a
         packed window were already brought to the speech level one by one).
         """
-        from whisper.audio import log_mel_spectrogram, pad_or_trim
-
-        if audio.ndim != 1:
-            raise ValueError(f"audio must be mono, shape (n_samples,), not {audio.shape}")
-        if len(audio) > WINDOW_SAMPLES:
-            raise ValueError(f"a window holds at most {WINDOW_SECONDS} s, not {len(audio) / SAMPLE_RATE:.2f} s")
+        self._checked(audio)
         audio = np.ascontiguousarray(normalise_loudness(audio) if (self.normalise if normalise is None else normalise) else audio, dtype=np.float32)
-        mel = log_mel_spectrogram(torch.from_numpy(pad_or_trim(audio)), self.model.dims.n_mels)
         encoder = self.model.encoder
-        x = torch.nn.functional.gelu(encoder.conv1(mel[None]))
-        x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
-        x = x + encoder.positional_embedding
+        x = self._convolved(audio) + encoder.positional_embedding
         self._captured.clear()
         embedded = x
         for block in encoder.blocks:
@@ -121,3 +167,85 @@ class SpeechEncoder:
             output=encoder.ln_post(x)[0],
             hidden_states=hidden,
         )
+
+    @torch.inference_mode()
+    def encode_alone(self, clips: Sequence[np.ndarray], *, offsets: Sequence[float] | None = None, stride: int = PADDING_STRIDE) -> list[EncodedWindow]:
+        """Encode short clips, each nearly as :meth:`encode` encodes it alone, at a fraction of the cost.
+
+        Alone in its window, a clip of ``n`` frames shares the encoder's self-attention with
+        ``1500 - n`` frames of padding, which cost most of the pass. Here every ``stride``-th
+        padding frame stands for the ``stride`` around it: it is attended with a bias of
+        ``log stride`` on its logits, as that many near-equal keys would be, and its output is
+        repeated over them for the decoder. The clips of a call run in batches of
+        :data:`ALONE_BATCH` clips of like length. With ``stride=1`` the result is that of
+        :meth:`encode` (up to rounding); :data:`PADDING_STRIDE` keeps the voice and the ASR
+        within the noise of a 10-ms shift of the clip.
+
+        Args:
+            clips: each shape ``(n_samples,)`` float32 at 16 kHz, at most 30 s, encoded as given
+                (bring each to the speech level first when the encoder normalises).
+            offsets: seconds where each clip starts on its recording's clock (default 0).
+            stride: padding frames per representative.
+
+        Returns:
+            One window per clip, whose hidden states cover the clip's frames only.
+        """
+        offsets = [0.0] * len(clips) if offsets is None else list(offsets)
+        if len(offsets) != len(clips):
+            raise ValueError(f"{len(offsets)} offsets for {len(clips)} clips")
+        order = sorted(range(len(clips)), key=lambda k: len(clips[k]))  # batches of like length waste little padding
+        windows: list[EncodedWindow | None] = [None] * len(clips)
+        for first in range(0, len(order), ALONE_BATCH):
+            batch = order[first : first + ALONE_BATCH]
+            audios = [np.ascontiguousarray(clips[k], dtype=np.float32) for k in batch]
+            for k, window in zip(batch, self._alone_batch(audios, [offsets[k] for k in batch], stride)):
+                windows[k] = window
+        return windows
+
+    def _alone_batch(self, clips: list[np.ndarray], offsets: list[float], stride: int) -> list[EncodedWindow]:
+        encoder = self.model.encoder
+        rows, biases, n_real, counts = [], [], [], []
+        for audio in clips:
+            self._checked(audio)
+            frames = -(-len(audio) // (2 * HOP_LENGTH))
+            exact = min(frames + _EXACT_TAIL, WINDOW_FRAMES)
+            starts = np.arange(exact, WINDOW_FRAMES, stride)
+            count = np.concatenate([np.ones(exact, dtype=np.int64), np.minimum(stride, WINDOW_FRAMES - starts)])
+            positions = np.concatenate([np.arange(exact), starts + count[exact:] // 2])
+            rows.append(self._convolved_alone(audio, exact, positions[exact:]) + encoder.positional_embedding[positions])
+            biases.append(torch.from_numpy(np.log(count)).float())
+            n_real.append(frames)
+            counts.append(torch.from_numpy(count))
+        length = max(len(r) for r in rows)
+        x = torch.zeros(len(rows), length, self.d_model)
+        bias = torch.full((len(rows), 1, 1, length), -math.inf)
+        for i, (row, b) in enumerate(zip(rows, biases)):
+            x[i, : len(row)], bias[i, 0, 0, : len(b)] = row, b
+        hidden = [x]
+        for block in encoder.blocks:
+            x = _block_with_bias(block, x, bias)
+            hidden.append(x)
+        states = torch.stack(hidden, dim=1)  # (batch, n_layers + 1, length, d_model)
+        output = encoder.ln_post(x)
+        return [
+            EncodedWindow(
+                offset=offset,
+                duration=len(audio) / SAMPLE_RATE,
+                audio=audio,
+                output=output[i, : len(count)].repeat_interleave(count, dim=0),
+                hidden_states=states[i, :, :n].clone(),
+            )
+            for i, (audio, offset, n, count) in enumerate(zip(clips, offsets, n_real, counts))
+        ]
+
+
+def _block_with_bias(block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One Whisper encoder block over ``x``, shape ``(batch, n, d_model)``, its self-attention
+    logits offset by ``bias``, shape ``(batch, 1, 1, n)`` (a weight per key; -inf: no key)."""
+    attention = block.attn
+    h = block.attn_ln(x)
+    batch, n, width = h.shape
+    q, k, v = (t.view(batch, n, attention.n_head, -1).transpose(1, 2) for t in (attention.query(h), attention.key(h), attention.value(h)))
+    mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    x = x + attention.out(mixed.transpose(1, 2).reshape(batch, n, width))
+    return x + block.mlp(block.mlp_ln(x))

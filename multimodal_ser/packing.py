@@ -1,8 +1,9 @@
 """Several short clips laid end to end in one 30-s encoder window, with silence between them.
 
-The voice head trains on such windows (:mod:`multimodal_ser.training.audio.corpus`) and
-``mser evaluate`` encodes short items that way (:mod:`multimodal_ser.evaluation.packed`): one
-encoder pass then serves about ten clips of 2 s instead of one.
+The voice head's training features are read from such windows
+(:mod:`multimodal_ser.training.audio.corpus`): one encoder pass serves about ten clips of 2 s
+instead of one. Each clip's states then also attend to its neighbours; analysis and evaluation
+read a clip alone instead (:meth:`multimodal_ser.encoder.SpeechEncoder.encode_alone`).
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ class Models:
         asr_engine: ``ctranslate2`` or ``openai-whisper`` (:data:`multimodal_ser.options.ENGINES`).
         language: spoken language (ISO code) for the transcriber; None detects it.
         beam_size: the transcriber's beam.
+        word_timestamps: the transcriber times each word (False: text only, which is all
+            ``mser evaluate`` reads, and saves an alignment pass per window).
         threads: CPU threads for the encoder and the decoder (>= 1).
         fps: video frames per second the face analyzer reads, in (0, 30].
         text_head: the text head file; None uses the packaged one.
@@ -55,6 +57,7 @@ class Models:
         asr_engine: str = "ctranslate2",
         language: str | None = None,
         beam_size: int = 5,
+        word_timestamps: bool = True,
         threads: int = 2,
         fps: float = 4.0,
         text_head: str | os.PathLike | None = None,
@@ -68,6 +71,7 @@ class Models:
         self.asr_engine = asr_engine
         self.language = language
         self.beam_size = beam_size
+        self.word_timestamps = word_timestamps
         self.fps = fps
         self.text_head = text_head
         self.fusion_kind = fusion
@@ -138,7 +142,7 @@ class Models:
         from .asr import AsrOptions, CTranslate2Transcriber, OpenAIWhisperTranscriber
         from .options import ENGINES
 
-        options = AsrOptions(language=self.language, beam_size=self.beam_size)
+        options = AsrOptions(language=self.language, beam_size=self.beam_size, word_timestamps=self.word_timestamps)
         if self.asr_engine == "openai-whisper":
             return OpenAIWhisperTranscriber(self.whisper(), options=options)
         if self.asr_engine != "ctranslate2":

@@ -6,8 +6,8 @@
   (:func:`multimodal_ser.voice.segment_features`) are read over the span from the first to the
   last speech region that voice activity detection finds in the window (the whole window when it
   finds none), as the pipeline reads a VAD/ASR segment. Items of at most
-  :data:`~multimodal_ser.evaluation.packed.MAX_PACKED_SECONDS` are encoded several to one window
-  instead (:meth:`ItemRunner.prepare`, :mod:`multimodal_ser.evaluation.packed`). The voice head is applied later
+  :data:`~multimodal_ser.encoder.MAX_PACKED_SECONDS` can be encoded several at a time
+  instead, nearly as alone (:meth:`ItemRunner.prepare`, :mod:`multimodal_ser.evaluation.packed`). The voice head is applied later
   (:mod:`multimodal_ser.evaluation.predict`), so the cache keeps :class:`VoiceFeatures`.
 - **text**: the row's ``text`` when given, else the ASR transcript of the SAME encoded windows.
 - **face**: images through :meth:`~multimodal_ser.face.FaceAnalyzer.analyze_image` (the largest
@@ -252,12 +252,13 @@ class ItemRunner:
 
     def prepare(self, rows: Sequence[tuple[int, pd.Series]]) -> None:
         """Encode the short items of ``rows`` (``(row index, row)``) whose speech passes are not
-        cached, packed several to a window, for :meth:`run` to take; nothing without ``pack``.
+        cached, several at a time, for :meth:`run` to take; nothing without ``pack``.
 
         An item that cannot be read here is left to :meth:`run`, which reports why.
         """
         from ..loudness import normalise_loudness
-        from .packed import MAX_PACKED_SECONDS, Clip, packed_passes
+        from ..encoder import MAX_PACKED_SECONDS
+        from .packed import Clip, packed_passes
 
         if not self.pack:
             return

@@ -26,16 +26,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from ..encoder import MAX_PACKED_SECONDS
 from ..errors import ModelError
 from ..fusion import valid_modalities
 from ..grid import modality_table
 from ..labels import EMOTIONS, MODALITIES
-from ..packing import CONTEXT_SECONDS, GAP_SECONDS
 from ..registry import Models
 from .cache import PredictionCache
 from .items import IMAGE_EXTENSIONS, BranchOutput, ItemPrediction, ItemRunner
 from .manifest import load_manifest
-from .packed import MAX_PACKED_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +99,9 @@ def predict_manifest(
         text_head: the text head file; None uses the packaged one.
         threads: CPU threads for the encoder and the decoder.
         use_cache: read and write the per-branch prediction cache.
-        pack: encode items of at most :data:`~multimodal_ser.evaluation.packed.MAX_PACKED_SECONDS`
-            several to one window (:mod:`multimodal_ser.evaluation.packed`); False gives each
-            item windows of its own.
+        pack: encode items of at most :data:`~multimodal_ser.encoder.MAX_PACKED_SECONDS`
+            several at a time, nearly as alone (:mod:`multimodal_ser.evaluation.packed`); False
+            gives each item windows of its own.
         progress: show a progress bar.
 
     Returns:
@@ -113,7 +112,7 @@ def predict_manifest(
         ModelError: a model file is missing or corrupt (fatal: it would fail every item).
     """
     modalities = valid_modalities(modalities)
-    models = Models(asr_model=asr_model, language=language, threads=threads, fps=fps, text_head=text_head)
+    models = Models(asr_model=asr_model, language=language, word_timestamps=False, threads=threads, fps=fps, text_head=text_head)
     table, manifest_info = load_manifest(manifest)
     heads = _voice_heads(audio_head, table) if "audio" in modalities else {}
     from ..files import cache_dir
@@ -129,8 +128,11 @@ def predict_manifest(
         }
     if "text" in modalities:
         ids["asr"] = {"engine": "ctranslate2", **models.whisper_id(), "language": language, "beam_size": 5}
-    if pack:  # a packed item's results differ from its results alone
-        layout = [MAX_PACKED_SECONDS, CONTEXT_SECONDS, GAP_SECONDS]
+    if pack:  # a packed item's results differ from its results alone, within the noise
+        from ..asr import DECODE_BATCH
+        from ..encoder import PADDING_STRIDE
+
+        layout = {"max_seconds": MAX_PACKED_SECONDS, "padding_stride": PADDING_STRIDE, "decode_batch": DECODE_BATCH}
         if "audio" in ids:
             ids["audio"]["features"]["packed"] = layout
         if "asr" in ids:
