@@ -228,7 +228,7 @@ def _fail(message: str, status: int = 2) -> int:
 
 
 def _analyze(args) -> int:
-    from .pipeline import Analyzer
+    from .pipeline import PREPARE_GROUP, Analyzer
     from .timeline import check_output_dir
 
     if args.transcript is not None and len(args.media) > 1:
@@ -247,7 +247,9 @@ def _analyze(args) -> int:
     except (MserError, ValueError) as e:
         return _fail(str(e))
     failed = 0
-    for media, out in zip(args.media, outs):
+    for position, (media, out) in enumerate(zip(args.media, outs)):
+        if position % PREPARE_GROUP == 0:  # with --pack, short recordings are encoded together
+            analyzer.prepare(args.media[position : position + PREPARE_GROUP])
         try:
             timeline = analyzer.analyze(media, transcript=args.transcript, progress=args.progress)
             timeline.save(out)

@@ -15,9 +15,10 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -35,7 +36,11 @@ from .options import AnalysisOptions
 from .registry import Models
 from .timeline import WORD_COLUMNS, Timeline
 from .transcript import TranscriptSegment, read_transcript
-from .windows import KnownRegions, windows
+from .windows import AudioWindow, KnownRegions, windows
+
+if TYPE_CHECKING:
+    from .asr import AsrSegment
+    from .encoder import EncodedWindow
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,22 @@ class _SpeechSegment:
     """audio-branch outputs for this segment: emotions (7,), arousal, valence, embedding (d,)."""
 
 
+PREPARE_GROUP = 16
+"""recordings given to one :meth:`Analyzer.prepare` by ``mser batch`` and ``mser analyze`` (each prepared
+short recording holds about 10 MB of encoder states until it is analysed)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _SharedPass:
+    """A short recording's speech window encoded and transcribed with others by :meth:`Analyzer.prepare`."""
+
+    audio: np.ndarray
+    """the window's samples as the stream gave them (before level normalisation), to check they are the same."""
+    encoded: EncodedWindow
+    language: str
+    segments: list[AsrSegment]
+
+
 class Analyzer:
     """Loads the models once and analyses any number of recordings with the same options.
 
@@ -66,6 +87,8 @@ class Analyzer:
             fps=o.fps, fusion=o.fusion, fusion_weights=o.fusion_weights,
         )
         """the models, each built on first use (:class:`multimodal_ser.registry.Models`)."""
+        self._shared: dict[tuple[Path, float], _SharedPass] = {}
+        """:meth:`prepare`'s passes by (resolved path, window offset), each taken by the analysis that uses it."""
 
     def check(self) -> None:
         """Load or check what a bad option can break before any media is read: the fusion (its
@@ -80,6 +103,38 @@ class Analyzer:
 
         AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
         self.models.fusion()
+
+    def prepare(self, paths: Sequence[str | os.PathLike]) -> None:
+        """With the ``pack`` option, encode and transcribe the speech of the short recordings among
+        ``paths`` (at most :data:`~multimodal_ser.encoder.MAX_PACKED_SECONDS`, all channels mixed)
+        together, for the next :meth:`analyze` of each without a transcript: one batched encoder
+        pass nearly as each alone (:meth:`~multimodal_ser.encoder.SpeechEncoder.encode_alone`) and
+        batched decoding. Does nothing without ``pack``. A file that cannot be read here is left to
+        :meth:`analyze`, which says why; what an earlier call prepared is forgotten."""
+        from .encoder import MAX_PACKED_SECONDS
+        from .loudness import normalise_loudness
+
+        self._shared.clear()
+        if not (self.options.pack and {"audio", "text"} & set(self.options.modalities)):
+            return
+        found: list[tuple[Path, AudioWindow]] = []
+        for path in paths:
+            try:
+                info = probe(path)
+                if info.has_audio and info.duration <= MAX_PACKED_SECONDS:
+                    vad = self.models.vad()
+                    vad.reset()
+                    found += [(info.path, window) for window in windows(_channel_blocks(info, None), vad)]
+            except Exception:  # noqa: BLE001 - analyze() meets the same error and reports it
+                log.debug("%s: not prepared", path, exc_info=True)
+        if not found:
+            return
+        encoder = self.models.encoder()
+        audios = [normalise_loudness(w.audio) if encoder.normalise else w.audio for _, w in found]
+        encoded = encoder.encode_alone(audios, offsets=[w.offset for _, w in found])
+        heard = self.models.transcriber().transcribe_many(encoded)
+        for (path, window), one, (language, segments) in zip(found, encoded, heard, strict=True):
+            self._shared[path, window.offset] = _SharedPass(window.audio, one, language, segments)
 
     # --- the pass ------------------------------------------------------------------------------
 
@@ -198,11 +253,19 @@ class Analyzer:
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
         voices = SpeakerWindows(self.models.speakers()) if diarise else None
         blocks = energy.measure(_channel_blocks(info, channel))
+        language = None  # of a shared pass (prepare)
         with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
             for window in windows(blocks, source):
-                encoded = encoder.encode(window.audio, offset=window.offset)
+                shared = self._shared.pop((info.path, window.offset), None) if known is None and channel is None else None
+                if shared is not None and not np.array_equal(shared.audio, window.audio):
+                    shared = None
+                encoded = shared.encoded if shared is not None else encoder.encode(window.audio, offset=window.offset)
                 if known is None:
-                    new = [_recognised(s, window.regions) for s in transcriber.transcribe(encoded)]
+                    if shared is not None:
+                        language, heard = language or shared.language, shared.segments
+                    else:
+                        heard = transcriber.transcribe(encoded)
+                    new = [_recognised(s, window.regions) for s in heard]
                     segments += new
                     spans = [(s.start, s.end) for s in new]
                 else:
@@ -227,7 +290,8 @@ class Analyzer:
             found = voices.turns(self.options.speakers)
             for segment in segments:
                 segment.speaker = speaker_of(segment.start, segment.end, found)
-        return segments, language_code(transcriber.language) if transcriber.language else None
+        language = transcriber.language or language
+        return segments, language_code(language) if language else None
 
     def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
         n = len(grid)

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,11 +150,10 @@ def test_address_without_ray_is_refused(tmp_path, capsys):
 
 def _work_or_die(job):
     """A worker's work in the tests below: its process dies on a file named ``crash*``; any other
-    job succeeds at once (reason ``ok <name>``) without analysing anything."""
-    index, path = job
-    if path.name.startswith("crash"):
+    item succeeds at once (reason ``ok <name>``) without analysing anything."""
+    if any(path.name.startswith("crash") for _, path in job):
         os._exit(9)  # as a segfault or the OOM killer would: no exception, no cleanup
-    return Outcome(index, None, f"ok {path.name}", 0.0)
+    return [Outcome(index, None, f"ok {path.name}", 0.0) for index, path in job]
 
 
 class _ActorOrDie:
@@ -164,14 +166,19 @@ class _ActorOrDie:
         return _work_or_die(job)
 
 
-JOBS = [(i, Path(name)) for i, name in enumerate(["a.wav", "crash.wav", "b.wav", "c.wav", "d.wav", "e.wav"])]
+ITEMS = [(i, Path(name)) for i, name in enumerate(["a.wav", "crash.wav", "b.wav", "c.wav", "d.wav", "e.wav"])]
+EXPECTED = {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in ITEMS}
+ALONE = [(item,) for item in ITEMS]
+PACKED = [tuple(ITEMS[:3]), tuple(ITEMS[3:5]), tuple(ITEMS[5:])]
+"""jobs of several items, as with the pack option: the crash takes a and b down with it."""
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2])
-def test_a_dead_worker_fails_only_its_item_and_the_batch_goes_on(workers):
-    outcomes = {o.index: o.reason for o in run_local(JOBS, AnalysisOptions(threads=1), workers, work=_work_or_die)}
-    assert outcomes == {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in JOBS}
+@pytest.mark.parametrize("jobs", [ALONE, PACKED], ids=["alone", "packed"])
+def test_a_dead_worker_fails_only_its_item_and_the_batch_goes_on(workers, jobs):
+    outcomes = [(o.index, o.reason) for o in run_local(jobs, AnalysisOptions(threads=1), workers, work=_work_or_die)]
+    assert dict(outcomes) == EXPECTED and len(outcomes) == len(ITEMS)
 
 
 @pytest.mark.slow
@@ -180,10 +187,11 @@ def test_a_dead_ray_actor_fails_only_its_item_and_is_restarted():
     here = {"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}}  # the actors import this module
     ray.init(num_cpus=1, include_dashboard=False, logging_level="WARNING", runtime_env=here)
     try:  # one actor: the items after the crash run on it restarted
-        outcomes = {o.index: o.reason for o in run_ray(JOBS, AnalysisOptions(threads=1), 1, None, worker=_ActorOrDie)}
+        outcomes = [[(o.index, o.reason) for o in run_ray(jobs, AnalysisOptions(threads=1), 1, None, worker=_ActorOrDie)] for jobs in (ALONE, PACKED)]
     finally:
         ray.shutdown()
-    assert outcomes == {i: f"crash.wav: {WORKER_DIED}" if p.name == "crash.wav" else f"ok {p.name}" for i, p in JOBS}
+    for each in outcomes:
+        assert dict(each) == EXPECTED and len(each) == len(ITEMS)
 
 
 # --- real runs ---------------------------------------------------------------------------------
@@ -276,3 +284,52 @@ def test_ray_engine_on_a_local_instance_and_the_dataset_in_duckdb(tmp_path, samp
             GROUP BY 1, 2"""
     ).fetchall()
     assert len(joined) == 1 and joined[0][:2] == (rid, str(good.resolve())) and joined[0][2] > 5
+
+
+# --- short recordings encoded together (the pack option) ---------------------------------------
+
+
+def _pieces(folder: Path, sample_media: Path) -> list[Path]:
+    """Three short WAVs of the interview's lines and one of 12 s, longer than a packed recording may be."""
+    from multimodal_ser.media import load_audio
+
+    audio = load_audio(sample_media / "interview.mp4")
+    spans = {"one.wav": (0.0, 4.6), "two.wav": (4.6, 9.2), "three.wav": (9.2, 13.8), "long.wav": (9.2, 21.2)}
+    return [write_wav(folder / name, audio[int(a * 16000) : int(b * 16000)]) for name, (a, b) in spans.items()]
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_packed_recordings_are_analysed_as_alone_within_the_noise(tmp_path, sample_media, monkeypatch):
+    from multimodal_ser.labels import EMOTIONS
+    from multimodal_ser.pipeline import Analyzer
+
+    paths = _pieces(tmp_path, sample_media)
+    options = AnalysisOptions(modalities=("audio", "text"), language="en", threads=2)
+    alone = [Analyzer(options).analyze(path) for path in paths]
+    packed_analyzer = Analyzer(dataclasses.replace(options, pack=True))
+    packed_analyzer.prepare(paths)
+    encoder = packed_analyzer.models.encoder()
+    windows = []
+    monkeypatch.setattr(encoder, "encode", lambda audio, **kw: windows.append(len(audio)) or type(encoder).encode(encoder, audio, **kw))
+    packed = [packed_analyzer.analyze(path) for path in paths]
+    assert len(windows) == 1 and windows[0] > 8 * 16000  # only the long recording needed a window of its own
+    columns = [f"audio_{label}" for label in EMOTIONS]
+    for one, other in zip(alone, packed, strict=True):
+        a, b = one.segments[one.segments["speech"]], other.segments[other.segments["speech"]]
+        # the decoder may write "I'm" for "I am" from states this close: the words agree, not every letter
+        words = [re.findall(r"[\w']+", " ".join(t["text"]).lower()) for t in (a, b)]
+        assert len(a) == len(b) >= 1 and difflib.SequenceMatcher(None, *words).ratio() >= 0.8, words
+        assert np.abs(a[columns].to_numpy() - b[columns].to_numpy()).max() < 0.1
+        assert other.metadata["options"]["pack"] and other.metadata["language"] == "en"
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_a_packed_batch_commits_every_recording(tmp_path, sample_media):
+    paths = _pieces(tmp_path, sample_media)
+    status = run_batch([*paths, tmp_path / "missing.wav"], tmp_path / "out", options=AnalysisOptions(**FAST, pack=True), workers=1)
+    assert status["state"].tolist() == ["done"] * 4 + ["failed"]
+    texts = open_table(tmp_path / "out", "segments").to_table(columns=["source_path", "text"]).to_pandas()
+    spoken = texts[texts["text"].fillna("").str.strip() != ""].groupby("source_path")["text"].count()
+    assert set(spoken.index) == {str(p.resolve()) for p in paths}

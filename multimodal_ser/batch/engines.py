@@ -33,8 +33,9 @@ WORKER_MEMORY = 2.1e9
 """bytes: peak resident memory of one tri-modal worker (``benchmarks/bench.py``: 2059 MB on the sample interview,
 its face pass running beside the speech branch; ``benchmarks/batch_bench.py``: 1807 MB on the talking heads)."""
 
-Job = tuple[int, Path]
-"""an item to analyse: its index among the batch's inputs, and its path."""
+Job = tuple[tuple[int, Path], ...]
+"""the items one worker call analyses (several with the ``pack`` option, prepared together): each
+item's index among the batch's inputs, and its path."""
 
 
 @dataclasses.dataclass
@@ -49,9 +50,14 @@ class Outcome:
     """wall-clock seconds the analysis took in the worker."""
 
 
-def analyze_job(analyzer, job: Job) -> Outcome:
-    """Analyse one job with ``analyzer``; a failure becomes an Outcome, never an exception."""
-    index, path = job
+def analyze_job(analyzer, job: Job) -> list[Outcome]:
+    """Analyse one job's items with ``analyzer`` (prepared together: :meth:`Analyzer.prepare`);
+    a failure becomes an Outcome, never an exception."""
+    analyzer.prepare([path for _, path in job])
+    return [_analyze_item(analyzer, index, path) for index, path in job]
+
+
+def _analyze_item(analyzer, index: int, path: Path) -> Outcome:
     start = time.perf_counter()
     try:
         timeline = analyzer.analyze(path)
@@ -80,7 +86,7 @@ def _start_worker(options: AnalysisOptions) -> None:
     _ANALYZER = Analyzer(options)
 
 
-def _work(job: Job) -> Outcome:
+def _work(job: Job) -> list[Outcome]:
     return analyze_job(_ANALYZER, job)
 
 
@@ -108,7 +114,7 @@ def default_workers() -> int:
 WORKER_DIED = "the worker analysing it died (killed, out of memory, or a crash in native code)"
 
 
-def run_local(jobs: list[Job], options: AnalysisOptions, workers: int, *, work: Callable[[Job], Outcome] = _work) -> Iterator[Outcome]:
+def run_local(jobs: list[Job], options: AnalysisOptions, workers: int, *, work: Callable[[Job], list[Outcome]] = _work) -> Iterator[Outcome]:
     """Analyse ``jobs`` on ``workers`` spawned processes; yields outcomes as they finish.
 
     A worker that dies (killed, out of memory, a crash in native code) takes the pool down with it
@@ -119,12 +125,14 @@ def run_local(jobs: list[Job], options: AnalysisOptions, workers: int, *, work: 
     queue = collections.deque(jobs)
     while queue:
         in_flight = yield from _run_pool(queue, options, workers, work)
-        for job in in_flight:
-            if len(in_flight) == 1 or (yield from _run_pool(collections.deque([job]), options, 1, work)):
-                yield Outcome(job[0], None, f"{job[1]}: {WORKER_DIED}", 0.0)
+        alone = [(item,) for job in in_flight for item in job]
+        for job in alone:
+            if len(alone) == 1 or (yield from _run_pool(collections.deque([job]), options, 1, work)):
+                (index, path), = job
+                yield Outcome(index, None, f"{path}: {WORKER_DIED}", 0.0)
 
 
-def _run_pool(queue: collections.deque[Job], options: AnalysisOptions, workers: int, work: Callable[[Job], Outcome]):
+def _run_pool(queue: collections.deque[Job], options: AnalysisOptions, workers: int, work: Callable[[Job], list[Outcome]]):
     """Run jobs from ``queue`` in one pool, at most ``workers`` at a time (so those in flight are
     known), yielding their outcomes; returns the jobs in flight when a worker died ([] otherwise)."""
     context = multiprocessing.get_context("spawn")  # no fork of a parent holding threads or models
@@ -144,7 +152,7 @@ def _run_pool(queue: collections.deque[Job], options: AnalysisOptions, workers: 
                 if isinstance(future.exception(), BrokenProcessPool):
                     in_flight.append(job)
                 else:
-                    yield future.result()
+                    yield from future.result()
             if in_flight:
                 return in_flight
         return []
@@ -163,7 +171,7 @@ class _Worker:
 
         self.analyzer = Analyzer(options)
 
-    def analyze(self, job: Job) -> Outcome:
+    def analyze(self, job: Job) -> list[Outcome]:
         return analyze_job(self.analyzer, job)
 
 
@@ -202,14 +210,19 @@ def run_ray(
             [ref], _ = ray.wait(list(running), num_returns=1)
             a, job = running.pop(ref)
             try:
-                outcome = ray.get(ref)
-            except RayActorError:  # its process died: the item fails, a new actor takes the next
-                outcome = Outcome(job[0], None, f"{job[1]}: {WORKER_DIED}", 0.0)
+                outcomes = ray.get(ref)
+            except RayActorError:  # its process died: a lone item fails, a job of several is retried item by item
+                if len(job) == 1:
+                    (index, path), = job
+                    outcomes = [Outcome(index, None, f"{path}: {WORKER_DIED}", 0.0)]
+                else:
+                    outcomes = []
+                    queue.extendleft((item,) for item in reversed(job))
                 ray.kill(a)
                 a = actor.remote(options)
                 actors.append(a)
             idle.append(a)
-            yield outcome
+            yield from outcomes
     finally:  # the models leave the cluster with the batch
         for a in actors:
             ray.kill(a)

@@ -38,6 +38,8 @@ class Item:
 def options_key(options: AnalysisOptions) -> str:
     """Canonical JSON of the options that decide a result."""
     values = {k: v for k, v in dataclasses.asdict(options).items() if k not in RUN_ONLY_OPTIONS}
+    if not values["pack"]:  # results within noise of alone, but not identical; off, ids from before the option stay valid
+        del values["pack"]
     return json.dumps(values, sort_keys=True, default=list)
 
 

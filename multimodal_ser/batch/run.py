@@ -98,14 +98,29 @@ def _plan(items: list[Item], done: dict[str, dict]) -> tuple[list[dict], list[Jo
             rows[index] = _row(item, "skipped", f"same content as {items[first[rid]].path}")
         else:
             first[rid] = index
-            jobs.append((index, item.path))
+            jobs.append(((index, item.path),))
     return rows, jobs
+
+
+def _grouped(jobs: list[Job], workers: int | None) -> list[Job]:
+    """Consecutive items in jobs of up to :data:`~multimodal_ser.pipeline.PREPARE_GROUP` (fewer when
+    that would leave one of ``workers`` idle), for the ``pack`` option to encode their short
+    recordings together."""
+    from ..pipeline import PREPARE_GROUP
+
+    items = [item for job in jobs for item in job]
+    size = PREPARE_GROUP if workers is None else max(1, min(PREPARE_GROUP, -(-len(items) // workers)))
+    return [tuple(items[first : first + size]) for first in range(0, len(items), size)]
 
 
 def _outcomes(jobs: list[Job], engine: str, options: AnalysisOptions, workers: int | None, address: str | None) -> Iterator[Outcome]:
     if engine == "ray":
+        if options.pack:
+            jobs = _grouped(jobs, workers)
         return run_ray(jobs, options, workers, address)
     workers = min(workers or default_workers(), len(jobs))
+    if options.pack:
+        jobs = _grouped(jobs, workers)
     return run_local(jobs, dataclasses.replace(options, threads=max(1, usable_cores() // workers)), workers)
 
 
