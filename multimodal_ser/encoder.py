@@ -139,8 +139,9 @@ class SpeechEncoder:
         def convolved(m: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.gelu(encoder.conv2(torch.nn.functional.gelu(encoder.conv1(m[None]))))[0].T
 
-        x = convolved(mel)  # 50 frames past the clip
-        floor, last = x[exact + 20], convolved(mel[:, -8:])[-1]
+        x = convolved(mel)  # to 50 frames past the clip: the floor holds from 3 past it to 2 before the end
+        floor = x[exact + 20]
+        last = convolved(mel[:, -8:])[-1]  # floor columns only, ending as the window ends
         return torch.cat([x[:exact], torch.where(torch.from_numpy(padding == WINDOW_FRAMES - 1)[:, None], last, floor)])
 
     @torch.inference_mode()
