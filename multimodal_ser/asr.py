@@ -91,6 +91,11 @@ class Transcriber(Protocol):
     def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]: ...
 
 
+def _outputs(windows: Sequence[EncodedWindow]) -> np.ndarray:
+    """The windows' encoder outputs as one C-contiguous array, shape ``(n, 1500, d_model)`` float32."""
+    return np.ascontiguousarray(torch.stack([w.output for w in windows]).numpy())
+
+
 def language_code(language: str) -> str:
     """ISO 639-1 code of a Whisper language code or name (``"de"``, ``"German"`` → ``"de"``)."""
     from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
@@ -271,17 +276,21 @@ class CTranslate2Transcriber:
         results = []
         for first in range(0, len(windows), DECODE_BATCH):
             batch = windows[first : first + DECODE_BATCH]
+            outputs = _outputs(batch)
             languages = [self.language] * len(batch)
             if self.language is None:
-                languages = [ranked[0][0].strip("<|>") for ranked in self.model.detect_language(self._features(batch))]
-            results += zip(languages, self._decode(batch, languages))
+                ranked = self.model.detect_language(self._ct2.StorageView.from_array(outputs))
+                languages = [r[0][0].strip("<|>") for r in ranked]
+            results += zip(languages, self._decode(batch, languages, outputs))
         return results
 
     def _features(self, windows: Sequence[EncodedWindow]):
-        return self._ct2.StorageView.from_array(np.ascontiguousarray(torch.stack([w.output for w in windows]).numpy()))
+        return self._ct2.StorageView.from_array(_outputs(windows))
 
-    def _decode(self, windows: Sequence[EncodedWindow], languages: list[str]) -> list[list[AsrSegment]]:
-        features = self._features(windows)
+    def _decode(self, windows: Sequence[EncodedWindow], languages: list[str], outputs: np.ndarray | None = None) -> list[list[AsrSegment]]:
+        """``outputs``: the windows' :func:`_outputs`, when the caller has them already."""
+        outputs = _outputs(windows) if outputs is None else outputs
+        features = self._ct2.StorageView.from_array(outputs)
         tokenizers = [_tokenizer(self.multilingual, language) for language in languages]
         prompts = [list(tokenizer.sot_sequence) for tokenizer in tokenizers]
         results = self.model.generate(
@@ -295,9 +304,13 @@ class CTranslate2Transcriber:
             suppress_tokens=[-1],
             max_initial_timestamp_index=50,
         )
-        return [self._segments(*args) for args in zip(windows, tokenizers, prompts, results, strict=True)]
+        return [
+            self._segments(window, outputs[i : i + 1], tokenizer, prompt, result)
+            for i, (window, tokenizer, prompt, result) in enumerate(zip(windows, tokenizers, prompts, results, strict=True))
+        ]
 
-    def _segments(self, window: EncodedWindow, tokenizer, prompt: list[int], result) -> list[AsrSegment]:
+    def _segments(self, window: EncodedWindow, output: np.ndarray, tokenizer, prompt: list[int], result) -> list[AsrSegment]:
+        """``output``: the window's encoder output, shape ``(1, 1500, d_model)``, for the word alignment."""
         tokens = result.sequences_ids[0]
         n_text = sum(1 for t in tokens if t < tokenizer.eot)
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
@@ -307,7 +320,7 @@ class CTranslate2Transcriber:
         words = []
         text_tokens = [t for _, _, seg in segments for t in seg]
         if self.options.word_timestamps and text_tokens and n_text:
-            (alignment,) = self.model.align(self._features([window]), prompt, [text_tokens], window.n_frames * 2, median_filter_width=7)
+            (alignment,) = self.model.align(self._ct2.StorageView.from_array(output), prompt, [text_tokens], window.n_frames * 2, median_filter_width=7)
             path = np.array(alignment.alignments)
             words = _words_from_path(tokenizer, text_tokens, path[:, 0], path[:, 1], alignment.text_token_probs)
         return _assemble(window, tokenizer, segments, words, avg_logprob, float(result.no_speech_prob))

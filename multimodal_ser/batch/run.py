@@ -66,10 +66,10 @@ def run_batch(
     with dataset.lock():
         done = dataset.prepare()
         items = [make_item(Path(p), options) for p in inputs]
-        rows, jobs = _plan(items, done)
-        log.info("%d input(s): %d to analyse, %d already done", len(items), len(jobs), sum(r.get("state") == "skipped" for r in rows))
-        outcomes = _outcomes(jobs, engine, options, workers, address) if jobs else ()
-        for outcome in tqdm(outcomes, total=len(jobs), unit="recording", disable=not progress):
+        rows, todo = _plan(items, done)
+        log.info("%d input(s): %d to analyse, %d already done", len(items), len(todo), sum(r.get("state") == "skipped" for r in rows))
+        outcomes = _outcomes(todo, engine, options, workers, address) if todo else ()
+        for outcome in tqdm(outcomes, total=len(todo), unit="recording", disable=not progress):
             item = items[outcome.index]
             if outcome.timeline is None:
                 log.info("failed: %s", outcome.reason)
@@ -83,11 +83,11 @@ def run_batch(
     return pd.DataFrame(rows)
 
 
-def _plan(items: list[Item], done: dict[str, dict]) -> tuple[list[dict], list[Job]]:
+def _plan(items: list[Item], done: dict[str, dict]) -> tuple[list[dict], list[tuple[int, Path]]]:
     """The status row of each item that needs no analysis (unreadable, done before, a duplicate),
-    ``{}`` for the others, and the jobs that analyse those."""
+    ``{}`` for the others, and those others as ``(index, path)``."""
     rows: list[dict] = [{}] * len(items)
-    jobs, first = [], {}
+    todo, first = [], {}
     for index, item in enumerate(items):
         rid = item.recording_id
         if item.error is not None:
@@ -98,30 +98,27 @@ def _plan(items: list[Item], done: dict[str, dict]) -> tuple[list[dict], list[Jo
             rows[index] = _row(item, "skipped", f"same content as {items[first[rid]].path}")
         else:
             first[rid] = index
-            jobs.append(((index, item.path),))
-    return rows, jobs
+            todo.append((index, item.path))
+    return rows, todo
 
 
-def _grouped(jobs: list[Job], workers: int | None) -> list[Job]:
-    """Consecutive items in jobs of up to :data:`~multimodal_ser.pipeline.PREPARE_GROUP` (fewer when
-    that would leave one of ``workers`` idle), for the ``pack`` option to encode their short
-    recordings together."""
+def _jobs(todo: list[tuple[int, Path]], pack: bool, workers: int | None) -> list[Job]:
+    """One item per job; with ``pack``, consecutive items in jobs of up to
+    :data:`~multimodal_ser.pipeline.PREPARE_GROUP` (fewer when that would leave one of ``workers``
+    idle), so that their short recordings are encoded together."""
     from ..pipeline import PREPARE_GROUP
 
-    items = [item for job in jobs for item in job]
-    size = PREPARE_GROUP if workers is None else max(1, min(PREPARE_GROUP, -(-len(items) // workers)))
-    return [tuple(items[first : first + size]) for first in range(0, len(items), size)]
+    size = 1
+    if pack:
+        size = PREPARE_GROUP if workers is None else max(1, min(PREPARE_GROUP, -(-len(todo) // workers)))
+    return [tuple(todo[first : first + size]) for first in range(0, len(todo), size)]
 
 
-def _outcomes(jobs: list[Job], engine: str, options: AnalysisOptions, workers: int | None, address: str | None) -> Iterator[Outcome]:
+def _outcomes(todo: list[tuple[int, Path]], engine: str, options: AnalysisOptions, workers: int | None, address: str | None) -> Iterator[Outcome]:
     if engine == "ray":
-        if options.pack:
-            jobs = _grouped(jobs, workers)
-        return run_ray(jobs, options, workers, address)
-    workers = min(workers or default_workers(), len(jobs))
-    if options.pack:
-        jobs = _grouped(jobs, workers)
-    return run_local(jobs, dataclasses.replace(options, threads=max(1, usable_cores() // workers)), workers)
+        return run_ray(_jobs(todo, options.pack, workers), options, workers, address)
+    workers = min(workers or default_workers(), len(todo))
+    return run_local(_jobs(todo, options.pack, workers), dataclasses.replace(options, threads=max(1, usable_cores() // workers)), workers)
 
 
 def _row(item: Item, state: str, reason: str, seconds: float = 0.0) -> dict:
