@@ -281,11 +281,30 @@ def test_the_lapse_stops_one_branch_from_vetoing_what_the_other_sees():
         LateFusion(lapse=1.0)
 
 
+def test_a_lapse_per_branch_lets_words_add_evidence_but_not_veto():
+    # neutral words that rule sad out, spoken with a clearly sad voice
+    voice, words = _p("sad", 0.7), np.full(len(EMOTIONS), 0.3 / 6)
+    words[EMOTIONS.index("neutral")] = 0.7
+    words[EMOTIONS.index("sad")], words[EMOTIONS.index("angry")] = 1e-4, 0.3 / 6 + 1e-4
+    seg = _segments([voice], [words], [True], [True])
+    assert fused_columns(seg, LateFusion(lapse=0.1))["label"][0] != "sad"
+    lenient = LateFusion(lapse={"text": 0.9, "audio": 0.1})
+    assert fused_columns(seg, lenient)["label"][0] == "sad"
+    # the same lapse still lets strongly sad words speak where the voice is unsure
+    seg = _segments([np.full(len(EMOTIONS), 1 / len(EMOTIONS))], [_p("sad", 0.95)], [True], [True])
+    assert fused_columns(seg, lenient)["label"][0] == "sad"
+    with pytest.raises(ValueError, match="unknown modalities"):
+        LateFusion(lapse={"smell": 0.5})
+
+
 def test_the_lapse_is_saved_and_older_files_read_without_one(tmp_path):
-    path = LateFusion(weights={"audio": 1.0, "text": 0.5}, lapse=0.2).save(tmp_path / "w.json")
-    assert load_late_fusion(path).lapse == 0.2
+    path = LateFusion(weights={"audio": 1.0, "text": 0.5}, lapse={"text": 0.7, "audio": 0.2}).save(tmp_path / "w.json")
+    assert load_late_fusion(path).lapse == {"audio": 0.2, "text": 0.7, "face": 0.0}
     document = json.loads(path.read_text())
+    document.update(version=3, lapse=0.3)  # version 3: one lapse for every branch
+    path.write_text(json.dumps(document))
+    assert load_late_fusion(path).lapse == {"audio": 0.3, "text": 0.3, "face": 0.3}
     document.update(version=2)
     del document["lapse"]
     path.write_text(json.dumps(document))
-    assert load_late_fusion(path).lapse == 0.0
+    assert load_late_fusion(path).lapse == {"audio": 0.0, "text": 0.0, "face": 0.0}

@@ -2,14 +2,15 @@
 
 For the modalities ``m`` present on a segment::
 
-    logit(y) = Σ_m  w_m · q_m · (log p̃_m(y) − log π_m(y)) / T,   p̃_m = (1 − λ) p_m + λ π_m
+    logit(y) = Σ_m  w_m · q_m · (log p̃_m(y) − log π_m(y)) / T,   p̃_m = (1 − λ_m) p_m + λ_m π_m
 
 - ``p_m``: the branch's calibrated probabilities (each head stores a temperature fitted on
   held-out data of its own, see :mod:`multimodal_ser.calibration`);
-- ``λ`` in [0, 1): the lapse, the chance that a branch's reading of a segment says nothing about
-  it (the words of a sentence spoken with another feeling than its words carry). It bounds the
-  evidence a branch can give against a class by ``log λ``, so no branch can veto a class the
-  others see;
+- ``λ_m`` in [0, 1): the branch's lapse, the chance that its reading of a segment says nothing
+  about it (the words of a sentence spoken with another feeling than its words carry). It bounds
+  the evidence a branch can give against a class by ``log λ_m``, so no branch can veto a class the
+  others see, while its evidence *for* a class stays strong: emotional words count, neutral words
+  spoken in anger do not outvote the voice;
 - ``π_m``: the branch's prior, its mean calibrated prediction on held-out data: the evidence is
   what the branch says about *this* segment beyond what it says about everything. A branch that
   repeats its usual distribution (the words of a neutral sentence) moves the result little;
@@ -54,9 +55,9 @@ from .base import EPS, modality_probabilities, modality_quality, targets, valid_
 log = logging.getLogger(__name__)
 
 LATE_FUSION_FORMAT = "multimodal-ser/late-fusion"
-LATE_FUSION_VERSION = 3
-"""Version 2 added ``priors``, version 3 ``lapse``; older files are read with uniform priors and
-no lapse."""
+LATE_FUSION_VERSION = 4
+"""Version 2 added ``priors``, version 3 ``lapse`` (one for every branch), version 4 a lapse per
+branch; older files are read with uniform priors and no lapse."""
 
 MAX_EFFECTIVE_WEIGHT = 50.0
 """Upper bound of a stacked weight over temperature, ``w_m / T`` (keeps the optimiser finite)."""
@@ -78,7 +79,8 @@ class LateFusion:
         temperature: divides the pooled log-probabilities; > 1 softens, < 1 sharpens.
         priors: ``{modality: 7 probabilities over EMOTIONS}``; a modality without one is read
             against a uniform prior.
-        lapse: ``λ`` of the module docstring, in [0, 1).
+        lapse: ``λ_m`` of the module docstring, in [0, 1): ``{modality: lapse}`` (a modality not
+            named gets 0) or one number for every modality. Stored as a mapping over all modalities.
         provenance: where learned parameters came from (data, fit metrics); shown by
             :meth:`describe` and saved by :meth:`save`.
     """
@@ -86,7 +88,7 @@ class LateFusion:
     weights: dict[str, float] = dataclasses.field(default_factory=lambda: {m: 1.0 for m in MODALITIES})
     temperature: float = 1.0
     priors: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
-    lapse: float = 0.0
+    lapse: Mapping[str, float] | float = 0.0
     name: str = "late"
     provenance: dict = dataclasses.field(default_factory=dict, compare=False)
 
@@ -98,8 +100,10 @@ class LateFusion:
             raise ValueError(f"fusion weights must be finite and >= 0, not {self.weights}")
         if not np.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
-        if not 0 <= self.lapse < 1:
+        lapse = per_modality_lapse(self.lapse)
+        if any(not 0 <= v < 1 for v in lapse.values()):
             raise ValueError(f"lapse must be in [0, 1), not {self.lapse}")
+        object.__setattr__(self, "lapse", lapse)
         object.__setattr__(self, "priors", {m: _valid_prior(m, p) for m, p in self.priors.items()})
 
     @property
@@ -129,7 +133,7 @@ class LateFusion:
 
     def describe(self) -> dict:
         """JSON-ready summary for output metadata: name, weights, temperature, priors, provenance."""
-        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature, "lapse": self.lapse}
+        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature, "lapse": dict(self.lapse)}
         if self.priors:
             out["priors"] = {m: list(p) for m, p in self.priors.items()}
         if self.provenance:
@@ -144,7 +148,7 @@ class LateFusion:
             "labels": list(EMOTIONS),
             "weights": {m: float(w) for m, w in self.weights.items()},
             "temperature": float(self.temperature),
-            "lapse": float(self.lapse),
+            "lapse": {m: float(v) for m, v in self.lapse.items()},
             "priors": {m: list(p) for m, p in self.priors.items()},
             "provenance": self.provenance,
         }
@@ -158,20 +162,40 @@ class LateFusion:
         return path
 
 
+def per_modality_lapse(lapse: Mapping[str, float] | float) -> dict[str, float]:
+    """``{modality: λ_m}`` over every modality of :data:`~multimodal_ser.labels.MODALITIES` from a
+    mapping (modalities not named get 0) or one number for all.
+
+    Raises:
+        ValueError: an unknown modality.
+    """
+    if isinstance(lapse, Mapping):
+        unknown = set(lapse) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"lapse for unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        return {m: float(lapse.get(m, 0.0)) for m in MODALITIES}
+    return {m: float(lapse) for m in MODALITIES}
+
+
 def evidence(
-    segments: pd.DataFrame, modalities: Sequence[str], priors: Mapping[str, Sequence[float]] | None = None, *, lapse: float = 0.0
+    segments: pd.DataFrame, modalities: Sequence[str], priors: Mapping[str, Sequence[float]] | None = None, *,
+    lapse: Mapping[str, float] | float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each modality's evidence ``q_m (log p̃_m − log π_m)`` with ``p̃_m = (1 − lapse) p_m + lapse π_m``, zero where absent.
+    """Each modality's evidence ``q_m (log p̃_m − log π_m)`` with ``p̃_m = (1 − λ_m) p_m + λ_m π_m``, zero where absent.
+
+    Args:
+        lapse: ``{modality: λ_m}`` or one ``λ`` for all (see :func:`per_modality_lapse`).
 
     Returns:
         ``(M, n, 7)`` float64 and presence ``(M, n)`` bool.
     """
     priors = priors or {}
+    lapses = per_modality_lapse(lapse)
     logs, masks = [], []
     for m in modalities:
         probabilities, present = modality_probabilities(segments, m)
         prior = np.asarray(priors[m], dtype=np.float64) if m in priors else np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
-        mixed = (1.0 - lapse) * np.nan_to_num(probabilities, nan=1.0) + lapse * prior
+        mixed = (1.0 - lapses[m]) * np.nan_to_num(probabilities, nan=1.0) + lapses[m] * prior
         log_p = np.log(np.clip(mixed, EPS, 1.0))
         if m in priors:
             log_p = log_p - np.log(prior)
@@ -216,7 +240,7 @@ def load_late_fusion(path: str | os.PathLike) -> LateFusion:
             weights={str(m): float(w) for m, w in document["weights"].items()},
             temperature=float(document["temperature"]),
             priors={str(m): p for m, p in (document.get("priors") or {}).items()},
-            lapse=float(document.get("lapse", 0.0)),
+            lapse=document.get("lapse", 0.0),
             provenance=provenance,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -267,7 +291,7 @@ def fit_late_fusion(
     row_weights: np.ndarray | None = None,
     fit_mask: Mapping[str, np.ndarray] | None = None,
     fixed: Mapping[str, float] | None = None,
-    lapse: float = 0.0,
+    lapse: Mapping[str, float] | float = 0.0,
     provenance: dict | None = None,
 ) -> LateFusion:
     """Learn reliability weights and a temperature by stacking.
@@ -295,7 +319,7 @@ def fit_late_fusion(
             information about the label by construction). Default: everywhere.
         fixed: ``{modality: effective weight a_m}`` kept as given instead of fitted (e.g. learned
             on other data where that modality is informative).
-        lapse: ``λ`` of the module docstring, kept as given and stored in the result.
+        lapse: ``λ_m`` of the module docstring (a mapping or one number), kept as given and stored in the result.
         provenance: stored in the result (for example the data it was fitted on).
 
     Raises:

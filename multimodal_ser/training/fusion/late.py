@@ -13,11 +13,13 @@ words, FER2013 faces; :func:`multimodal_ser.training.fusion.packaged_training_ma
    fit, so its weight is learned where it carries information instead of being driven to zero by a
    corpus built to make it useless. It is still pooled at analysis time: being read against its
    prior, a branch that says what it says about everything moves the result little.
-3. **Lapse.** The chance ``λ`` that a branch's reading of an item says nothing about it (see
+3. **Lapses.** The chance ``λ_m`` that a branch's reading of an item says nothing about it (see
    :mod:`multimodal_ser.fusion.late`) is chosen from :data:`LAPSE_GRID` by group cross-validation
-   inside the fitting items: the value whose fused predictions, with every branch present pooled,
-   have the lowest held-out log-loss. This is where the words of RAVDESS count: a neutral sentence
-   must not veto the fearful voice it was spoken with.
+   inside the fitting items, for the lowest held-out log-loss of the fused predictions with every
+   branch present pooled: first one value for all branches, then each branch's own in turn
+   (coordinate descent, :data:`LAPSE_ROUNDS` rounds). This is where the words of RAVDESS count: a
+   neutral sentence must not veto the fearful voice it was spoken with, while emotional words keep
+   their say (a lapse bounds the evidence against a class, not the evidence for one).
 4. **Weights and temperature** by stacking (:func:`multimodal_ser.fusion.fit_late_fusion`), every
    source and within it every class weighing the same in the log-loss.
 
@@ -50,8 +52,10 @@ from ..install import card_beside, write_card
 
 log = logging.getLogger(__name__)
 
-LAPSE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5)
-"""Candidate lapses ``λ`` of the recipe's step 3."""
+LAPSE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+"""Candidate lapses ``λ_m`` of the recipe's step 3."""
+LAPSE_ROUNDS = 2
+"""Rounds of the per-branch coordinate descent over :data:`LAPSE_GRID`."""
 LAPSE_FOLDS = 3
 """Group folds of the lapse choice (inside the fitting items)."""
 
@@ -130,42 +134,61 @@ def fit_default_fusion(
         fit_mask[m] = keep
     weights = balanced_row_weights(labels, sources)
 
-    def fit(rows: np.ndarray, lapse: float, provenance: dict | None = None) -> LateFusion:
+    def fit(rows: np.ndarray, lapse: dict, provenance: dict | None = None) -> LateFusion:
         return fit_late_fusion(
             table[rows], list(labels[rows]), modalities=modalities, priors=priors, row_weights=weights[rows],
             fit_mask={m: mask[rows] for m, mask in fit_mask.items()}, lapse=lapse, provenance=provenance,
         )
 
-    lapse, losses = choose_lapse(table, labels, weights, fit, seed=seed)
+    lapse, losses = choose_lapse(table, labels, weights, fit, modalities, seed=seed)
     fusion = fit(np.ones(len(table), dtype=bool), lapse, {**(provenance or {}), "lapse_choice": losses})
     return dataclasses.replace(fusion, name="late"), judged
 
 
-def choose_lapse(table: pd.DataFrame, labels: np.ndarray, weights: np.ndarray, fit, *, seed: int) -> tuple[float, dict]:
-    """The lapse of :data:`LAPSE_GRID` with the lowest held-out log-loss, by group folds of ``table``.
+def choose_lapse(
+    table: pd.DataFrame, labels: np.ndarray, weights: np.ndarray, fit, modalities, *, seed: int
+) -> tuple[dict, dict]:
+    """Each modality's lapse from :data:`LAPSE_GRID`, for the lowest held-out log-loss over group folds of ``table``.
+
+    First the best single lapse for every modality, then, for :data:`LAPSE_ROUNDS` rounds, each
+    modality's lapse in turn with the others held.
 
     Args:
-        fit: ``fit(rows (n,) bool, lapse) -> LateFusion`` fitted on those rows.
+        fit: ``fit(rows (n,) bool, {modality: lapse}) -> LateFusion`` fitted on those rows.
         weights: ``(n,)`` row weights of the log-loss.
 
     Returns:
-        ``(lapse, {"folds", "held_out_log_loss": {lapse: loss}})``; lapse 0 when there are too few groups.
+        ``({modality: lapse}, {"folds", "shared": {lapse: loss}, "per_modality": {modality: {lapse: loss}}})``
+        with the losses of the last round; every lapse 0 when there are too few groups.
     """
     groups = table["group"].to_numpy(dtype=object) if "group" in table else np.arange(len(table))
     if len(set(groups)) < LAPSE_FOLDS:
-        return 0.0, {"folds": 0, "held_out_log_loss": {}}
+        return {m: 0.0 for m in modalities}, {"folds": 0, "shared": {}, "per_modality": {}}
     fold = group_folds(groups, folds=LAPSE_FOLDS, seed=seed)
     y = np.array([EMOTIONS.index(label) for label in labels])
-    losses = {}
-    for lapse in LAPSE_GRID:
-        total = 0.0
-        for f in range(LAPSE_FOLDS):
-            probabilities, present = fit(fold != f, lapse).fuse(table[fold == f])
-            rows = np.flatnonzero(fold == f)[present]
-            picked = probabilities[present][np.arange(len(rows)), y[rows]]
-            total += float((weights[rows] * -np.log(np.clip(picked, 1e-12, 1.0))).sum())
-        losses[lapse] = total / float(weights.sum())
-    return min(losses, key=losses.get), {"folds": LAPSE_FOLDS, "held_out_log_loss": losses}
+    memo: dict[tuple, float] = {}
+
+    def held_out_loss(lapse: dict) -> float:
+        key = tuple(lapse[m] for m in modalities)
+        if key not in memo:
+            total = 0.0
+            for f in range(LAPSE_FOLDS):
+                probabilities, present = fit(fold != f, lapse).fuse(table[fold == f])
+                rows = np.flatnonzero(fold == f)[present]
+                picked = probabilities[present][np.arange(len(rows)), y[rows]]
+                total += float((weights[rows] * -np.log(np.clip(picked, 1e-12, 1.0))).sum())
+            memo[key] = total / float(weights.sum())
+        return memo[key]
+
+    shared = {v: held_out_loss({m: v for m in modalities}) for v in LAPSE_GRID}
+    best = min(shared, key=shared.get)
+    lapse = {m: best for m in modalities}
+    per_modality: dict = {}
+    for _ in range(LAPSE_ROUNDS):
+        for m in modalities:
+            per_modality[m] = {v: held_out_loss({**lapse, m: v}) for v in LAPSE_GRID}
+            lapse[m] = min(per_modality[m], key=per_modality[m].get)
+    return lapse, {"folds": LAPSE_FOLDS, "shared": shared, "per_modality": per_modality}
 
 
 def item_sources(table: pd.DataFrame) -> np.ndarray:
@@ -232,7 +255,7 @@ def train_default_fusion(
         "seed": seed,
     }
     fusion, judged = fit_default_fusion(table, labels, sources, modalities, priors=priors, provenance=provenance, seed=seed)
-    log.info("default late fusion: weights %s, T %.3f, lapse %.2f", fusion.weights, fusion.temperature, fusion.lapse)
+    log.info("default late fusion: weights %s, T %.3f, lapses %s", fusion.weights, fusion.temperature, fusion.lapse)
     evaluation = compare_predictions(
         predictions, folds=folds, seed=seed, bootstrap=bootstrap, fusions=("late_equal", "attention"),
         attention_options=attention_options, return_probabilities=True,
@@ -283,9 +306,9 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         f"# {out_name}: the default fusion",
         "",
         "Late fusion (`multimodal_ser/fusion/late.py`): for the modalities present on a segment, "
-        "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ) p_m + λ π_m`, `p_m` the branch's "
-        "calibrated probabilities, `π_m` its prior, `λ` the lapse (the chance that a branch's reading of a segment says "
-        "nothing about it: no branch can veto a class by more than `log λ`), `q_m` the segment's quality for that "
+        "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ_m) p_m + λ_m π_m`, `p_m` the branch's "
+        "calibrated probabilities, `π_m` its prior, `λ_m` its lapse (the chance that the branch's reading of a segment says "
+        "nothing about it: it cannot veto a class by more than `log λ_m`, while its evidence for a class stays), `q_m` the segment's quality for that "
         "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/fusion/late.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
@@ -294,20 +317,25 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "",
         "## Parameters",
         "",
-        "| modality | weight w | w / T | prior π (" + ", ".join(EMOTIONS) + ") | prior from |",
-        "|---|---|---|---|---|",
+        "| modality | weight w | w / T | lapse λ | prior π (" + ", ".join(EMOTIONS) + ") | prior from |",
+        "|---|---|---|---|---|---|",
     ]
     for m, w in described["weights"].items():
         prior = described.get("priors", {}).get(m)
         lines.append(
-            f"| {m} | {w:.3f} | {w / described['temperature']:.3f} | "
+            f"| {m} | {w:.3f} | {w / described['temperature']:.3f} | {described['lapse'].get(m, 0.0):g} | "
             + (", ".join(f"{x:.3f}" for x in prior) if prior else "uniform") + f" | {provenance.get('priors_from', {}).get(m, '')} |"
         )
     choice = provenance.get("lapse_choice", {})
-    losses = ", ".join(f"λ {float(k):g}: {v:.4f}" for k, v in choice.get("held_out_log_loss", {}).items())
-    lines += ["", f"Temperature T = {described['temperature']:.3f}; lapse λ = {described.get('lapse', 0.0):g}, chosen by "
-              f"{choice.get('folds')}-fold group cross-validation inside the fitting items (held-out log-loss {losses}). "
-              f"sha256 `{result.get('sha256')}`.", "", "## Data", ""]
+
+    def losses(by_lapse: dict) -> str:
+        return ", ".join(f"{float(k):g}: {v:.4f}" for k, v in by_lapse.items())
+
+    lines += ["", f"Temperature T = {described['temperature']:.3f}. sha256 `{result.get('sha256')}`.", "",
+              f"The lapses were chosen by {choice.get('folds')}-fold group cross-validation inside the fitting items, "
+              "for the lowest held-out log-loss of the fused predictions with every branch present: first one lapse for all "
+              f"branches ({losses(choice.get('shared', {}))}), then each branch's own in turn, the others held (last round: "
+              + "; ".join(f"{m} {losses(v)}" for m, v in choice.get("per_modality", {}).items()) + ").", "", "## Data", ""]
     lines += [data_note.strip(), ""] if data_note else []
     lines += [
         "Items per source: " + ", ".join(f"{s} {n}" for s, n in provenance.get("data", {}).items()) + ".",
