@@ -229,9 +229,12 @@ def cross_validate_audio(
     temperature = fit_temperature(stacked[encoded], target, into=voice.SHARED_SPACE)
     calibrated = apply_temperature(stacked[encoded], temperature) @ voice.SHARED_SPACE
     prior = np.mean([calibrated[corpus[encoded] == c].mean(axis=0) for c in np.unique(corpus)], axis=0)
+    before = stacked[encoded] @ voice.SHARED_SPACE
     reliability = {
-        "before": reliability_table(stacked[encoded] @ voice.SHARED_SPACE, target),
+        "before": reliability_table(before, target),
         "after": reliability_table(calibrated, target),
+        "ece_before": metrics.expected_calibration_error(before, truth[encoded], labels=list(EMOTIONS)),
+        "ece_after": metrics.expected_calibration_error(calibrated, truth[encoded], labels=list(EMOTIONS)),
     }
     rows = {c: (data.manifest["corpus"] == c).to_numpy() for c in corpora}
     report = {
@@ -335,6 +338,10 @@ def markdown(report: dict) -> str:
         parts += ["", "Reliability of the 7-label top confidence on the pooled held-out clean, isolated and telephone "
                   "predictions of all corpora, before and after the temperature (a calibrated head has accuracy = confidence)", "",
                   markdown_reliability(report["reliability"]["before"], report["reliability"]["after"])]
+        if "ece_after" in report["reliability"]:
+            parts += ["", f"ECE of those pooled held-out predictions (15 bins): {report['reliability']['ece_before']:.3f} "
+                      f"before the temperature, **{report['reliability']['ece_after']:.3f}** after. The per-corpus ECE (table above) "
+                      "is higher: one temperature serves every corpus, as it must when the corpus of a recording is unknown."]
     conditions = list(next(iter(results.values())))
     if len(conditions) > 1:
         table = {
