@@ -1,7 +1,9 @@
-"""Per-speaker standardisation of the voice features, measured leave one corpus out.
+"""Per-speaker and per-collection standardisation of the voice features, measured leave one corpus out.
 
 Each speaker's segment features are standardised by that speaker's own mean (and standard
 deviation) over all their clips, in training and in test, before the head's own standardisation;
+or each corpus's by the corpus's own (a collection recorded one way: one call centre's calls, one
+study's interviews; no labels are read, only the features of the collection itself);
 then every corpus is scored by a head trained on the others only (the recipe of ``mser crossval
 --leave-out-corpus``, same seeds, clean condition). Printed per held-out corpus: UA over its own
 classes and the angry false-alarm rate, with and without; and how much each corpus's speakers keep
@@ -27,7 +29,8 @@ from multimodal_ser.training.audio.head import RECIPE
 
 def per_speaker(features: np.ndarray, speakers: np.ndarray, *, scale: bool) -> np.ndarray:
     """``features`` ``(n, d)`` with each speaker's mean removed (and divided by their std when ``scale``);
-    all-NaN rows (clips a condition did not encode) stay NaN."""
+    all-NaN rows (clips a condition did not encode) stay NaN. ``speakers`` ``(n,)`` may name any
+    grouping (corpora, for the per-collection rows)."""
     out = features.copy()
     encoded = ~np.isnan(features).all(axis=1)
     for speaker in np.unique(speakers):
@@ -66,8 +69,9 @@ def main() -> None:
     speakers = data.manifest["speaker"].to_numpy()
     purity = data.manifest.groupby("speaker").agg(corpus=("corpus", "first"), purity=("label8", lambda s: s.value_counts(normalize=True).iloc[0]))
     results = {"none": scores(data, corpus, args.seed)}
-    for name, scale in (("speaker mean removed", False), ("speaker mean and std", True)):
-        features = {k: per_speaker(v, speakers, scale=scale) for k, v in data.features.items()}
+    for name, groups, scale in (("speaker mean removed", speakers, False), ("speaker mean and std", speakers, True),
+                                ("collection mean removed", corpus, False), ("collection mean and std", corpus, True)):
+        features = {k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()}
         results[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed)
     print("\n| held-out corpus | speakers' share of their most frequent label | "
           + " | ".join(f"UA, {n} | angry FA, {n}" for n in results) + " |")
