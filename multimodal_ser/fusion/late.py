@@ -9,7 +9,7 @@ For the modalities ``m`` present on a segment::
 - ``λ_m`` in [0, 1): the branch's lapse, the chance that its reading of a segment says nothing
   about it (the words of a sentence spoken with another feeling than its words carry). It bounds
   the evidence a branch can give against a class by ``log λ_m``, so no branch can veto a class the
-  others see, while its evidence *for* a class stays strong: emotional words count, neutral words
+  others see, while its evidence *for* a class is not capped: emotional words count, neutral words
   spoken in anger do not outvote the voice;
 - ``π_m``: the branch's prior, its mean calibrated prediction on held-out data: the evidence is
   what the branch says about *this* segment beyond what it says about everything. A branch that

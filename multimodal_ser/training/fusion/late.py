@@ -19,7 +19,8 @@ words, FER2013 faces; :func:`multimodal_ser.training.fusion.packaged_training_ma
    branch present pooled: first one value for all branches, then each branch's own in turn
    (coordinate descent, :data:`LAPSE_ROUNDS` rounds). This is where the words of RAVDESS count: a
    neutral sentence must not veto the fearful voice it was spoken with, while emotional words keep
-   their say (a lapse bounds the evidence against a class, not the evidence for one).
+   their say (a lapse bounds the evidence against a class; the evidence for one it only shrinks, and
+   the stacked weight of step 4 scales it back).
 4. **Weights and temperature** by stacking (:func:`multimodal_ser.fusion.fit_late_fusion`), every
    source and within it every class weighing the same in the log-loss.
 
@@ -308,7 +309,7 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "Late fusion (`multimodal_ser/fusion/late.py`): for the modalities present on a segment, "
         "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ_m) p_m + λ_m π_m`, `p_m` the branch's "
         "calibrated probabilities, `π_m` its prior, `λ_m` its lapse (the chance that the branch's reading of a segment says "
-        "nothing about it: it cannot veto a class by more than `log λ_m`, while its evidence for a class stays), `q_m` the segment's quality for that "
+        "nothing about it: it cannot veto a class by more than `log λ_m`, while its evidence for a class is not capped), `q_m` the segment's quality for that "
         "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/fusion/late.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
