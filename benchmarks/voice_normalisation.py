@@ -10,6 +10,9 @@ classes and the angry false-alarm rate, with and without; and how much each corp
 to one emotion (the share of a speaker's clips in their most frequent label, averaged over
 speakers), which decides whether a speaker's mean is neutral ground or their emotion.
 
+Then the same with 5 speaker-disjoint folds over all corpora: what a standardisation costs or
+gains on speakers of corpora the head was trained on.
+
     python benchmarks/voice_normalisation.py --data ../shared/data
 """
 
@@ -23,7 +26,7 @@ import numpy as np
 from multimodal_ser import voice
 from multimodal_ser.training.audio.conditions import CLEAN
 from multimodal_ser.training.audio.corpus import corpus_folders
-from multimodal_ser.training.audio.crossval import Data, _held_out, _truth7, score_corpus
+from multimodal_ser.training.audio.crossval import Data, _held_out, _truth7, score_corpus, speaker_folds
 from multimodal_ser.training.audio.head import RECIPE
 
 
@@ -44,10 +47,12 @@ def per_speaker(features: np.ndarray, speakers: np.ndarray, *, scale: bool) -> n
     return out
 
 
-def scores(data: Data, corpus: np.ndarray, seed: int) -> dict[str, tuple[float, float]]:
-    """``{corpus: (UA over its own classes, angry false-alarm rate)}``, each corpus held out in turn."""
+def scores(data: Data, corpus: np.ndarray, seed: int, tests: list[np.ndarray] | None = None) -> dict[str, tuple[float, float]]:
+    """``{corpus: (UA over its own classes, angry false-alarm rate)}`` of the clean clips, each test
+    set ``(n,)`` bool scored by a head trained on the rest; default: each corpus held out in turn."""
     corpora = list(dict.fromkeys(corpus))
-    head_p, _ = _held_out(data, [corpus == c for c in corpora], recipe=RECIPE, seed=seed, tested=[CLEAN.name], desc="left-out corpora")
+    tests = [corpus == c for c in corpora] if tests is None else tests
+    head_p, _ = _held_out(data, tests, recipe=RECIPE, seed=seed, tested=[CLEAN.name], desc="held-out sets")
     p7 = head_p[CLEAN.name] @ voice.SHARED_SPACE
     truth = _truth7(data.manifest)
     groups = data.manifest["speaker"].to_numpy()
@@ -73,12 +78,25 @@ def main() -> None:
                                 ("collection mean removed", corpus, False), ("collection mean and std", corpus, True)):
         features = {k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()}
         results[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed)
+    print("\nLeave one corpus out (UA over the corpus's own classes, angry false-alarm rate):")
     print("\n| held-out corpus | speakers' share of their most frequent label | "
           + " | ".join(f"UA, {n} | angry FA, {n}" for n in results) + " |")
     print("|---|---|" + "---|---|" * len(results))
     for c in dict.fromkeys(corpus):
         cells = " | ".join(f"{results[n][c][0]:.3f} | {results[n][c][1]:.3f}" for n in results)
         print(f"| {c} | {purity.loc[purity['corpus'] == c, 'purity'].mean():.2f} | {cells} |")
+
+    # the same standardisations on speakers of the training corpora: 5 speaker-disjoint folds
+    tests = [np.isin(speakers, fold) for fold in speaker_folds(data.manifest, folds=5, seed=args.seed)]
+    disjoint = {"none": scores(data, corpus, args.seed, tests)}
+    for name, groups, scale in (("speaker mean removed", speakers, False), ("collection mean removed", corpus, False)):
+        features = {k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()}
+        disjoint[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed, tests)
+    print("\nSpeaker-disjoint, 5 folds over all corpora (the head has heard other speakers of the test corpus):")
+    print("\n| test corpus | " + " | ".join(f"UA, {n} | angry FA, {n}" for n in disjoint) + " |")
+    print("|---|" + "---|---|" * len(disjoint))
+    for c in dict.fromkeys(corpus):
+        print(f"| {c} | " + " | ".join(f"{disjoint[n][c][0]:.3f} | {disjoint[n][c][1]:.3f}" for n in disjoint) + " |")
 
 
 if __name__ == "__main__":
