@@ -258,9 +258,12 @@ def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     fusion = load_attention_fusion(tmp_path / "fusion.safetensors")
     assert fusion.modalities == ("text", "face")
     assert fusion.config["trained_on"]["sources"]["meld"]["presence"] == {"text": len(meld)}
-    assert set(load_late_fusion(tmp_path / "late.json").weights) == {"text", "face"}
+    late = load_late_fusion(tmp_path / "late.json")
+    assert set(late.weights) == {"text", "face"}
+    assert late.lapse == summary["late_fusion"]["lapse"]  # each branch's lapse, chosen on this mix, is saved
     card = (tmp_path / "fusion.md").read_text()
     assert "## Cross-fitted evaluation" in card and "Never seen: text+face" in card
+    assert f"lapses text {late.lapse['text']:g}, face {late.lapse['face']:g}." in card
 
 
 @pytest.mark.slow
