@@ -64,6 +64,19 @@ def scores(data: Data, corpus: np.ndarray, seed: int, tests: list[np.ndarray] | 
     return out
 
 
+def _table(results: dict[str, dict[str, tuple[float, float]]], first: str, extra: tuple[str, dict[str, str]] | None = None) -> str:
+    """Markdown: a row per corpus (``first`` names the column), then the column ``extra`` =
+    ``(header, {corpus: cell})`` if given, then UA and angry false-alarm rate of every standardisation in ``results``."""
+    corpora = list(next(iter(results.values())))
+    head = [first] + ([extra[0]] if extra else []) + [
+        f"{measure}, {n}" for n in results for measure in ("UA", "angry FA")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in corpora:
+        cells = [c] + ([extra[1][c]] if extra else []) + [f"{results[n][c][k]:.3f}" for n in results for k in (0, 1)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
@@ -73,31 +86,22 @@ def main() -> None:
     corpus = data.manifest["corpus"].to_numpy()
     speakers = data.manifest["speaker"].to_numpy()
     purity = data.manifest.groupby("speaker").agg(corpus=("corpus", "first"), purity=("label8", lambda s: s.value_counts(normalize=True).iloc[0]))
-    results = {"none": scores(data, corpus, args.seed)}
+    variants = {"none": data}
     for name, groups, scale in (("speaker mean removed", speakers, False), ("speaker mean and std", speakers, True),
                                 ("collection mean removed", corpus, False), ("collection mean and std", corpus, True)):
-        features = {k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()}
-        results[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed)
-    print("\nLeave one corpus out (UA over the corpus's own classes, angry false-alarm rate):")
-    print("\n| held-out corpus | speakers' share of their most frequent label | "
-          + " | ".join(f"UA, {n} | angry FA, {n}" for n in results) + " |")
-    print("|---|---|" + "---|---|" * len(results))
-    for c in dict.fromkeys(corpus):
-        cells = " | ".join(f"{results[n][c][0]:.3f} | {results[n][c][1]:.3f}" for n in results)
-        print(f"| {c} | {purity.loc[purity['corpus'] == c, 'purity'].mean():.2f} | {cells} |")
+        variants[name] = dataclasses.replace(data, features={k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()})
 
-    # the same standardisations on speakers of the training corpora: 5 speaker-disjoint folds
+    results = {name: scores(d, corpus, args.seed) for name, d in variants.items()}
+    share = {c: f"{purity.loc[purity['corpus'] == c, 'purity'].mean():.2f}" for c in dict.fromkeys(corpus)}
+    print("\nLeave one corpus out (UA over the corpus's own classes, angry false-alarm rate):\n")
+    print(_table(results, "held-out corpus", ("speakers' share of their most frequent label", share)))
+
+    # the mean-only standardisations on speakers of the training corpora: 5 speaker-disjoint folds
     tests = [np.isin(speakers, fold) for fold in speaker_folds(data.manifest, folds=5, seed=args.seed)]
-    disjoint = {"none": scores(data, corpus, args.seed, tests)}
-    for name, groups, scale in (("speaker mean removed", speakers, False), ("collection mean removed", corpus, False)):
-        features = {k: per_speaker(v, groups, scale=scale) for k, v in data.features.items()}
-        disjoint[name] = scores(dataclasses.replace(data, features=features), corpus, args.seed, tests)
-    print("\nSpeaker-disjoint, 5 folds over all corpora (the head has heard other speakers of the test corpus):")
-    print("\n| test corpus | " + " | ".join(f"UA, {n} | angry FA, {n}" for n in disjoint) + " |")
-    print("|---|" + "---|---|" * len(disjoint))
-    for c in dict.fromkeys(corpus):
-        print(f"| {c} | " + " | ".join(f"{disjoint[n][c][0]:.3f} | {disjoint[n][c][1]:.3f}" for n in disjoint) + " |")
-
+    disjoint = {name: scores(variants[name], corpus, args.seed, tests)
+                for name in ("none", "speaker mean removed", "collection mean removed")}
+    print("\nSpeaker-disjoint, 5 folds over all corpora (the head has heard other speakers of the test corpus):\n")
+    print(_table(disjoint, "test corpus"))
 
 if __name__ == "__main__":
     main()
