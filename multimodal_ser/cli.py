@@ -21,7 +21,7 @@ from . import __version__
 from .errors import MserError
 from .files import cache_dir
 from .labels import MODALITIES
-from .options import AnalysisOptions, add_option_arguments, option_values, parse_modalities
+from .options import VOICE_REFERENCES, AnalysisOptions, add_option_arguments, option_values, parse_modalities
 
 log = logging.getLogger("multimodal_ser.cli")
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         job.add_argument("--seed", type=int, default=0)
         if what == "audio":
             job.add_argument("--no-cv", action="store_true", help="skip the cross-validations quoted in the card (the head is then uncalibrated)")
+            job.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none", help="what the voice head reads features against: none (as computed) or collection (less the mean of the collection they come from: each corpus its own; see README, Voice reference); collection writes audio_head_collection.*)")
         if what == "fusion":
             job.add_argument("--manifest", type=_existing_file, help="learn from this labelled manifest CSV (path,label,group[,start,end,text]) "
                              "instead of reproducing the packaged fusions from --data")
@@ -151,12 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
         "(the packaged head heard actors 1-20); "
         "the manifest's groups must be the actors ('mser manifest ravdess')",
     )
+    e.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none",
+                   help="collection: read every item's voice against the mean of the manifest's items, with the packaged "
+                   "head trained that way (better on corpora the head never heard; the manifest must be one collection of "
+                   "at least 30 items: README, Voice reference); default none: as analyze reads a recording")
     e.add_argument("--text-head", type=_existing_file, help="text head file (default: packaged)")
     add_option_arguments(e, EVALUATE_OPTIONS)
     e.add_argument("--no-cache", action="store_true", help="neither read nor write the per-item prediction cache")
     e.add_argument("--pack", action="store_true",
-                   help="items of at most 8 s share 30-s encoder windows: about 8x faster on short clips, but the voice "
-                   "results move more than the measured noise (README); default: every item gets windows of its own, as in analyze")
+                   help="encode items of at most 8 s several at a time, each nearly as alone: about 2x faster on short clips, "
+                   "results within the noise of a 10-ms shift (README); default: every item gets windows of its own, as in analyze")
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     s = commands.add_parser(
@@ -179,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(cv, "real data folder (../shared/data layout)")
     cv.add_argument("--corpora", type=_corpora, default=None, help="comma-separated corpora (default: every one found: ravdess,turev-db,urdu)")
     cv.add_argument("--leave-out-corpus", action="store_true", help="test each corpus with a head trained on the others only")
+    cv.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none", help="what the voice head reads features against: none (as computed) or collection (less the mean of the collection they come from: each corpus its own; see README, Voice reference)")
     cv.add_argument("--folds", type=int, default=5, help="speaker folds (default: 5)")
     cv.add_argument("--seed", type=int, default=0)
     cv.add_argument("--out", type=Path, help="also write the metrics as JSON here")
@@ -307,7 +313,8 @@ def _train(args) -> int:
             )
         print(json.dumps(metrics, indent=2, default=str))
         return 0
-    out = args.out / f"{args.what}_head.safetensors"
+    out = args.out / (f"{args.what}_head.safetensors" if getattr(args, "voice_reference", "none") == "none"
+                      else f"{args.what}_head_{args.voice_reference}.safetensors")
     card = out.with_suffix(".md")
     if args.what == "text":
         from .training.text import train_text_head
@@ -321,14 +328,15 @@ def _train(args) -> int:
         from .training.audio import RECIPE, corpus_folders, cross_validate_audio, leave_one_corpus_out, train_audio_head
         from .training.audio.crossval import TESTED, Data
 
+        recipe = dataclasses.replace(RECIPE, reference=args.voice_reference)
         cv_report = loco_report = None
         tested = ("clean",) if args.no_cv else TESTED
-        data = Data.load(corpus_folders(args.data), recipe=RECIPE, seed=args.seed, tested=tested)  # decoded once for all three
+        data = Data.load(corpus_folders(args.data), recipe=recipe, seed=args.seed, tested=tested)  # decoded once for all three
         if not args.no_cv:
-            cv_report = cross_validate_audio(args.data, seed=args.seed, data=data)
-            loco_report = leave_one_corpus_out(args.data, seed=args.seed, temperature=cv_report["temperature"], data=data)
+            cv_report = cross_validate_audio(args.data, seed=args.seed, recipe=recipe, data=data)
+            loco_report = leave_one_corpus_out(args.data, seed=args.seed, recipe=recipe, temperature=cv_report["temperature"], data=data)
         metrics = train_audio_head(
-            args.data, out, seed=args.seed, card_path=card, cv_report=cv_report, loco_report=loco_report, data=data
+            args.data, out, seed=args.seed, recipe=recipe, card_path=card, cv_report=cv_report, loco_report=loco_report, data=data
         )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -341,7 +349,7 @@ def _evaluate(args) -> int:
     if args.cross_fit_audio is not None:
         from .training.fusion import cross_fitted_voice_heads
 
-        audio_head = cross_fitted_voice_heads(args.cross_fit_audio, seed=args.seed)
+        audio_head = cross_fitted_voice_heads(args.cross_fit_audio, seed=args.seed, reference=args.voice_reference)
     try:
         result = evaluate_manifest(
             args.manifest,
@@ -360,6 +368,7 @@ def _evaluate(args) -> int:
             threads=args.threads,
             use_cache=not args.no_cache,
             pack=args.pack,
+            voice_reference=args.voice_reference,
             progress=args.progress,
         )
     except ValueError as e:  # options that do not fit the manifest (a group without a voice head, ...)
@@ -414,15 +423,18 @@ def _manifest(args) -> int:
 
 
 def _crossval(args) -> int:
-    from .training.audio import CORPORA, cross_validate_audio, leave_one_corpus_out
+    from .training.audio import CORPORA, RECIPE, cross_validate_audio, leave_one_corpus_out
 
     corpora = args.corpora or [name for name, c in CORPORA.items() if (args.data / c.folder).is_dir()]
+    recipe = dataclasses.replace(RECIPE, reference=args.voice_reference)
     if args.leave_out_corpus:
-        from .voice import VoiceEmotionModel
+        from .voice import VoiceEmotionModel, packaged_head_path
 
-        metrics = leave_one_corpus_out(args.data, corpora=corpora, seed=args.seed, temperature=VoiceEmotionModel().temperature)
+        packaged = packaged_head_path(args.voice_reference)
+        temperature = VoiceEmotionModel(head_path=packaged).temperature if packaged.is_file() else None
+        metrics = leave_one_corpus_out(args.data, corpora=corpora, seed=args.seed, recipe=recipe, temperature=temperature)
     else:
-        metrics = cross_validate_audio(args.data, corpora=corpora, folds=args.folds, seed=args.seed)
+        metrics = cross_validate_audio(args.data, corpora=corpora, folds=args.folds, seed=args.seed, recipe=recipe)
     print(metrics["markdown"])
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

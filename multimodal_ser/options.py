@@ -16,9 +16,15 @@ from .validate import default_threads, valid_fps, valid_int
 Modality = Literal["audio", "text", "face"]
 AsrEngine = Literal["ctranslate2", "openai-whisper"]
 FusionKind = Literal["default", "late", "attention", "equal"]
+VoiceReference = Literal["none", "collection"]
 
 ENGINES: tuple[str, ...] = typing.get_args(AsrEngine)
 FUSIONS: tuple[str, ...] = typing.get_args(FusionKind)
+VOICE_REFERENCES: tuple[str, ...] = typing.get_args(VoiceReference)
+"""What a voice head reads segment features against: ``none``, the features as computed;
+``collection``, the features less the mean of the collection they come from (one corpus, one call
+centre's calls, one study's recordings; :func:`multimodal_ser.voice.centre_by_collection`), so
+that what a whole collection shares (language, channel, set-up, speaking style) is not read as emotion."""
 
 
 def _option(default, help: str):

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,12 +47,21 @@ from .files import sha256_file
 from .heads import MODELS_DIR, load_head
 from .labels import EMOTIONS, RAVDESS_8, to_shared_label
 from .media import SAMPLE_RATE
+from .options import VOICE_REFERENCES
 from .prosody import HOP_LENGTH, MFCC_FEATURES, PROSODY_FEATURES, contours, mfcc_stats, prosody_features
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEAD_PATH = MODELS_DIR / "audio_head.safetensors"
 """The packaged head, trained by ``mser train audio`` (see ``models/audio_head.md``)."""
+
+
+def packaged_head_path(reference: str = "none") -> Path:
+    """The packaged head that reads features against ``reference`` (:data:`~multimodal_ser.options.VOICE_REFERENCES`):
+    ``models/audio_head.safetensors``, or ``models/audio_head_collection.safetensors``."""
+    if reference not in VOICE_REFERENCES:
+        raise ValueError(f"voice reference must be one of {VOICE_REFERENCES}, not {reference!r}")
+    return DEFAULT_HEAD_PATH if reference == "none" else MODELS_DIR / f"audio_head_{reference}.safetensors"
 
 FEATURE_RECIPE = "whisper-layers-mean-std+prosody+mfcc/v2-level-normalised"
 """Name of the representation :func:`segment_features` computes; stored in every head's config."""
@@ -63,6 +73,34 @@ encoder frames (25) and pitch periods for stable statistics."""
 
 HAND_FEATURES: tuple[str, ...] = PROSODY_FEATURES + MFCC_FEATURES
 """Names of the hand-crafted part of the representation, after the pooled encoder states."""
+
+MIN_COLLECTION = 30
+"""Segments a collection needs before its mean is a reference: fewer, and a few clips' own emotion
+would be taken for the collection's ground."""
+
+
+def collection_mean(features: np.ndarray) -> np.ndarray:
+    """shape ``(n_features,)``: the mean of a collection's :func:`segment_features` rows ``(n, n_features)``;
+    an undefined (NaN) statistic is left out of its column's mean, and a column with none is 0."""
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or len(features) == 0:
+        raise ValueError(f"a collection's features must have shape (n >= 1, n_features), not {features.shape}")
+    with warnings.catch_warnings():  # a column of NaN only: its mean is 0, said above
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nan_to_num(np.nanmean(features, axis=0))
+
+
+def centre_by_collection(features: np.ndarray, collections: Sequence) -> np.ndarray:
+    """``features`` ``(n, n_features)`` with each row's collection mean (:func:`collection_mean`,
+    over the rows of that collection, shape ``(n,)`` of names) removed; all-NaN rows (nothing
+    encoded) stay NaN and count in no mean."""
+    out = np.array(features, dtype=np.float32, copy=True)
+    collections = np.asarray(collections, dtype=object)
+    encoded = ~np.isnan(out).all(axis=1)
+    for name in dict.fromkeys(collections[encoded]):
+        rows = encoded & (collections == name)
+        out[rows] -= collection_mean(out[rows]).astype(np.float32)
+    return out
 
 # Valence and arousal of each RAVDESS class: the NRC VAD Lexicon v1 (Mohammad, ACL 2018) ratings of
 # the emotion's name (nouns: happiness, sadness, anger, fear, disgust, surprise; adjectives: neutral,
@@ -288,6 +326,10 @@ class VoiceEmotionModel:
         self.config = config
         self.temperature = float(config.get("calibration", {}).get("temperature", 1.0))
         """divides the head's log-probabilities (fitted on held-out speakers; 1.0: uncalibrated)."""
+        self.reference = str(config.get("reference", "none"))
+        """what the head reads features against (:data:`~multimodal_ser.options.VOICE_REFERENCES`)."""
+        if self.reference not in VOICE_REFERENCES:
+            raise ModelError(f"{path}: unknown voice reference {self.reference!r} (this code knows {VOICE_REFERENCES})")
         self.sha256 = sha256_file(path)
 
     @property
@@ -299,6 +341,7 @@ class VoiceEmotionModel:
             "audio_features": FEATURE_RECIPE,
             "audio_encoder": self.config.get("encoder", ""),
             "audio_temperature": self.temperature,
+            "audio_reference": self.reference,
         }
 
     @torch.inference_mode()
@@ -360,6 +403,8 @@ class VoiceEmotionModel:
             ValueError: a segment is empty or outside the window, or the window comes from another encoder.
         """
         self._check_window(window)
+        if self.reference != "none":
+            raise ValueError(f"voice head {self.path.name} reads features against their collection's mean: use predict_features")
         spans = [segment_span(window, float(s), float(e)) for s, e in segments]
         hidden = self.head.mlp_in[1].out_features
         if not spans:
@@ -375,14 +420,26 @@ class VoiceEmotionModel:
         return self.predict_features(features, widened=np.array([w for _, _, w in spans], dtype=bool))
 
     @torch.inference_mode()
-    def predict_features(self, features: np.ndarray, *, widened: np.ndarray | None = None) -> VoicePrediction:
+    def predict_features(self, features: np.ndarray, *, widened: np.ndarray | None = None,
+                         collection: np.ndarray | None = None) -> VoicePrediction:
         """The voice outputs of segments whose :func:`segment_features` were computed already (for
         example kept from an earlier encoder pass): what :meth:`predict` returns for them.
 
         Args:
             features: shape ``(k, n_features)``, rows of :func:`segment_features`.
             widened: shape ``(k,)`` bool, see :attr:`VoicePrediction.widened`; None: all False.
+            collection: shape ``(n_features,)``, the :func:`collection_mean` of the collection the
+                segments belong to; required by a head whose reference is ``collection``, refused by others.
+
+        Raises:
+            ValueError: ``collection`` is missing for a collection head, or given to another.
         """
+        if self.reference == "collection" and collection is None:
+            raise ValueError(f"voice head {self.path.name} reads features against the mean of their collection: pass collection=")
+        if self.reference == "none" and collection is not None:
+            raise ValueError(f"voice head {self.path.name} reads features as computed: it takes no collection mean")
+        if collection is not None:
+            features = np.asarray(features, dtype=np.float32) - np.asarray(collection, dtype=np.float32)
         probs8, embedding = self.probabilities(features)
         valence_arousal = probs8 @ CIRCUMPLEX_MATRIX
         return VoicePrediction(

@@ -327,3 +327,39 @@ def test_evaluation_gives_no_text_emotion_in_a_language_the_text_head_cannot_rea
     items = [ItemPrediction(index=0, group=None, kind="none", text="Ich bin wütend.")]
     _text_branches(models, items, SimpleNamespace(get=refuse, put=refuse, key=refuse), {})
     assert not items[0].branches["text"].present
+
+
+# --- the voice read against its collection -------------------------------------------------------------
+
+
+def _spoken_items(n: int, width: int, seed: int = 0) -> list[ItemPrediction]:
+    from multimodal_ser.evaluation.items import VoiceFeatures
+
+    rng = np.random.default_rng(seed)
+    return [ItemPrediction(index=i, group=f"s{i % 3}", kind="audio",
+                           voice=VoiceFeatures(rng.standard_normal((1, width)).astype(np.float32), np.array([1.5])))
+            for i in range(n)]
+
+
+def test_the_voice_of_a_collection_is_read_against_the_mean_of_its_items(tmp_path):
+    from head_factory import saved_voice_head
+
+    from multimodal_ser import voice
+    from multimodal_ser.errors import ModelError
+    from multimodal_ser.evaluation.predict import _voice_branches
+    from multimodal_ser.registry import Models
+
+    models = Models()
+    collection_head = saved_voice_head(tmp_path / "c.safetensors", "collection")
+    width = models.voice(collection_head).head.n_features
+    items = _spoken_items(voice.MIN_COLLECTION, width)
+    rows = np.concatenate([item.voice.features for item in items])
+    _voice_branches(models, items, {None: collection_head}, "collection")
+    expected = models.voice(collection_head).predict_features(rows, collection=rows.mean(axis=0)).emotions
+    np.testing.assert_allclose(np.stack([item.branches["audio"].probabilities for item in items]), expected, atol=1e-6)
+
+    with pytest.raises(ValueError, match=f"at least {voice.MIN_COLLECTION} items"):
+        _voice_branches(models, _spoken_items(voice.MIN_COLLECTION - 1, width), {None: collection_head}, "collection")
+    plain_head = saved_voice_head(tmp_path / "p.safetensors", "none")
+    with pytest.raises(ModelError, match="reads features against 'none'"):
+        _voice_branches(models, _spoken_items(voice.MIN_COLLECTION, width), {None: plain_head}, "collection")

@@ -184,3 +184,57 @@ def test_cross_validation_and_leave_one_corpus_out_on_real_corpora(three_small_c
     assert set(loco["results"]) == {"ravdess", "turev-db", "urdu"} and set(loco["ravdess_only"]) == {"turev-db", "urdu"}
     assert "angry false alarms" in loco["markdown"] and "Leave one corpus out" in loco["markdown"]
 
+
+
+# --- the collection reference ------------------------------------------------------------------------
+
+
+def _two_channels(seed: int = 0):
+    """Segment-feature-shaped rows of four classes in two corpora; corpus ``b`` is corpus ``a``'s
+    kind of clips through another channel: every row moved by one constant offset, which points
+    towards class 0 (so a head that reads features as computed calls b's clips class 0)."""
+    import pandas as pd
+
+    from multimodal_ser import voice
+    from multimodal_ser.training.audio.crossval import Data
+
+    rng = np.random.default_rng(seed)
+    n_layers, d_model = audio.features.ENCODER_SHAPES[audio.features.ENCODER_NAME]
+    width = 2 * n_layers * d_model + len(voice.HAND_FEATURES)
+    directions = rng.standard_normal((4, width)).astype(np.float32)
+    labels = np.tile(np.arange(4), 60)
+    corpus = np.repeat(["a", "b"], len(labels) // 2)
+    x = directions[labels] + 0.5 * rng.standard_normal((len(labels), width)).astype(np.float32)
+    x[corpus == "b"] += 3 * directions[0]
+    targets = np.eye(8, dtype=bool)[labels]
+    manifest = pd.DataFrame({"corpus": corpus, "speaker": [f"{c}:1" for c in corpus]})
+    return Data(manifest, {"clean": x}, targets, np.ones_like(targets)), labels, corpus
+
+
+def test_a_collection_head_reads_each_corpus_against_its_own_mean():
+    data, labels, corpus = _two_channels()
+    train, test = corpus == "a", corpus == "b"
+    plain = dict(augment=(), epochs=5, lbfgs_iterations=30)
+    accuracy = {}
+    for reference in ("none", "collection"):
+        recipe = audio.HeadRecipe(reference=reference, **plain)
+        head = data.fit(train, recipe=recipe, seed=0)
+        predicted = audio.head.predict_head(head, data.referenced("clean", test, recipe=recipe)).argmax(axis=1)
+        accuracy[reference] = np.mean(predicted == labels[test])
+    assert accuracy["collection"] > 0.95  # the channel's offset is gone with the collection's mean
+    assert accuracy["none"] < 0.5  # read as computed, the other channel looks like class 0
+
+
+def test_referenced_features_remove_the_mean_of_the_chosen_rows_of_each_corpus():
+    data, _, corpus = _two_channels()
+    recipe = audio.HeadRecipe(reference="collection")
+    rows = np.zeros(len(corpus), dtype=bool)
+    rows[::3] = True
+    chosen = data.referenced("clean", rows, recipe=recipe)
+    for name in ("a", "b"):
+        np.testing.assert_allclose(chosen[corpus[rows] == name].mean(axis=0), 0, atol=1e-4)
+    whole = data.referenced("clean", rows, recipe=recipe, keep_shape=True)
+    np.testing.assert_array_equal(whole[~rows], data.features["clean"][~rows])  # the other rows as they are
+    np.testing.assert_array_equal(data.referenced("clean", rows, recipe=audio.HeadRecipe()), data.features["clean"][rows])
+    with pytest.raises(ValueError, match="reference must be one of"):
+        audio.HeadRecipe(reference="speaker")

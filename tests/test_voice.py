@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from head_factory import saved_voice_head
 
 from multimodal_ser import heads, voice
 from multimodal_ser.encoder import EncodedWindow
@@ -256,3 +257,37 @@ def test_features_kept_from_an_earlier_pass_give_what_predict_gives(packaged_mod
     np.testing.assert_array_equal(pred.embeddings, embedding)
     assert list(pred.widened) == [False, True, False, False]
     assert not packaged_model.predict_features(features).widened.any()
+
+
+# --- the collection reference ------------------------------------------------------------------------
+
+
+def test_a_collection_mean_leaves_out_undefined_statistics_and_rows_with_nothing_encoded():
+    x = np.array([[1.0, np.nan, 2.0], [3.0, 4.0, np.nan], [np.nan, np.nan, np.nan], [10.0, 10.0, 10.0], [14.0, 12.0, 10.0]])
+    np.testing.assert_allclose(voice.collection_mean(x[:2]), [2.0, 4.0, 2.0])
+    centred = voice.centre_by_collection(x, ["a", "a", "a", "b", "b"])
+    np.testing.assert_allclose(centred[:2], [[-1.0, np.nan, 0.0], [1.0, 0.0, np.nan]])
+    assert np.isnan(centred[2]).all()  # nothing encoded: stays so, and counts in no mean
+    np.testing.assert_allclose(centred[3:], [[-2.0, -1.0, 0.0], [2.0, 1.0, 0.0]])
+    assert voice.collection_mean(np.full((2, 2), np.nan)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="shape"):
+        voice.collection_mean(np.zeros((0, 3)))
+
+
+def test_a_collection_head_needs_its_collection_mean_and_a_plain_head_refuses_one(tmp_path):
+    collection_head = voice.VoiceEmotionModel(head_path=saved_voice_head(tmp_path / "c.safetensors", "collection"))
+    plain_head = voice.VoiceEmotionModel(head_path=saved_voice_head(tmp_path / "p.safetensors", "none"))
+    assert collection_head.reference == collection_head.model_ids["audio_reference"] == "collection"
+    assert plain_head.reference == "none"
+    rows = np.random.default_rng(2).standard_normal((5, collection_head.head.n_features)).astype(np.float32)
+    mean = voice.collection_mean(rows)
+    with pytest.raises(ValueError, match="mean of their collection"):
+        collection_head.predict_features(rows)
+    with pytest.raises(ValueError, match="takes no collection mean"):
+        plain_head.predict_features(rows, collection=mean)
+    read = collection_head.predict_features(rows, collection=mean)
+    np.testing.assert_allclose(read.emotions8, collection_head.probabilities(rows - mean.astype(np.float32))[0], atol=1e-12)
+    window = EncodedWindow(offset=0.0, duration=1.0, audio=np.zeros(SAMPLE_RATE, np.float32), output=torch.zeros(1500, 512),
+                           hidden_states=torch.zeros(7, 50, 512))
+    with pytest.raises(ValueError, match="use predict_features"):  # one recording alone has no collection
+        collection_head.predict(window, [(0.0, 1.0)])

@@ -36,6 +36,7 @@ def evaluate_manifest(
     threads: int = 2,
     use_cache: bool = True,
     pack: bool = False,
+    voice_reference: str = "none",
     progress: bool = True,
 ) -> Comparison:
     """``mser evaluate``: :func:`predict_manifest` then :func:`evaluate_predictions` (see both).
@@ -52,7 +53,7 @@ def evaluate_manifest(
     predictions = predict_manifest(
         manifest, modalities=modalities, asr_model=asr_model, language=language, images_are_face_crops=images_are_face_crops,
         fps=fps, audio_head=audio_head, text_head=text_head, threads=threads, use_cache=use_cache, pack=pack,
-        progress=progress,
+        voice_reference=voice_reference, progress=progress,
     )
     result = evaluate_predictions(predictions, out_dir, folds=folds, seed=seed, by_group=by_group, bootstrap=bootstrap)
     result["manifest"] = predictions.model_ids.get("manifest")

@@ -78,6 +78,7 @@ def predict_manifest(
     threads: int = 2,
     use_cache: bool = True,
     pack: bool = False,
+    voice_reference: str = "none",
     progress: bool = True,
 ) -> Predictions:
     """Run each requested branch once on every item of a labelled manifest (see the module docstring).
@@ -102,6 +103,11 @@ def predict_manifest(
         pack: encode items of at most :data:`~multimodal_ser.encoder.MAX_PACKED_SECONDS`
             several at a time, nearly as alone (:mod:`multimodal_ser.evaluation.packed`); False
             gives each item windows of its own.
+        voice_reference: ``collection`` reads every item's voice features less the mean over all
+            the manifest's items (the manifest is the collection; at least
+            :data:`~multimodal_ser.voice.MIN_COLLECTION` items with speech), with the packaged head
+            trained that way unless ``audio_head`` names heads, which must be collection heads too;
+            ``none`` reads them as computed.
         progress: show a progress bar.
 
     Returns:
@@ -114,7 +120,7 @@ def predict_manifest(
     modalities = valid_modalities(modalities)
     models = Models(asr_model=asr_model, language=language, word_timestamps=False, threads=threads, fps=fps, text_head=text_head)
     table, manifest_info = load_manifest(manifest)
-    heads = _voice_heads(audio_head, table) if "audio" in modalities else {}
+    heads = _voice_heads(audio_head, table, voice_reference) if "audio" in modalities else {}
     from ..files import cache_dir
     from ..voice import FEATURE_RECIPE
 
@@ -164,7 +170,7 @@ def predict_manifest(
     if "audio" in modalities:
         ids["audio"]["voice"] = {str(head): models.voice(head).model_ids for head in sorted(set(heads.values()), key=str)}
         warnings += _heard_in_training(models, table, heads)
-        _voice_branches(models, items, heads)
+        _voice_branches(models, items, heads, voice_reference)
     if "text" in modalities:
         ids["text"] = models.text().model_ids
         _text_branches(models, items, cache, ids["text"])
@@ -202,10 +208,15 @@ def _heard_in_training(models: Models, table: pd.DataFrame, heads: dict) -> list
     ]
 
 
-def _voice_heads(audio_head, table: pd.DataFrame) -> dict:
-    """``{group: head path or None}``; the key None holds the head of every group when one head is used."""
-    if audio_head is None or isinstance(audio_head, (str, os.PathLike)):
-        return {None: None if audio_head is None else Path(audio_head)}
+def _voice_heads(audio_head, table: pd.DataFrame, reference: str) -> dict:
+    """``{group: head path or None}``; the key None holds the head of every group when one head is used
+    (None: the packaged head of ``reference``)."""
+    from ..voice import packaged_head_path
+
+    if audio_head is None:
+        return {None: None if reference == "none" else packaged_head_path(reference)}
+    if isinstance(audio_head, (str, os.PathLike)):
+        return {None: Path(audio_head)}
     if not isinstance(audio_head, Mapping):
         raise ValueError(f"audio_head must be a path, a mapping group -> path, or None, not {type(audio_head).__name__}")
     heads = {str(g): Path(p) for g, p in audio_head.items()}
@@ -219,16 +230,35 @@ def _voice_heads(audio_head, table: pd.DataFrame) -> dict:
     return heads
 
 
-def _voice_branches(models: Models, items: list[ItemPrediction], heads: dict) -> None:
-    """Voice emotion of every item from its voice features, each group through its head;
-    windows are averaged weighted by their seconds of speech."""
+def _voice_branches(models: Models, items: list[ItemPrediction], heads: dict, reference: str) -> None:
+    """Voice emotion of every item from its voice features, each group through its head, read
+    against ``reference`` (for ``collection``: the mean feature row of all items, each item weighing
+    the same); windows are averaged weighted by their seconds of speech.
+
+    Raises:
+        ModelError: a head reads features against another reference than ``reference``.
+        ValueError: a collection of fewer than :data:`~multimodal_ser.voice.MIN_COLLECTION` items with speech.
+    """
+    from ..voice import MIN_COLLECTION, collection_mean
+
+    for head in set(heads.values()):
+        if models.voice(head).reference != reference:
+            raise ModelError(f"voice head {models.voice(head).path}: it reads features against {models.voice(head).reference!r}, "
+                             f"the evaluation against {reference!r} (--voice-reference)")
+    spoken = [item.voice for item in items if item.voice is not None and not item.voice.empty]
+    collection = None
+    if reference == "collection":
+        if len(spoken) < MIN_COLLECTION:
+            raise ValueError(f"--voice-reference collection needs at least {MIN_COLLECTION} items with speech in the manifest "
+                             f"(its mean is the reference), not {len(spoken)}")
+        collection = collection_mean(np.stack([np.average(v.features, axis=0, weights=v.weights) for v in spoken]))
     for item in items:
         voice, item.voice = item.voice, None
         if voice is None or voice.empty:
             item.branches["audio"] = BranchOutput()
             continue
         model = models.voice(heads.get(item.group, heads.get(None)))
-        prediction = model.predict_features(voice.features)
+        prediction = model.predict_features(voice.features, collection=collection)
         w = np.asarray(voice.weights, dtype=np.float64)
         w = w / w.sum()
         probabilities = np.tensordot(w, prediction.emotions, axes=1)

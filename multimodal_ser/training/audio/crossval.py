@@ -72,8 +72,23 @@ class Data:
         weights = np.ones(len(self.manifest))
         if recipe.balance_corpora:  # balanced among the corpora being trained on
             weights[rows] = corpus_weights(self.manifest["corpus"][rows])
-        x, t, a, w = training_rows(self.features, recipe, rows, self.targets, self.allowed, weights)
+        features = {name: self.referenced(name, rows, recipe=recipe, keep_shape=True) for name in self.features}
+        x, t, a, w = training_rows(features, recipe, rows, self.targets, self.allowed, weights)
         return fit_head(x, t, allowed=a, weights=w, seed=seed, recipe=recipe)
+
+    def referenced(self, condition: str, rows: np.ndarray, *, recipe: HeadRecipe, keep_shape: bool = False) -> np.ndarray:
+        """The features of version ``condition`` of the clips ``rows`` (bool, shape ``(n,)``), as a
+        head of ``recipe`` reads them: with reference ``collection``, each corpus's mean over those
+        rows removed. Shape ``(rows.sum(), F)``, or ``(n, F)`` with the other rows as they are when ``keep_shape``."""
+        x = self.features[condition]
+        chosen = x[rows]
+        if recipe.reference == "collection":
+            chosen = voice.centre_by_collection(chosen, self.manifest["corpus"].to_numpy()[rows])
+        if not keep_shape:
+            return chosen
+        out = x.copy()
+        out[rows] = chosen
+        return out
 
 
 def speaker_folds(manifest: pd.DataFrame, *, folds: int, seed: int) -> list[list[str]]:
@@ -157,7 +172,7 @@ def _held_out(data: Data, test_masks: Sequence[np.ndarray], *, recipe: HeadRecip
         baseline = _fit_baseline(data.features[CLEAN.name][~test], truth7[~test])
         for name in tested:
             rows = test & ~np.isnan(data.features[name]).all(axis=1)  # isolated: only the clips encoded alone
-            head_p[name][rows] = predict_head(head, data.features[name][rows])
+            head_p[name][rows] = predict_head(head, data.referenced(name, rows, recipe=recipe))
             base_p[name][rows] = _baseline_probabilities(baseline, data.features[name][rows])
     return head_p, base_p
 

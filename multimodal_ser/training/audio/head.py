@@ -17,6 +17,7 @@ import torch
 
 from ... import voice
 from ...labels import RAVDESS_8
+from ...options import VOICE_REFERENCES
 from .conditions import CLEAN, Condition
 from .features import ENCODER_NAME, ENCODER_SHAPES
 
@@ -43,6 +44,10 @@ class HeadRecipe:
     """:attr:`Condition.name` s whose versions of the training clips are added to the training set."""
     balance_corpora: bool = True
     """weight rows so that every corpus has the same total weight."""
+    reference: str = "none"
+    """what the head reads features against (:data:`multimodal_ser.options.VOICE_REFERENCES`): with
+    ``collection``, each corpus's clips (each version apart: clean, isolated, telephone) have that
+    corpus's mean removed in training, and held-out clips their own corpus's mean over the held-out clips."""
 
     def __post_init__(self):
         for name in ("l2", "weight_decay"):
@@ -55,6 +60,8 @@ class HeadRecipe:
             raise ValueError(f"learning_rate must be in (0, 1), not {self.learning_rate}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing}")
+        if self.reference not in VOICE_REFERENCES:
+            raise ValueError(f"reference must be one of {VOICE_REFERENCES}, not {self.reference!r}")
 
 
 RECIPE = HeadRecipe()
@@ -190,6 +197,7 @@ def head_config(recipe: HeadRecipe, *, data: str, speakers: Sequence[str], seed:
     ravdess = sorted(int(s.split(":", 1)[1]) for s in speakers if s.startswith("ravdess:"))
     return {
         "recipe": voice.FEATURE_RECIPE,
+        "reference": recipe.reference,
         "encoder": f"openai-whisper {ENCODER_NAME} (packaged CTranslate2 weights, converted losslessly), level-normalised windows",
         "classes": list(RAVDESS_8),
         "hand_features": list(voice.HAND_FEATURES),

@@ -28,6 +28,26 @@ log = logging.getLogger(__name__)
 CARD_TEMPLATE = Path(__file__).with_name("card.md")
 """The model card's prose, with ``$name`` fields filled from the training summary and the reports."""
 
+REFERENCE_TEXT = {
+    "none": """
+**Reference: none.** The head reads these features as computed, one recording at a time, as `mser analyze`
+sees it. A second packaged head, `audio_head_collection.safetensors`, reads them against the mean of
+their collection (its own card; README, Voice reference).
+""",
+    "collection": """
+**Reference: the collection.** The head reads each segment's features less the mean of the
+collection it belongs to (`multimodal_ser.voice.centre_by_collection`): in training, each corpus's
+clips less that corpus's mean, each version (clean, isolated, telephone) apart; in the evaluations
+below, the held-out clips of a corpus less their own mean, taken over the held-out clips only; in use,
+`mser evaluate --voice-reference collection` removes the mean over the manifest's items (at least
+30). What a collection shares (language, channel, recording set-up, speaking style) is removed, and
+with it the collection's average emotion: a collection mostly of one emotion is read against that
+emotion (README, Voice reference, measures it). One recording alone has no collection: `mser analyze`
+uses `audio_head.safetensors`.
+""",
+}
+"""The card's paragraph on what the head reads features against, per :attr:`.head.HeadRecipe.reference`."""
+
 
 def train_audio_head(
     data_dir: str | os.PathLike,
@@ -68,7 +88,7 @@ def train_audio_head(
     everything = np.ones(len(data.manifest), dtype=bool)
     log.info("training the voice head on %d clips of %s (augmentation %s)", len(data.manifest), list(corpora), list(recipe.augment))
     head = data.fit(everything, recipe=recipe, seed=seed)
-    predicted = predict_head(head, data.features[CLEAN.name]).argmax(axis=1)
+    predicted = predict_head(head, data.referenced(CLEAN.name, everything, recipe=recipe)).argmax(axis=1)
     training_ua = metrics.ua(data.targets.argmax(axis=1), predicted, labels=list(range(len(RAVDESS_8))))
     speakers = sorted(data.manifest["speaker"].unique())
     counts = data.manifest["corpus"].value_counts().to_dict()
@@ -116,7 +136,11 @@ def write_model_card(path: Path, *, training: dict, corpora: Sequence[str], cv_r
     recipe = training["recipe"]
     circumplex = "\n".join(f"| {name} | {v:+.3f} | {a:+.3f} |" for name, (v, a) in voice.CIRCUMPLEX.items())
     not_run = "Not run for this file: `mser crossval` and `mser crossval --leave-out-corpus` produce it."
+    collection = recipe["reference"] == "collection"
     fields = {
+        "file_name": voice.packaged_head_path(recipe["reference"]).name,
+        "reference_option": " --voice-reference collection" if collection else "",
+        "reference_text": REFERENCE_TEXT[recipe["reference"]].strip(),
         "size_mb": f"{training['size_bytes'] / 1e6:.1f}",
         "sha256": training["sha256"],
         "seed": training["seed"],

@@ -20,7 +20,6 @@ import pandas as pd
 
 from ...errors import ManifestError
 from ...evaluation.datasets import folder_manifest, meld_manifest, ravdess_manifest
-from ...heads import MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +61,8 @@ def packaged_training_manifest(
 
 
 def cross_fitted_voice_heads(
-    data_dir: str | os.PathLike, *, folds: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None
+    data_dir: str | os.PathLike, *, folds: int = 5, seed: int = 0, out_dir: str | os.PathLike | None = None,
+    reference: str = "none",
 ) -> dict[str, Path]:
     """Voice heads that never heard the RAVDESS actor they will be applied to.
 
@@ -79,6 +79,8 @@ def cross_fitted_voice_heads(
         folds, seed: fold assignment and training seed (fold ``k`` trains with ``seed + k``).
         out_dir: where the heads go; None uses ``weights.cache_dir()/voice-cross-fitted/<key>``
             (reused when present).
+        reference: what the heads read features against (:data:`multimodal_ser.options.VOICE_REFERENCES`);
+            they copy the calibration of the packaged head of that reference.
 
     Returns:
         ``{actor group ("01", "02", ...): head file}``.
@@ -99,11 +101,11 @@ def cross_fitted_voice_heads(
     else:  # a RAVDESS folder on its own
         folders = {"ravdess": data_dir}
     corpora = list(folders)
-    recipe = audio.RECIPE
+    recipe = dataclasses.replace(audio.RECIPE, reference=reference)
     manifest = audio.training_manifest(folders)
     ravdess = manifest[manifest["corpus"] == "ravdess"]
     fold_speakers = audio.speaker_folds(ravdess, folds=folds, seed=seed)
-    calibration = _packaged_voice_calibration()
+    calibration = _packaged_voice_calibration(reference)
     key = hashlib.sha256(
         json.dumps(
             [voice.FEATURE_RECIPE, dataclasses.asdict(recipe), fold_speakers, seed, corpora, calibration,
@@ -135,12 +137,13 @@ def cross_fitted_voice_heads(
     return mapping
 
 
-def _packaged_voice_calibration() -> dict | None:
-    """The packaged voice head's ``calibration`` (its temperature was fitted on held-out speakers of
-    heads trained like the cross-fitted ones), marked as copied; None when it has none."""
+def _packaged_voice_calibration(reference: str) -> dict | None:
+    """The ``calibration`` of the packaged voice head of ``reference`` (its temperature was fitted on
+    held-out speakers of heads trained like the cross-fitted ones), marked as copied; None when it has none."""
     from ...heads import load_head
+    from ...voice import packaged_head_path
 
-    path = MODELS_DIR / "audio_head.safetensors"
+    path = packaged_head_path(reference)
     if not path.is_file():
         return None
     calibration = load_head(path)[1].get("calibration")
