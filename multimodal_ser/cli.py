@@ -31,6 +31,9 @@ EVALUATE_OPTIONS = ("language", "asr_model", "fps", "threads")
 BATCH_OPTIONS = tuple(f.name for f in dataclasses.fields(AnalysisOptions) if f.name != "threads")
 """The analysis options of ``mser batch``: all but threads, which the engine sets per worker."""
 
+REFERENCE_OPTIONS = ("language", "asr_engine", "beam_size", "threads")
+"""The analysis options of ``mser voice-reference``: those that decide how speech is segmented."""
+
 
 def _existing_file(text: str) -> Path:
     path = Path(text)
@@ -102,6 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_arguments(b, BATCH_OPTIONS)
     b.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    vr = commands.add_parser(
+        "voice-reference",
+        help="measure a collection's mean voice features, for analyze/batch --voice-reference",
+        description="Segments and encodes each recording as 'mser analyze' does (all channels mixed) and writes the mean "
+        "voice features of all their speech segments (at least 30) to OUT (.npz). With --voice-reference OUT, analyze "
+        "and batch read every voice segment against it with the head trained that way (README, Voice reference).",
+    )
+    vr.add_argument("media", nargs="*", metavar="MEDIA", help="media files or glob patterns (quote them; ** recurses)")
+    vr.add_argument("--manifest", type=_existing_file, help="CSV with a 'path' column (relative to the CSV's folder)")
+    vr.add_argument("--out", required=True, type=Path, help="the reference file to write (.npz)")
+    vr.add_argument("--max-files", type=int, help="read at most this many of the inputs, drawn at random with --seed (default: all)")
+    vr.add_argument("--seed", type=int, default=0)
+    add_option_arguments(vr, REFERENCE_OPTIONS)
+    vr.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     t = commands.add_parser(
         "train", help="reproduce a packaged head from data, or learn a fusion on your own manifest",
         description="Each job writes its file and model card into --out; to replace the packaged ones, give the "
@@ -152,10 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
         "(the packaged head heard actors 1-20); "
         "the manifest's groups must be the actors ('mser manifest ravdess')",
     )
-    e.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none",
-                   help="collection: read every item's voice against the mean of the manifest's items, with the packaged "
-                   "head trained that way (better on corpora the head never heard; the manifest must be one collection of "
-                   "at least 30 items: README, Voice reference); default none: as analyze reads a recording")
+    e.add_argument("--voice-reference", type=_voice_reference_value, default="none", metavar="{none,collection,FILE}",
+                   help="collection: read every item's voice against the mean of the manifest's items (at least 30), with "
+                   "the packaged head trained that way; FILE: against a saved reference ('mser voice-reference'); "
+                   "default none: as computed (README, Voice reference)")
     e.add_argument("--text-head", type=_existing_file, help="text head file (default: packaged)")
     add_option_arguments(e, EVALUATE_OPTIONS)
     e.add_argument("--no-cache", action="store_true", help="neither read nor write the per-item prediction cache")
@@ -200,6 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("timelines", nargs="+", type=_existing_dir, metavar="DIR", help="folders written by 'mser analyze' or a use case")
     r.add_argument("--out", type=Path, required=True, help="the HTML file; the PNG is written beside it (same name, .png)")
     return parser
+
+
+def _voice_reference_value(text: str) -> str:
+    """``none``, ``collection``, or an existing reference file."""
+    if text in VOICE_REFERENCES or Path(text).is_file():
+        return text
+    raise argparse.ArgumentTypeError(f"must be none, collection or an existing reference file, not {text!r}")
 
 
 def _fusion_kind(kind: str, weights: str | None) -> str:
@@ -296,6 +321,30 @@ def _batch(args) -> int:
     return 1 if len(failed) else 0
 
 
+def _voice_reference(args) -> int:
+    import numpy as np
+
+    from .batch import read_inputs
+    from .voice_reference import build_reference, save_reference
+
+    if args.max_files is not None and args.max_files < 1:
+        return _fail(f"--max-files must be at least 1, not {args.max_files}")
+    try:
+        options = AnalysisOptions(**option_values(args, REFERENCE_OPTIONS))
+        paths = read_inputs(manifest=args.manifest, patterns=args.media)
+        if args.max_files is not None and args.max_files < len(paths):
+            chosen = np.random.default_rng(args.seed).choice(len(paths), args.max_files, replace=False)
+            paths = [paths[i] for i in sorted(chosen)]
+        reference = build_reference(paths, options, progress=args.progress)
+        save_reference(reference, args.out)
+    except (MserError, ValueError) as e:
+        return _fail(str(e))
+    for failure in reference.failed:
+        print(f"mser: {failure['path']}: left out ({failure['reason']})", file=sys.stderr)
+    log.info("%s: mean voice features of %d segments from %d recordings", args.out, reference.segments, len(reference.recordings))
+    return 0
+
+
 def _train(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "fusion":
@@ -349,7 +398,8 @@ def _evaluate(args) -> int:
     if args.cross_fit_audio is not None:
         from .training.fusion import cross_fitted_voice_heads
 
-        audio_head = cross_fitted_voice_heads(args.cross_fit_audio, seed=args.seed, reference=args.voice_reference)
+        kind = "none" if args.voice_reference == "none" else "collection"
+        audio_head = cross_fitted_voice_heads(args.cross_fit_audio, seed=args.seed, reference=kind)
     try:
         result = evaluate_manifest(
             args.manifest,
@@ -489,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         # -v: this package's progress notes; -vv: its debug output. Other libraries stay at WARNING.
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
         logging.getLogger("multimodal_ser").setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)])
-        handler = {"analyze": _analyze, "batch": _batch, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest,
+        handler = {"analyze": _analyze, "batch": _batch, "voice-reference": _voice_reference, "train": _train, "evaluate": _evaluate, "summary": _summary, "manifest": _manifest,
                    "crossval": _crossval, "interview": _use_case, "call": _use_case, "classroom": _use_case, "report": _report}[args.command]
         try:
             return handler(args)

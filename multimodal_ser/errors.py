@@ -22,3 +22,7 @@ class ManifestError(MserError, ValueError):
 class ModelError(MserError, RuntimeError):
     """Model weights are missing, corrupt (checksum mismatch) or incompatible."""
 
+
+
+class VoiceReferenceError(MserError, ValueError):
+    """A collection's voice reference file is missing or malformed, or a collection too small to make one."""

@@ -62,6 +62,11 @@ class AnalysisOptions:
         "recordings of at most 8 s, several in one run (mser batch, or several MEDIA), are encoded and transcribed "
         "together: about 2x faster, results within the noise of cutting each 10 ms later (README, Batch)",
     )
+    voice_reference: str | None = _option(
+        None,
+        "a collection's voice reference (.npz from 'mser voice-reference'): the voice is read against that "
+        "collection's mean by the head trained that way (README, Voice reference); default: as computed",
+    )
     threads: int = _option(default_threads, "CPU threads (default: the machine's cores, at most 4)")
 
     def __post_init__(self):
@@ -84,6 +89,8 @@ class AnalysisOptions:
             valid_int("speakers", self.speakers, 1)
         if not self.gap_window > 0:
             raise ValueError(f"gap_window must be positive, not {self.gap_window}")
+        if self.voice_reference is not None and "audio" not in self.modalities:
+            raise ValueError("voice_reference needs the audio modality")
 
 
 def parse_modalities(text: str) -> tuple[str, ...]:

@@ -41,6 +41,7 @@ from .windows import AudioWindow, KnownRegions, windows
 if TYPE_CHECKING:
     from .asr import AsrSegment
     from .encoder import EncodedWindow
+    from .voice_reference import VoiceReference
 
 log = logging.getLogger(__name__)
 
@@ -89,20 +90,24 @@ class Analyzer:
         """the models, each built on first use (:class:`multimodal_ser.registry.Models`)."""
         self._shared: dict[tuple[Path, float], _SharedPass] = {}
         """:meth:`prepare`'s passes by (resolved path, window offset), each taken by the analysis that uses it."""
+        self._reference: VoiceReference | None = None
+        """the ``voice_reference`` option's file, read on first use."""
 
     def check(self) -> None:
         """Load or check what a bad option can break before any media is read: the fusion (its
-        ``fusion_weights`` file) and the ASR language and beam size. (Whether the voice head can read
+        ``fusion_weights`` file), the voice reference and the ASR language and beam size. (Whether the voice head can read
         the chosen Whisper is checked when both are loaded, before the first window is encoded.)
 
         Raises:
             ModelError: the fusion file is missing or invalid.
+            VoiceReferenceError: the ``voice_reference`` file is missing or invalid.
             ValueError: an ASR option Whisper does not accept.
         """
         from .asr import AsrOptions
 
         AsrOptions(language=self.options.language, beam_size=self.options.beam_size)
         self.models.fusion()
+        self._voice_reference()
 
     def prepare(self, paths: Sequence[str | os.PathLike]) -> None:
         """With the ``pack`` option, encode and transcribe the speech of the short recordings among
@@ -135,6 +140,45 @@ class Analyzer:
         heard = self.models.transcriber().transcribe_many(encoded)
         for (path, window), one, (language, segments) in zip(found, encoded, heard, strict=True):
             self._shared[path, window.offset] = _SharedPass(window.audio, one, language, segments)
+
+    def _voice(self):
+        """``(voice model, collection mean or None)``: the packaged head, or with the
+        ``voice_reference`` option the collection head and that file's mean; None when the voice
+        branch does not run."""
+        if "audio" not in self.options.modalities:
+            return None, None
+        reference = self._voice_reference()
+        if reference is None:
+            return self.models.voice(), None
+        from .voice import packaged_head_path
+
+        return self.models.voice(packaged_head_path("collection")), reference.mean
+
+    def _voice_reference(self) -> VoiceReference | None:
+        """The ``voice_reference`` option's file, read once (None without the option)."""
+        if self._reference is None and self.options.voice_reference is not None:
+            from .voice_reference import load_reference
+
+            self._reference = load_reference(self.options.voice_reference)
+        return self._reference
+
+    def voice_features(self, path: str | os.PathLike, *, progress: bool = False) -> np.ndarray:
+        """The voice features (:func:`multimodal_ser.voice.segment_features`) of every speech segment
+        of a recording, all channels mixed, segmented and encoded as :meth:`analyze` does: shape
+        ``(n_segments, n_features)`` float32 (``(0, n_features)`` without speech), for a collection's
+        reference (:mod:`multimodal_ser.voice_reference`).
+
+        Raises:
+            MediaError: the file cannot be read.
+            ValueError: the options leave out the audio modality.
+        """
+        if "audio" not in self.options.modalities:
+            raise ValueError("voice features need the audio modality")
+        info = probe(path)
+        speech, _ = self._speech_segments(info, None, None, _SpeechEnergy(), [], progress, diarise=False, keep_features=True)
+        rows = [segment.voice["features"] for segment in speech if segment.voice is not None]
+        voice, _ = self._voice()
+        return np.stack(rows).astype(np.float32) if rows else np.zeros((0, voice.head.n_features), dtype=np.float32)
 
     # --- the pass ------------------------------------------------------------------------------
 
@@ -222,9 +266,11 @@ class Analyzer:
         notes: list[str],
         progress: bool,
         diarise: bool,
+        keep_features: bool = False,
     ) -> tuple[list[_SpeechSegment], str | None]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
-        user's transcript), the voice branch and, with ``diarise``, speaker embeddings.
+        user's transcript), the voice branch and, with ``diarise``, speaker embeddings. With
+        ``keep_features`` each segment's voice also keeps the features the head read.
 
         Returns:
             The speech segments and the recording's language as an ISO 639-1 code: the option,
@@ -247,7 +293,7 @@ class Analyzer:
             source.reset()
         transcriber, encoder = self.models.transcriber(), self.models.encoder()
         transcriber.new_recording()  # each recording's language is its own
-        voice = self.models.voice() if "audio" in self.options.modalities else None
+        voice, collection = self._voice()
         if voice is not None:  # before any window is encoded or decoded
             voice.check_encoder(encoder.n_layers, encoder.d_model)
         voice_pieces: dict[int, list[tuple[float, dict]]] = {}
@@ -277,9 +323,9 @@ class Analyzer:
                     for i, words in zip(whole, timed):
                         new[i].words = list(words)
                 if voice is not None and spans:
-                    prediction = voice.predict(encoded, spans)
+                    prediction = voice.predict(encoded, spans, collection=collection)
                     for i, (segment, (start, end)) in enumerate(zip(new, spans)):
-                        voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i)))
+                        voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i, keep_features)))
                 if voices is not None:
                     voices.add(window.audio, window.offset, spans)
                 bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
@@ -373,8 +419,13 @@ class Analyzer:
                 "engine": self.options.asr_engine,
                 "sha256": [sha for _, _, sha in packaged.parts] if packaged else None,
             }
-        if self.models.loaded("voice"):
-            ids["audio"] = self.models.voice().model_ids
+        if self.models.loaded("voice") or self._reference is not None:  # the voice branch ran: the plain or the collection head
+            ids["audio"] = self._voice()[0].model_ids
+            if self._reference is not None:
+                ids["audio"]["voice_reference"] = {
+                    "file": Path(self.options.voice_reference).name, "sha256": self._reference.sha256,
+                    "segments": self._reference.segments, "recordings": len(self._reference.recordings),
+                }
         if self.models.loaded("speakers"):
             ids["speakers"] = self.models.speakers().id
         return ids
@@ -417,23 +468,23 @@ def _channel_blocks(info: MediaInfo, channel: int | None):
     return (block[channel] for block in iter_audio(info.path, channels=None))
 
 
-def _voice_row(prediction, i: int) -> dict:
-    return {
+def _voice_row(prediction, i: int, keep_features: bool = False) -> dict:
+    row = {
         "emotions": prediction.emotions[i],
         "arousal": float(prediction.arousal[i]),
         "valence": float(prediction.valence[i]),
         "embedding": prediction.embeddings[i],
     }
+    if keep_features:
+        row["features"] = prediction.features[i]
+    return row
 
 
 def _weighted_voice(parts: list[tuple[float, dict]]) -> dict:
     """Duration-weighted mean of the voice outputs of the pieces of one long segment."""
     weights = np.array([w for w, _ in parts])
     weights /= weights.sum()
-    return {
-        key: sum(w * np.asarray(out[key]) for w, (_, out) in zip(weights, parts))
-        for key in ("emotions", "arousal", "valence", "embedding")
-    }
+    return {key: sum(w * np.asarray(out[key]) for w, (_, out) in zip(weights, parts)) for key in parts[0][1]}
 
 
 _MAX_PIECE = 28.0

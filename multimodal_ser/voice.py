@@ -264,6 +264,9 @@ class VoicePrediction:
     widened: np.ndarray
     """shape ``(k,)`` bool: True where the segment was shorter than :data:`MIN_SEGMENT_SECONDS` and a
     widened span was analysed; such predictions rest on neighbouring audio and deserve less trust."""
+    features: np.ndarray
+    """shape ``(k, n_features)`` float32: the :func:`segment_features` rows the head read (before any
+    collection mean was removed)."""
 
     @property
     def labels(self) -> np.ndarray:
@@ -390,7 +393,8 @@ class VoiceEmotionModel:
         )
 
     @torch.inference_mode()
-    def predict(self, window: EncodedWindow, segments: Sequence[tuple[float, float]]) -> VoicePrediction:
+    def predict(self, window: EncodedWindow, segments: Sequence[tuple[float, float]], *,
+                collection: np.ndarray | None = None) -> VoicePrediction:
         """Predict every segment of one encoded window.
 
         Args:
@@ -398,13 +402,13 @@ class VoiceEmotionModel:
             segments: ``(start, end)`` pairs, seconds on the recording's clock, each overlapping the
                 window; parts outside the window are ignored, and segments shorter than
                 :data:`MIN_SEGMENT_SECONDS` are widened (see :attr:`VoicePrediction.widened`).
+            collection: see :meth:`predict_features`.
 
         Raises:
-            ValueError: a segment is empty or outside the window, or the window comes from another encoder.
+            ValueError: a segment is empty or outside the window, the window comes from another
+                encoder, or ``collection`` does not fit the head (see :meth:`predict_features`).
         """
         self._check_window(window)
-        if self.reference != "none":
-            raise ValueError(f"voice head {self.path.name} reads features against their collection's mean: use predict_features")
         spans = [segment_span(window, float(s), float(e)) for s, e in segments]
         hidden = self.head.mlp_in[1].out_features
         if not spans:
@@ -415,9 +419,10 @@ class VoiceEmotionModel:
                 valence=np.zeros(0),
                 embeddings=np.zeros((0, hidden), dtype=np.float32),
                 widened=np.zeros(0, dtype=bool),
+                features=np.zeros((0, self.head.n_features), dtype=np.float32),
             )
         features = np.stack([segment_features(window, s, e) for s, e, _ in spans])
-        return self.predict_features(features, widened=np.array([w for _, _, w in spans], dtype=bool))
+        return self.predict_features(features, widened=np.array([w for _, _, w in spans], dtype=bool), collection=collection)
 
     @torch.inference_mode()
     def predict_features(self, features: np.ndarray, *, widened: np.ndarray | None = None,
@@ -438,9 +443,8 @@ class VoiceEmotionModel:
             raise ValueError(f"voice head {self.path.name} reads features against the mean of their collection: pass collection=")
         if self.reference == "none" and collection is not None:
             raise ValueError(f"voice head {self.path.name} reads features as computed: it takes no collection mean")
-        if collection is not None:
-            features = np.asarray(features, dtype=np.float32) - np.asarray(collection, dtype=np.float32)
-        probs8, embedding = self.probabilities(features)
+        features = np.asarray(features, dtype=np.float32)
+        probs8, embedding = self.probabilities(features if collection is None else features - np.asarray(collection, dtype=np.float32))
         valence_arousal = probs8 @ CIRCUMPLEX_MATRIX
         return VoicePrediction(
             emotions=probs8 @ SHARED_SPACE,
@@ -449,4 +453,5 @@ class VoiceEmotionModel:
             valence=valence_arousal[:, 0],
             embeddings=embedding,
             widened=np.zeros(len(probs8), dtype=bool) if widened is None else np.asarray(widened, dtype=bool),
+            features=features,
         )

@@ -90,6 +90,22 @@ def test_identity_follows_content_and_options_not_threads_or_place(tmp_path):
     assert missing.recording_id is None and "gone.wav: no such file" in missing.error
 
 
+
+def test_identity_follows_the_voice_reference_by_its_content_not_its_place(tmp_path):
+    a = tmp_path / "a.wav"
+    a.write_bytes(b"same")
+    first, second = tmp_path / "calls.npz", tmp_path / "copy.npz"
+    first.write_bytes(b"a reference")
+    second.write_bytes(b"a reference")
+    modalities = {**FAST, "modalities": ("audio", "text")}
+    plain = make_item(a, AnalysisOptions(**modalities)).recording_id
+    with_first = make_item(a, AnalysisOptions(**modalities, voice_reference=str(first))).recording_id
+    assert with_first != plain
+    assert with_first == make_item(a, AnalysisOptions(**modalities, voice_reference=str(second))).recording_id
+    second.write_bytes(b"another collection")
+    assert with_first != make_item(a, AnalysisOptions(**modalities, voice_reference=str(second))).recording_id
+
+
 # --- the dataset's commit protocol ---------------------------------------------------------------
 
 

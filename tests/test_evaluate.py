@@ -363,3 +363,14 @@ def test_the_voice_of_a_collection_is_read_against_the_mean_of_its_items(tmp_pat
     plain_head = saved_voice_head(tmp_path / "p.safetensors", "none")
     with pytest.raises(ModelError, match="reads features against 'none'"):
         _voice_branches(models, _spoken_items(voice.MIN_COLLECTION, width), {None: plain_head}, "collection")
+
+    # a saved reference (mser voice-reference) instead of the manifest's own mean
+    from multimodal_ser.voice_reference import VoiceReference, save_reference
+
+    saved = np.random.default_rng(3).standard_normal(width).astype(np.float32)
+    path = save_reference(VoiceReference(saved, voice.MIN_COLLECTION, ["calls.wav"], voice.FEATURE_RECIPE), tmp_path / "calls.npz")
+    few = _spoken_items(3, width)  # a saved reference reads even a handful of items
+    rows = np.concatenate([item.voice.features for item in few])
+    _voice_branches(models, few, {None: collection_head}, str(path))
+    expected = models.voice(collection_head).predict_features(rows, collection=saved).emotions
+    np.testing.assert_allclose(np.stack([item.branches["audio"].probabilities for item in few]), expected, atol=1e-6)

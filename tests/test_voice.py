@@ -289,5 +289,7 @@ def test_a_collection_head_needs_its_collection_mean_and_a_plain_head_refuses_on
     np.testing.assert_allclose(read.emotions8, collection_head.probabilities(rows - mean.astype(np.float32))[0], atol=1e-12)
     window = EncodedWindow(offset=0.0, duration=1.0, audio=np.zeros(SAMPLE_RATE, np.float32), output=torch.zeros(1500, 512),
                            hidden_states=torch.zeros(7, 50, 512))
-    with pytest.raises(ValueError, match="use predict_features"):  # one recording alone has no collection
+    with pytest.raises(ValueError, match="mean of their collection"):  # a recording alone has no collection
         collection_head.predict(window, [(0.0, 1.0)])
+    alone = collection_head.predict(window, [(0.0, 1.0)], collection=mean)
+    np.testing.assert_allclose(alone.emotions, collection_head.predict_features(alone.features, collection=mean).emotions)

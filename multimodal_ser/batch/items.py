@@ -40,6 +40,13 @@ def options_key(options: AnalysisOptions) -> str:
     values = {k: v for k, v in dataclasses.asdict(options).items() if k not in RUN_ONLY_OPTIONS}
     if not values["pack"]:  # results within noise of alone, but not identical; off, ids from before the option stay valid
         del values["pack"]
+    if values["voice_reference"] is None:  # off: ids from before the option stay valid
+        del values["voice_reference"]
+    else:  # the reference's content decides the result, not where it lies
+        try:
+            values["voice_reference"] = sha256_file(values["voice_reference"])
+        except OSError:  # the analysis says what is wrong with it
+            pass
     return json.dumps(values, sort_keys=True, default=list)
 
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from ..encoder import MAX_PACKED_SECONDS
 from ..errors import ModelError
+from ..files import cache_dir, sha256_file
 from ..fusion import valid_modalities
 from ..grid import modality_table
 from ..labels import EMOTIONS, MODALITIES
@@ -105,8 +106,9 @@ def predict_manifest(
             gives each item windows of its own.
         voice_reference: ``collection`` reads every item's voice features less the mean over all
             the manifest's items (the manifest is the collection; at least
-            :data:`~multimodal_ser.voice.MIN_COLLECTION` items with speech), with the packaged head
-            trained that way unless ``audio_head`` names heads, which must be collection heads too;
+            :data:`~multimodal_ser.voice.MIN_COLLECTION` items with speech); a path, less the mean
+            saved there (:mod:`multimodal_ser.voice_reference`). Either way with the packaged head
+            trained that way unless ``audio_head`` names heads, which must be collection heads too.
             ``none`` reads them as computed.
         progress: show a progress bar.
 
@@ -121,7 +123,6 @@ def predict_manifest(
     models = Models(asr_model=asr_model, language=language, word_timestamps=False, threads=threads, fps=fps, text_head=text_head)
     table, manifest_info = load_manifest(manifest)
     heads = _voice_heads(audio_head, table, voice_reference) if "audio" in modalities else {}
-    from ..files import cache_dir
     from ..voice import FEATURE_RECIPE
 
     cache = PredictionCache(cache_dir() / "evaluate" if use_cache else None)
@@ -169,6 +170,8 @@ def predict_manifest(
     warnings = []
     if "audio" in modalities:
         ids["audio"]["voice"] = {str(head): models.voice(head).model_ids for head in sorted(set(heads.values()), key=str)}
+        ids["audio"]["reference"] = voice_reference if voice_reference in ("none", "collection") else {
+            "file": Path(voice_reference).name, "sha256": sha256_file(voice_reference)}
         warnings += _heard_in_training(models, table, heads)
         _voice_branches(models, items, heads, voice_reference)
     if "text" in modalities:
@@ -214,7 +217,7 @@ def _voice_heads(audio_head, table: pd.DataFrame, reference: str) -> dict:
     from ..voice import packaged_head_path
 
     if audio_head is None:
-        return {None: None if reference == "none" else packaged_head_path(reference)}
+        return {None: None if reference == "none" else packaged_head_path("collection")}
     if isinstance(audio_head, (str, os.PathLike)):
         return {None: Path(audio_head)}
     if not isinstance(audio_head, Mapping):
@@ -240,14 +243,18 @@ def _voice_branches(models: Models, items: list[ItemPrediction], heads: dict, re
         ValueError: a collection of fewer than :data:`~multimodal_ser.voice.MIN_COLLECTION` items with speech.
     """
     from ..voice import MIN_COLLECTION, collection_mean
+    from ..voice_reference import load_reference
 
+    kind = "none" if reference == "none" else "collection"
     for head in set(heads.values()):
-        if models.voice(head).reference != reference:
+        if models.voice(head).reference != kind:
             raise ModelError(f"voice head {models.voice(head).path}: it reads features against {models.voice(head).reference!r}, "
-                             f"the evaluation against {reference!r} (--voice-reference)")
+                             f"the evaluation against {kind!r} (--voice-reference)")
     spoken = [item.voice for item in items if item.voice is not None and not item.voice.empty]
     collection = None
-    if reference == "collection":
+    if reference not in ("none", "collection"):
+        collection = load_reference(reference).mean
+    elif reference == "collection":
         if len(spoken) < MIN_COLLECTION:
             raise ValueError(f"--voice-reference collection needs at least {MIN_COLLECTION} items with speech in the manifest "
                              f"(its mean is the reference), not {len(spoken)}")
