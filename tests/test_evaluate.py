@@ -118,6 +118,16 @@ def test_the_comparison_writes_the_documented_files_and_keys(comparison, predict
     assert "| audio alone | 240 |" in markdown and "late fusion, learned here (audio+text)" in markdown
     assert "## What fusion adds" in markdown and "| attention fusion (audio+text) | audio alone | 240 |" in markdown
     assert "/clips/bad.wav" in markdown
+    assert "Voice read against" not in markdown  # read as computed, nothing to say
+
+
+def test_the_report_says_what_the_voice_was_read_against(comparison):
+    from multimodal_ser.evaluation.report import markdown_report
+
+    result = comparison[0]
+    for reference, said in (("collection", "the mean of this manifest's items"), ({"file": "calls.npz", "sha256": "ab" * 32}, "`calls.npz`")):
+        models = {**result["models"], "audio": {**result["models"].get("audio", {}), "reference": reference}}
+        assert f"Voice read against {said}" in markdown_report({**result, "models": models})
 
 
 def test_learned_fusions_ignore_the_noise_and_keep_up_with_the_informative_modality(comparison):

@@ -80,6 +80,16 @@ def test_analyze_reads_each_segment_against_the_collection_it_was_given(shared_d
     plain = analyzer.analyze(clips[0]).segments
     assert not np.allclose(plain.loc[plain["audio_present"], [f"audio_{e}" for e in voice.EMOTIONS]].to_numpy(), expected)
 
+    # mser batch passes the reference to its workers: the same voice, and the reference in the item's identity
+    from multimodal_ser.batch import open_table
+
+    batch = tmp_path / "ds"
+    flags = ["--modalities", "audio,text", "--language", "en", "--no-diarise", "--workers", "1", "--no-progress"]
+    assert main(["batch", str(clips[0]), "--out", str(batch), "--voice-reference", str(out), *flags]) == 0
+    rows = open_table(batch, "segments").to_table().to_pandas()
+    rows = rows[rows["audio_present"]]
+    np.testing.assert_allclose(rows[[f"audio_{e}" for e in voice.EMOTIONS]].to_numpy(), expected, atol=1e-5)
+
 
 @pytest.mark.models
 def test_too_few_segments_for_a_reference_is_one_clear_line(sample_media, tmp_path, capsys):

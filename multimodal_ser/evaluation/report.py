@@ -63,6 +63,10 @@ def markdown_report(result: dict) -> str:
         lines += [f"Manifest: `{result['manifest'].get('path', result['manifest'].get('source'))}`", ""]
     if result.get("text_sources"):
         lines += [f"Text read from: {result['text_sources']}", ""]
+    reference = result.get("models", {}).get("audio", {}).get("reference", "none")
+    if reference != "none":
+        against = "the mean of this manifest's items" if reference == "collection" else f"`{reference['file']}` (sha256 {reference['sha256'][:12]}…)"
+        lines += [f"Voice read against {against}, by voice heads trained that way (README, Voice reference).", ""]
     rows = {v["name"]: v for v in systems.values()}
     lines += [M.markdown_table(rows, columns=list(_TABLE_COLUMNS), index_name="system"), ""]
     if result.get("gains"):
