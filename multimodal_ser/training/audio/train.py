@@ -40,10 +40,10 @@ collection it belongs to (`multimodal_ser.voice.centre_by_collection`): in train
 clips less that corpus's mean, each version (clean, isolated, telephone) apart; in the evaluations
 below, the held-out clips of a corpus less their own mean, taken over the held-out clips only; in use,
 `mser evaluate --voice-reference collection` removes the mean over the manifest's items (at least
-30). What a collection shares (language, channel, recording set-up, speaking style) is removed, and
-with it the collection's average emotion: a collection mostly of one emotion is read against that
-emotion (README, Voice reference, measures it). One recording alone has no collection: `mser analyze`
-uses `audio_head.safetensors`.
+30), and `mser analyze|batch --voice-reference FILE` the mean saved by `mser voice-reference`. What a
+collection shares (language, channel, recording set-up, speaking style) is removed, and with it the
+collection's average emotion: a collection mostly of one emotion is read against that emotion
+(README, Voice reference, measures it). Without a reference, `mser analyze` uses `audio_head.safetensors`.
 """,
 }
 """The card's paragraph on what the head reads features against, per :attr:`.head.HeadRecipe.reference`."""
