@@ -8,7 +8,9 @@ of ``mser crossval --leave-out-corpus``, clean clips), and collections are drawn
 clips L, the rest shared by the others). Each collection is read by the plain head (reference
 ``none``) and by the collection head against that collection's own mean. Printed per collection:
 UA over the corpus's own labels and the angry false-alarm rate, each the mean over ``--draws``
-seeded draws.
+seeded draws. Then how small a collection may be: random draws of :data:`SIZES` clips of the corpus
+(their labels as chance mixes them), each read against its own mean by the collection head (UA over
+the clips of all draws).
 
     python benchmarks/voice_collection_mix.py --data ../shared/data
 """
@@ -30,6 +32,9 @@ from multimodal_ser.training.audio.head import RECIPE, predict_head
 
 MAJORITY = 0.7
 """Share of a "mostly L" collection that is L."""
+
+SIZES = (8, 16, 30, 60, 120)
+"""Clips in the random collections of the size table."""
 
 
 def collections(truth: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -55,6 +60,7 @@ def main() -> None:
     truth = _truth7(data.manifest)
     x = data.features[CLEAN.name]
     recipes = {reference: dataclasses.replace(RECIPE, reference=reference) for reference in ("none", "collection")}
+    sized: dict[str, dict[int, float]] = {}
     print("| held-out corpus | collection | UA, none | angry FA, none | UA, collection | angry FA, collection |")
     print("|---|---|---|---|---|---|")
     for held in dict.fromkeys(corpus):
@@ -76,6 +82,20 @@ def main() -> None:
         for name, by_reference in scores.items():
             cells = [f"{np.mean([s[k] for s in by_reference[r]]):.3f}" for r in ("none", "collection") for k in (0, 1)]
             print(f"| {held} | {name} | " + " | ".join(cells) + " |", flush=True)
+        sized[held] = {}
+        for size in SIZES:
+            truths, predicted = [], []
+            for _ in range(args.draws * 4):
+                picked = rng.choice(np.flatnonzero(rows), size, replace=False)
+                p7 = predict_head(heads["collection"], voice.centre_by_collection(x[picked], [held] * size)) @ voice.SHARED_SPACE
+                truths.append(truth[picked])
+                predicted.append(np.asarray(labels)[p7[:, [EMOTIONS.index(c) for c in labels]].argmax(axis=1)])
+            sized[held][size] = metrics.ua(np.concatenate(truths), np.concatenate(predicted), labels=labels)
+    print("\nCollection head, random collections of n clips, each read against its own mean (UA over all draws):\n")
+    print("| held-out corpus | " + " | ".join(f"n = {n}" for n in SIZES) + " |")
+    print("|---|" + "---|" * len(SIZES))
+    for held, by_size in sized.items():
+        print(f"| {held} | " + " | ".join(f"{by_size[n]:.3f}" for n in SIZES) + " |")
 
 
 if __name__ == "__main__":
