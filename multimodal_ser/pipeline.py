@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .diarisation import SpeakerWindows, speaker_of
-from .errors import MediaError
+from .errors import MediaError, VoiceReferenceError
 from .files import sha256_file
 from .fusion import fused_columns
 from .grid import absent_table, make_grid, modality_table
@@ -155,11 +155,20 @@ class Analyzer:
         return self.models.voice(packaged_head_path("collection")), reference.mean
 
     def _voice_reference(self) -> VoiceReference | None:
-        """The ``voice_reference`` option's file, read once (None without the option)."""
+        """The ``voice_reference`` option's file, read once (None without the option).
+
+        Raises:
+            VoiceReferenceError: the file is missing or invalid, or does not fit the collection head.
+        """
         if self._reference is None and self.options.voice_reference is not None:
+            from .voice import packaged_head_path
             from .voice_reference import load_reference
 
-            self._reference = load_reference(self.options.voice_reference)
+            reference = load_reference(self.options.voice_reference)
+            width = self.models.voice(packaged_head_path("collection")).head.n_features
+            if len(reference.mean) != width:
+                raise VoiceReferenceError(f"{self.options.voice_reference}: a mean of {len(reference.mean)} features; the collection head reads {width}")
+            self._reference = reference
         return self._reference
 
     def voice_features(self, path: str | os.PathLike, *, progress: bool = False) -> np.ndarray:

@@ -445,6 +445,8 @@ class VoiceEmotionModel:
             raise ValueError(f"voice head {self.path.name} reads features against the mean of their collection: pass collection=")
         if self.reference == "none" and collection is not None:
             raise ValueError(f"voice head {self.path.name} reads features as computed: it takes no collection mean")
+        if collection is not None and np.shape(collection) != (self.head.n_features,):
+            raise ValueError(f"a collection mean of shape {np.shape(collection)}; voice head {self.path.name} reads {self.head.n_features} features")
         features = np.asarray(features, dtype=np.float32)
         probs8, embedding = self.probabilities(features if collection is None else features - np.asarray(collection, dtype=np.float32))
         valence_arousal = probs8 @ CIRCUMPLEX_MATRIX

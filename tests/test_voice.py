@@ -285,6 +285,8 @@ def test_a_collection_head_needs_its_collection_mean_and_a_plain_head_refuses_on
         collection_head.predict_features(rows)
     with pytest.raises(ValueError, match="takes no collection mean"):
         plain_head.predict_features(rows, collection=mean)
+    with pytest.raises(ValueError, match="reads 7233 features"):
+        collection_head.predict_features(rows, collection=mean[:100])
     read = collection_head.predict_features(rows, collection=mean)
     np.testing.assert_allclose(read.emotions8, collection_head.probabilities(rows - mean.astype(np.float32))[0], atol=1e-12)
     window = EncodedWindow(offset=0.0, duration=1.0, audio=np.zeros(SAMPLE_RATE, np.float32), output=torch.zeros(1500, 512),

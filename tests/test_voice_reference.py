@@ -99,3 +99,15 @@ def test_too_few_segments_for_a_reference_is_one_clear_line(sample_media, tmp_pa
     assert main(["voice-reference", str(sample_media / "interview.mp4"), "--out", str(out), "--language", "en", "--no-progress"]) == 2
     assert f"a voice reference needs at least {voice.MIN_COLLECTION}" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.models
+def test_a_reference_that_does_not_fit_the_head_stops_analyze_before_any_media(sample_media, tmp_path, capsys):
+    from multimodal_ser.cli import main
+
+    narrow = VoiceReference(np.zeros(100, dtype=np.float32), voice.MIN_COLLECTION, ["a.wav"], voice.FEATURE_RECIPE)
+    path = save_reference(narrow, tmp_path / "narrow.npz")
+    out = tmp_path / "out"
+    assert main(["analyze", str(sample_media / "interview.mp4"), "--out", str(out), "--voice-reference", str(path)]) == 2
+    assert "narrow.npz: a mean of 100 features; the collection head reads 7233" in capsys.readouterr().err
+    assert not out.exists()
