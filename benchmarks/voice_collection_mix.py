@@ -23,11 +23,10 @@ import dataclasses
 import numpy as np
 
 from multimodal_ser import voice
-from multimodal_ser.evaluation import metrics
 from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.training.audio.conditions import CLEAN
 from multimodal_ser.training.audio.corpus import corpus_folders
-from multimodal_ser.training.audio.crossval import Data, _truth7
+from multimodal_ser.training.audio.crossval import Data, _truth7, score_corpus
 from multimodal_ser.training.audio.head import RECIPE, predict_head
 
 MAJORITY = 0.7
@@ -58,6 +57,7 @@ def main() -> None:
     data = Data.load(corpus_folders(args.data, None), recipe=RECIPE, seed=args.seed, tested=(CLEAN.name,))
     corpus = data.manifest["corpus"].to_numpy()
     truth = _truth7(data.manifest)
+    speakers = data.manifest["speaker"].to_numpy()
     x = data.features[CLEAN.name]
     recipes = {reference: dataclasses.replace(RECIPE, reference=reference) for reference in ("none", "collection")}
     sized: dict[str, dict[int, float]] = {}
@@ -65,32 +65,31 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for held in dict.fromkeys(corpus):
         rows = corpus == held
-        labels = sorted(set(truth[rows]), key=EMOTIONS.index)
         heads = {reference: data.fit(~rows, recipe=recipe, seed=args.seed) for reference, recipe in recipes.items()}
+
+        def read(picked: np.ndarray, reference: str) -> dict:
+            """:func:`score_corpus` of the clips ``picked`` read as one collection by the head of ``reference``."""
+            features = x[picked] if reference == "none" else voice.centre_by_collection(x[picked], [held] * len(picked))
+            p7 = predict_head(heads[reference], features) @ voice.SHARED_SPACE
+            return score_corpus(p7, truth[picked], groups=speakers[picked], n_resamples=1, seed=args.seed)
+
         rng = np.random.default_rng(args.seed)
         scores: dict[str, dict[str, list]] = {}
         for _ in range(args.draws):
             for name, picked in collections(truth, rows, rng).items():
-                for reference, head in heads.items():
-                    features = x[picked] if reference == "none" else voice.centre_by_collection(x[picked], [held] * len(picked))
-                    p7 = predict_head(head, features) @ voice.SHARED_SPACE
-                    closed = np.asarray(labels)[p7[:, [EMOTIONS.index(c) for c in labels]].argmax(axis=1)]
-                    opened = np.asarray(EMOTIONS)[p7.argmax(axis=1)]
-                    not_angry = truth[picked] != "angry"
-                    scores.setdefault(name, {}).setdefault(reference, []).append(
-                        (metrics.ua(truth[picked], closed, labels=labels), float(np.mean(opened[not_angry] == "angry"))))
+                for reference in heads:
+                    score = read(picked, reference)
+                    scores.setdefault(name, {}).setdefault(reference, []).append((score["closed"]["ua"], score["angry_false_alarm"]))
         for name, by_reference in scores.items():
             cells = [f"{np.mean([s[k] for s in by_reference[r]]):.3f}" for r in ("none", "collection") for k in (0, 1)]
             print(f"| {held} | {name} | " + " | ".join(cells) + " |", flush=True)
+        # each draw read against its own mean, scored over the clips of all draws
         sized[held] = {}
         for size in SIZES:
-            truths, predicted = [], []
-            for _ in range(args.draws * 4):
-                picked = rng.choice(np.flatnonzero(rows), size, replace=False)
-                p7 = predict_head(heads["collection"], voice.centre_by_collection(x[picked], [held] * size)) @ voice.SHARED_SPACE
-                truths.append(truth[picked])
-                predicted.append(np.asarray(labels)[p7[:, [EMOTIONS.index(c) for c in labels]].argmax(axis=1)])
-            sized[held][size] = metrics.ua(np.concatenate(truths), np.concatenate(predicted), labels=labels)
+            draws = [rng.choice(np.flatnonzero(rows), size, replace=False) for _ in range(args.draws * 4)]
+            p7 = np.concatenate([predict_head(heads["collection"], voice.centre_by_collection(x[d], [held] * size)) for d in draws]) @ voice.SHARED_SPACE
+            pooled = np.concatenate(draws)
+            sized[held][size] = score_corpus(p7, truth[pooled], groups=speakers[pooled], n_resamples=1, seed=args.seed)["closed"]["ua"]
     print("\nCollection head, random collections of n clips, each read against its own mean (UA over all draws):\n")
     print("| held-out corpus | " + " | ".join(f"n = {n}" for n in SIZES) + " |")
     print("|---|" + "---|" * len(SIZES))

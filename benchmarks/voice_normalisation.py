@@ -31,17 +31,14 @@ from multimodal_ser.training.audio.head import RECIPE
 
 
 def per_speaker(features: np.ndarray, speakers: np.ndarray, *, scale: bool) -> np.ndarray:
-    """``features`` ``(n, d)`` with each speaker's mean removed (and divided by their std when ``scale``);
-    all-NaN rows (clips a condition did not encode) stay NaN. ``speakers`` ``(n,)`` may name any
-    grouping (corpora, for the per-collection rows)."""
-    out = features.copy()
-    encoded = ~np.isnan(features).all(axis=1)
-    for speaker in np.unique(speakers):
-        rows = np.flatnonzero((speakers == speaker) & encoded)
-        if len(rows) == 0:
-            continue
-        out[rows] -= np.nan_to_num(np.nanmean(features[rows], axis=0))
-        if scale:
+    """``features`` ``(n, d)`` with each speaker's mean removed (:func:`multimodal_ser.voice.centre_by_collection`),
+    and divided by their std when ``scale``; all-NaN rows (clips a condition did not encode) stay NaN.
+    ``speakers`` ``(n,)`` may name any grouping (corpora, for the per-collection rows)."""
+    out = voice.centre_by_collection(features, speakers)
+    if scale:
+        encoded = ~np.isnan(features).all(axis=1)
+        for speaker in np.unique(speakers[encoded]):
+            rows = np.flatnonzero((speakers == speaker) & encoded)
             std = np.nan_to_num(np.nanstd(features[rows], axis=0))
             out[rows] /= np.where(std > 1e-6, std, 1.0)
     return out

@@ -81,9 +81,9 @@ class Data:
         head of ``recipe`` reads them: with reference ``collection``, each corpus's mean over those
         rows removed. Shape ``(rows.sum(), F)``, or ``(n, F)`` with the other rows as they are when ``keep_shape``."""
         x = self.features[condition]
-        chosen = x[rows]
-        if recipe.reference == "collection":
-            chosen = voice.centre_by_collection(chosen, self.manifest["corpus"].to_numpy()[rows])
+        if recipe.reference == "none":  # as computed: no copy
+            return x if keep_shape else x[rows]
+        chosen = voice.centre_by_collection(x[rows], self.manifest["corpus"].to_numpy()[rows])
         if not keep_shape:
             return chosen
         out = x.copy()
