@@ -81,3 +81,6 @@ def test_a_sentence_that_rules_classes_out_earns_the_words_a_lapse_of_their_own(
     for m in ("audio", "text"):
         assert choice["per_modality"][m][fusion.lapse[m]] == min(choice["per_modality"][m].values())
     assert min(choice["per_modality"]["text"].values()) < min(choice["shared"].values())
+    # and since the sentence reads as neutral whatever the voice says, its say on "neutral or not" is withdrawn
+    assert fusion.neutral_say["text"] < 1.0 and fusion.neutral_say["audio"] == 1.0
+    assert choice["neutral_say"][fusion.neutral_say["text"]] == min(choice["neutral_say"].values())

@@ -273,7 +273,8 @@ def test_train_fusion_on_a_small_real_mix_of_sources(tmp_path, shared_data):
     assert late.lapse == summary["late_fusion"]["lapse"]  # each branch's lapse, chosen on this mix, is saved
     card = (tmp_path / "fusion.md").read_text()
     assert "## Cross-fitted evaluation" in card and "Never seen: text+face" in card
-    assert f"lapses text {late.lapse['text']:g}, face {late.lapse['face']:g}." in card
+    assert late.neutral_say == summary["late_fusion"]["neutral_say"]
+    assert f"lapses text {late.lapse['text']:g}, face {late.lapse['face']:g}, the words' neutral say {late.neutral_say['text']:g}." in card
 
 
 @pytest.mark.slow

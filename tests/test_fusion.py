@@ -297,10 +297,39 @@ def test_a_lapse_per_branch_lets_words_add_evidence_but_not_veto():
         LateFusion(lapse={"smell": 0.5})
 
 
+def test_neutral_words_lose_their_say_on_whether_only_beside_another_branch():
+    # a voice between sad and neutral, with words that read as neutral
+    voice = np.full(len(EMOTIONS), 0.2 / 5)
+    voice[EMOTIONS.index("sad")], voice[EMOTIONS.index("neutral")] = 0.45, 0.35
+    words = _p("neutral", 0.8)
+    seg = _segments([voice, voice], [words, words], [True, False], [True, True])
+    full, withdrawn = LateFusion(), LateFusion(neutral_say={"text": 0.0})
+    assert list(fused_columns(seg, full)["label"]) == ["neutral", "neutral"]
+    assert list(fused_columns(seg, withdrawn)["label"]) == ["sad", "neutral"]  # alone, the words decide as before
+    np.testing.assert_allclose(full.fuse(seg[1:])[0], withdrawn.fuse(seg[1:])[0])
+    half = LateFusion(neutral_say={"text": 0.5}).fuse(seg[:1])[0][0, EMOTIONS.index("neutral")]
+    assert withdrawn.fuse(seg[:1])[0][0, EMOTIONS.index("neutral")] < half < full.fuse(seg[:1])[0][0, EMOTIONS.index("neutral")]
+
+
+def test_emotional_words_keep_their_full_say():
+    seg = _segments([np.full(len(EMOTIONS), 1 / len(EMOTIONS))], [_p("angry", 0.8)], [True], [True])
+    fusion = LateFusion(neutral_say={"text": 0.0}, lapse={"text": 0.7})
+    np.testing.assert_allclose(fusion.fuse(seg)[0], LateFusion(lapse={"text": 0.7}).fuse(seg)[0])
+    with pytest.raises(ValueError, match="neutral say"):
+        LateFusion(neutral_say={"text": 1.5})
+    with pytest.raises(ValueError, match="neutral say for unknown modalities"):
+        LateFusion(neutral_say={"smell": 0.5})
+
+
 def test_the_lapse_is_saved_and_older_files_read_without_one(tmp_path):
-    path = LateFusion(weights={"audio": 1.0, "text": 0.5}, lapse={"text": 0.7, "audio": 0.2}).save(tmp_path / "w.json")
+    path = LateFusion(weights={"audio": 1.0, "text": 0.5}, lapse={"text": 0.7, "audio": 0.2}, neutral_say={"text": 0.5}).save(tmp_path / "w.json")
     assert load_late_fusion(path).lapse == {"audio": 0.2, "text": 0.7, "face": 0.0}
+    assert load_late_fusion(path).neutral_say == {"audio": 1.0, "text": 0.5, "face": 1.0}
     document = json.loads(path.read_text())
+    document.update(version=4)  # version 4: no neutral say, every branch has its full say
+    del document["neutral_say"]
+    path.write_text(json.dumps(document))
+    assert load_late_fusion(path).neutral_say == {"audio": 1.0, "text": 1.0, "face": 1.0}
     document.update(version=3, lapse=0.3)  # version 3: one lapse for every branch
     path.write_text(json.dumps(document))
     assert load_late_fusion(path).lapse == {"audio": 0.3, "text": 0.3, "face": 0.3}

@@ -2,7 +2,7 @@
 
 For the modalities ``m`` present on a segment::
 
-    logit(y) = Σ_m  w_m · q_m · (log p̃_m(y) − log π_m(y)) / T,   p̃_m = (1 − λ_m) p_m + λ_m π_m
+    logit(y) = Σ_m  w_m · q_m · e_m(y) / T,   e_m(y) = log p̃_m(y) − log π_m(y),   p̃_m = (1 − λ_m) p_m + λ_m π_m
 
 - ``p_m``: the branch's calibrated probabilities (each head stores a temperature fitted on
   held-out data of its own, see :mod:`multimodal_ser.calibration`);
@@ -14,6 +14,13 @@ For the modalities ``m`` present on a segment::
 - ``π_m``: the branch's prior, its mean calibrated prediction on held-out data: the evidence is
   what the branch says about *this* segment beyond what it says about everything. A branch that
   repeats its usual distribution (the words of a neutral sentence) moves the result little;
+- ``κ_m`` in [0, 1]: the branch's say on *whether* a segment is emotional, where another branch
+  is present. ``e_m`` splits into the branch's evidence that the segment is emotional rather than
+  neutral, ``b_m = log(p̃_m(¬neutral) / π_m(¬neutral)) − e_m(neutral)``, and its evidence on which
+  emotion. Where ``b_m < 0`` (the branch reads the segment as neutral) and another branch is
+  present, ``(1 − κ_m) b_m`` of it is withdrawn. With ``κ_words < 1``, neutral words count for
+  little against a voice that sounds angry (most sentences of any feeling are neutral in words),
+  while emotional words keep their full say; alone, the words decide as before;
 - ``q_m`` in [0, 1]: the segment's ``<m>_quality`` column where there is one (the face: frames
   seen, a static face counts for little; see :mod:`multimodal_ser.face.segments`), else 1;
 - ``w_m >= 0``: reliability weights and ``T``: a temperature, learned on held-out predictions
@@ -43,7 +50,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
-from scipy.special import log_softmax
+from scipy.special import log_softmax, logsumexp
 
 from .. import __version__
 from ..calibration import fit_temperature as fit_probability_temperature
@@ -55,9 +62,10 @@ from .base import EPS, modality_probabilities, modality_quality, targets, valid_
 log = logging.getLogger(__name__)
 
 LATE_FUSION_FORMAT = "multimodal-ser/late-fusion"
-LATE_FUSION_VERSION = 4
+LATE_FUSION_VERSION = 5
 """Version 2 added ``priors``, version 3 ``lapse`` (one for every branch), version 4 a lapse per
-branch; older files are read with uniform priors and no lapse."""
+branch, version 5 ``neutral_say``; older files are read with uniform priors, no lapse and a full
+neutral say."""
 
 MAX_EFFECTIVE_WEIGHT = 50.0
 """Upper bound of a stacked weight over temperature, ``w_m / T`` (keeps the optimiser finite)."""
@@ -81,6 +89,8 @@ class LateFusion:
             against a uniform prior.
         lapse: ``λ_m`` of the module docstring, in [0, 1): ``{modality: lapse}`` (a modality not
             named gets 0) or one number for every modality. Stored as a mapping over all modalities.
+        neutral_say: ``κ_m`` of the module docstring, in [0, 1]: ``{modality: κ}`` (a modality not
+            named gets 1, its full say) or one number for every modality. Stored as a mapping.
         provenance: where learned parameters came from (data, fit metrics); shown by
             :meth:`describe` and saved by :meth:`save`.
     """
@@ -89,6 +99,7 @@ class LateFusion:
     temperature: float = 1.0
     priors: dict[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
     lapse: Mapping[str, float] | float = 0.0
+    neutral_say: Mapping[str, float] | float = 1.0
     name: str = "late"
     provenance: dict = dataclasses.field(default_factory=dict, compare=False)
 
@@ -100,10 +111,14 @@ class LateFusion:
             raise ValueError(f"fusion weights must be finite and >= 0, not {self.weights}")
         if not np.isfinite(self.temperature) or self.temperature <= 0:
             raise ValueError(f"temperature must be positive, not {self.temperature}")
-        lapse = per_modality_lapse(self.lapse)
+        lapse = per_modality(self.lapse, absent=0.0, name="lapse")
         if any(not 0 <= v < 1 for v in lapse.values()):
             raise ValueError(f"lapse must be in [0, 1), not {self.lapse}")
         object.__setattr__(self, "lapse", lapse)
+        neutral_say = per_modality(self.neutral_say, absent=1.0, name="neutral say")
+        if any(not 0 <= v <= 1 for v in neutral_say.values()):
+            raise ValueError(f"neutral say must be in [0, 1], not {self.neutral_say}")
+        object.__setattr__(self, "neutral_say", neutral_say)
         object.__setattr__(self, "priors", {m: _valid_prior(m, p) for m, p in self.priors.items()})
 
     @property
@@ -112,8 +127,8 @@ class LateFusion:
         return tuple(m for m in MODALITIES if self.weights.get(m, 0.0) > 0)
 
     def evidence(self, segments: pd.DataFrame, modalities: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """``q_m (log p̃_m − log π_m)`` per modality, zero where absent: ``(M, n, 7)``, and presence ``(M, n)``."""
-        return evidence(segments, modalities, self.priors, lapse=self.lapse)
+        """``q_m e_m`` per modality, zero where absent: ``(M, n, 7)``, and presence ``(M, n)``."""
+        return evidence(segments, modalities, self.priors, lapse=self.lapse, neutral_say=self.neutral_say)
 
     def fuse(self, segments: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Pool the ``<m>_<label>`` columns of ``segments``.
@@ -133,7 +148,8 @@ class LateFusion:
 
     def describe(self) -> dict:
         """JSON-ready summary for output metadata: name, weights, temperature, priors, provenance."""
-        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature, "lapse": dict(self.lapse)}
+        out = {"fusion": self.name, "weights": dict(self.weights), "temperature": self.temperature, "lapse": dict(self.lapse),
+               "neutral_say": dict(self.neutral_say)}
         if self.priors:
             out["priors"] = {m: list(p) for m, p in self.priors.items()}
         if self.provenance:
@@ -149,6 +165,7 @@ class LateFusion:
             "weights": {m: float(w) for m, w in self.weights.items()},
             "temperature": float(self.temperature),
             "lapse": {m: float(v) for m, v in self.lapse.items()},
+            "neutral_say": {m: float(v) for m, v in self.neutral_say.items()},
             "priors": {m: list(p) for m, p in self.priors.items()},
             "provenance": self.provenance,
         }
@@ -162,50 +179,67 @@ class LateFusion:
         return path
 
 
-def per_modality_lapse(lapse: Mapping[str, float] | float) -> dict[str, float]:
-    """``{modality: λ_m}`` over every modality of :data:`~multimodal_ser.labels.MODALITIES` from a
-    mapping (modalities not named get 0) or one number for all.
+def per_modality(value: Mapping[str, float] | float, *, absent: float, name: str) -> dict[str, float]:
+    """``{modality: value}`` over every modality of :data:`~multimodal_ser.labels.MODALITIES` from a
+    mapping (modalities not named get ``absent``) or one number for all.
 
     Raises:
-        ValueError: an unknown modality.
+        ValueError: an unknown modality (named as the ``name`` of the parameter).
     """
-    if isinstance(lapse, Mapping):
-        unknown = set(lapse) - set(MODALITIES)
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(MODALITIES)
         if unknown:
-            raise ValueError(f"lapse for unknown modalities {sorted(unknown)}; known: {MODALITIES}")
-        return {m: float(lapse.get(m, 0.0)) for m in MODALITIES}
-    return {m: float(lapse) for m in MODALITIES}
+            raise ValueError(f"{name} for unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        return {m: float(value.get(m, absent)) for m in MODALITIES}
+    return {m: float(value) for m in MODALITIES}
 
 
 def evidence(
     segments: pd.DataFrame, modalities: Sequence[str], priors: Mapping[str, Sequence[float]] | None = None, *,
-    lapse: Mapping[str, float] | float = 0.0,
+    lapse: Mapping[str, float] | float = 0.0, neutral_say: Mapping[str, float] | float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each modality's evidence ``q_m (log p̃_m − log π_m)`` with ``p̃_m = (1 − λ_m) p_m + λ_m π_m``, zero where absent.
+    """Each modality's evidence ``q_m e_m`` of the module docstring, zero where absent.
 
     Args:
-        lapse: ``{modality: λ_m}`` or one ``λ`` for all (see :func:`per_modality_lapse`).
+        lapse: ``{modality: λ_m}`` or one ``λ`` for all (see :func:`per_modality`).
+        neutral_say: ``{modality: κ_m}`` or one ``κ`` for all; modalities not named get 1.
 
     Returns:
         ``(M, n, 7)`` float64 and presence ``(M, n)`` bool.
     """
     priors = priors or {}
-    lapses = per_modality_lapse(lapse)
-    logs, masks = [], []
-    for m in modalities:
-        probabilities, present = modality_probabilities(segments, m)
+    lapses = per_modality(lapse, absent=0.0, name="lapse")
+    says = per_modality(neutral_say, absent=1.0, name="neutral say")
+    n = len(segments)
+    read = [modality_probabilities(segments, m) for m in modalities]
+    presence = np.array([present for _, present in read], dtype=bool).reshape(len(modalities), n)
+    logs = []
+    for i, (m, (probabilities, present)) in enumerate(zip(modalities, read)):
         prior = np.asarray(priors[m], dtype=np.float64) if m in priors else np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
         mixed = (1.0 - lapses[m]) * np.nan_to_num(probabilities, nan=1.0) + lapses[m] * prior
-        log_p = np.log(np.clip(mixed, EPS, 1.0))
-        if m in priors:
-            log_p = log_p - np.log(prior)
+        log_mixed = np.log(np.clip(mixed, EPS, 1.0))
+        log_ratio = log_mixed - np.log(prior)
+        log_p = log_ratio.copy() if m in priors else log_mixed
+        if says[m] < 1.0:
+            others = np.delete(presence, i, axis=0).any(axis=0)
+            withdrawn = (1.0 - says[m]) * np.minimum(emotional_evidence(log_ratio, prior), 0.0)
+            log_p[:, NEUTRAL] += np.where(others, withdrawn, 0.0)
         quality = modality_quality(segments, m)
         logs.append(np.where(present[:, None], quality[:, None] * log_p, 0.0))
-        masks.append(present)
-    n = len(segments)
     if not logs:
-        return np.zeros((0, n, len(EMOTIONS))), np.zeros((0, n), dtype=bool)
-    return np.stack(logs), np.stack(masks)
+        return np.zeros((0, n, len(EMOTIONS))), presence
+    return np.stack(logs), presence
+
+
+NEUTRAL = EMOTIONS.index("neutral")
+
+
+def emotional_evidence(log_ratio: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """``b = log(p̃(¬neutral) / π(¬neutral)) − e(neutral)``: a branch's evidence that a segment is
+    emotional rather than neutral, from its ``e = log p̃ − log π`` ``(n, 7)`` and prior ``(7,)``; ``(n,)``."""
+    emotions = np.arange(len(EMOTIONS)) != NEUTRAL
+    emotional = logsumexp(log_ratio[:, emotions] + np.log(prior[emotions]), axis=1) - np.log(prior[emotions].sum())
+    return emotional - log_ratio[:, NEUTRAL]
 
 
 def load_late_fusion(path: str | os.PathLike) -> LateFusion:
@@ -241,6 +275,7 @@ def load_late_fusion(path: str | os.PathLike) -> LateFusion:
             temperature=float(document["temperature"]),
             priors={str(m): p for m, p in (document.get("priors") or {}).items()},
             lapse=document.get("lapse", 0.0),
+            neutral_say=document.get("neutral_say", 1.0),
             provenance=provenance,
         )
     except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -292,6 +327,7 @@ def fit_late_fusion(
     fit_mask: Mapping[str, np.ndarray] | None = None,
     fixed: Mapping[str, float] | None = None,
     lapse: Mapping[str, float] | float = 0.0,
+    neutral_say: Mapping[str, float] | float = 1.0,
     provenance: dict | None = None,
 ) -> LateFusion:
     """Learn reliability weights and a temperature by stacking.
@@ -320,6 +356,7 @@ def fit_late_fusion(
         fixed: ``{modality: effective weight a_m}`` kept as given instead of fitted (e.g. learned
             on other data where that modality is informative).
         lapse: ``λ_m`` of the module docstring (a mapping or one number), kept as given and stored in the result.
+        neutral_say: ``κ_m`` of the module docstring (a mapping or one number), kept as given and stored.
         provenance: stored in the result (for example the data it was fitted on).
 
     Raises:
@@ -329,7 +366,7 @@ def fit_late_fusion(
     modalities = valid_modalities(modalities)
     y = targets(labels, len(segments))
     fixed = dict(fixed or {})
-    logs, masks = evidence(segments, modalities, priors, lapse=lapse)
+    logs, masks = evidence(segments, modalities, priors, lapse=lapse, neutral_say=neutral_say)
     if fit_mask is not None:
         for i, m in enumerate(modalities):
             if m in fit_mask:
@@ -390,6 +427,7 @@ def fit_late_fusion(
         temperature=float(temperature),
         priors=dict(priors or {}),
         lapse=lapse,
+        neutral_say=neutral_say,
         provenance={**details, **(provenance or {})},
     )
 

@@ -118,7 +118,7 @@ def train_fusion(
 
     Returns:
         A summary: ``out_path``, ``card_path``, ``late_fusion_path``, ``sha256`` (when recorded in
-        the package), ``training`` (rows, epochs, temperature), ``late_fusion`` (weights, T, lapses),
+        the package), ``training`` (rows, epochs, temperature), ``late_fusion`` (weights, T, lapses, neutral say),
         ``cross_fitted`` (the evaluation's ``systems`` and ``by_presence``), ``runtime_s``.
     """
     began = time.monotonic()
@@ -162,7 +162,8 @@ def train_fusion(
         "late_fusion_path": None if late_fusion_path is None else str(late_fusion_path),
         "sha256": sha256,
         "training": {**fusion.config["training"], "temperature": fusion.temperature, "modalities": list(fusion.modalities)},
-        "late_fusion": {"weights": late.weights, "temperature": late.temperature, "lapse": dict(late.lapse)},
+        "late_fusion": {"weights": late.weights, "temperature": late.temperature, "lapse": dict(late.lapse),
+                        "neutral_say": dict(late.neutral_say)},
         "cross_fitted": {k: evaluation[k] for k in ("folds", "n_items", "n_groups", "fold_sizes", "systems", "by_presence")},
         "provenance": provenance,
         "runtime_s": round(time.monotonic() - began, 1),
@@ -258,7 +259,8 @@ def model_card(summary: dict, evaluation: dict, *, out_name: str, notes: str | N
         "Learned late fusion stacked on all items (for comparison): "
         + ", ".join(f"{m} {w:.2f}" for m, w in summary["late_fusion"]["weights"].items())
         + f", T {summary['late_fusion']['temperature']:.2f}, lapses "
-        + ", ".join(f"{m} {v:g}" for m, v in summary["late_fusion"]["lapse"].items() if m in summary["late_fusion"]["weights"]) + ".",
+        + ", ".join(f"{m} {v:g}" for m, v in summary["late_fusion"]["lapse"].items() if m in summary["late_fusion"]["weights"])
+        + f", the words' neutral say {summary['late_fusion']['neutral_say']['text']:g}.",
         "",
     ]
     key = next((k for k in systems if k.startswith("attention:") and systems[k]["modalities"] == training["modalities"]), None)

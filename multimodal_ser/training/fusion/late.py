@@ -13,14 +13,16 @@ words, FER2013 faces; :func:`multimodal_ser.training.fusion.packaged_training_ma
    fit, so its weight is learned where it carries information instead of being driven to zero by a
    corpus built to make it useless. It is still pooled at analysis time: being read against its
    prior, a branch that says what it says about everything moves the result little.
-3. **Lapses.** The chance ``λ_m`` that a branch's reading of an item says nothing about it (see
-   :mod:`multimodal_ser.fusion.late`) is chosen from :data:`LAPSE_GRID` by group cross-validation
-   inside the fitting items, for the lowest held-out log-loss of the fused predictions with every
-   branch present pooled: first one value for all branches, then each branch's own in turn
+3. **Lapses and the words' neutral say.** The chance ``λ_m`` that a branch's reading of an item
+   says nothing about it, and the words' say ``κ_text`` on whether an item is emotional at all when
+   another branch is present (see :mod:`multimodal_ser.fusion.late`), are chosen from
+   :data:`LAPSE_GRID` and :data:`NEUTRAL_SAY_GRID` by group cross-validation inside the fitting
+   items, for the lowest held-out log-loss of the fused predictions with every branch present
+   pooled: first one lapse for all branches, then each branch's own lapse and ``κ_text`` in turn
    (coordinate descent, :data:`LAPSE_ROUNDS` rounds). This is where the words of RAVDESS count: a
-   neutral sentence must not veto the fearful voice it was spoken with, while emotional words keep
-   their say (a lapse bounds the evidence against a class; the evidence for one it only shrinks, and
-   the stacked weight of step 4 scales it back).
+   neutral sentence must not veto the fearful voice it was spoken with, nor call a sad voice
+   neutral, while emotional words keep their say (a lapse bounds the evidence against a class; the
+   evidence for one it only shrinks, and the stacked weight of step 4 scales it back).
 4. **Weights and temperature** by stacking (:func:`multimodal_ser.fusion.fit_late_fusion`), every
    source and within it every class weighing the same in the log-loss.
 
@@ -55,6 +57,8 @@ log = logging.getLogger(__name__)
 
 LAPSE_GRID = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 """Candidate lapses ``λ_m`` of the recipe's step 3."""
+NEUTRAL_SAY_GRID = (1.0, 0.5, 0.0)
+"""Candidate ``κ_text`` of the recipe's step 3; the full say first, so that a tie keeps it."""
 LAPSE_ROUNDS = 2
 """Rounds of the per-branch coordinate descent over :data:`LAPSE_GRID`."""
 LAPSE_FOLDS = 3
@@ -135,61 +139,70 @@ def fit_default_fusion(
         fit_mask[m] = keep
     weights = balanced_row_weights(labels, sources)
 
-    def fit(rows: np.ndarray, lapse: dict, provenance: dict | None = None) -> LateFusion:
+    def fit(rows: np.ndarray, lapse: dict, neutral_say: float, provenance: dict | None = None) -> LateFusion:
         return fit_late_fusion(
             table[rows], list(labels[rows]), modalities=modalities, priors=priors, row_weights=weights[rows],
-            fit_mask={m: mask[rows] for m, mask in fit_mask.items()}, lapse=lapse, provenance=provenance,
+            fit_mask={m: mask[rows] for m, mask in fit_mask.items()}, lapse=lapse, neutral_say={"text": neutral_say},
+            provenance=provenance,
         )
 
-    lapse, losses = choose_lapse(table, labels, weights, fit, modalities, seed=seed)
-    fusion = fit(np.ones(len(table), dtype=bool), lapse, {**(provenance or {}), "lapse_choice": losses})
+    lapse, neutral_say, losses = choose_lapse(table, labels, weights, fit, modalities, seed=seed)
+    fusion = fit(np.ones(len(table), dtype=bool), lapse, neutral_say, {**(provenance or {}), "lapse_choice": losses})
     return dataclasses.replace(fusion, name="late"), judged
 
 
 def choose_lapse(
     table: pd.DataFrame, labels: np.ndarray, weights: np.ndarray, fit, modalities, *, seed: int
-) -> tuple[dict, dict]:
-    """Each modality's lapse from :data:`LAPSE_GRID`, for the lowest held-out log-loss over group folds of ``table``.
+) -> tuple[dict, float, dict]:
+    """Each modality's lapse from :data:`LAPSE_GRID` and the words' neutral say from
+    :data:`NEUTRAL_SAY_GRID`, for the lowest held-out log-loss over group folds of ``table``.
 
     First the best single lapse for every modality, then, for :data:`LAPSE_ROUNDS` rounds, each
-    modality's lapse in turn with the others held.
+    modality's lapse in turn with the others held, then the words' neutral say (when the words and
+    another modality are among ``modalities``).
 
     Args:
-        fit: ``fit(rows (n,) bool, {modality: lapse}) -> LateFusion`` fitted on those rows.
+        fit: ``fit(rows (n,) bool, {modality: lapse}, neutral say of the words) -> LateFusion`` fitted on those rows.
         weights: ``(n,)`` row weights of the log-loss.
 
     Returns:
-        ``({modality: lapse}, {"folds", "shared": {lapse: loss}, "per_modality": {modality: {lapse: loss}}})``
-        with the losses of the last round; every lapse 0 when there are too few groups.
+        ``({modality: lapse}, κ_text, {"folds", "shared": {lapse: loss}, "per_modality": {modality: {lapse: loss}},
+        "neutral_say": {κ: loss}})`` with the losses of the last round; every lapse 0 and κ 1 when there are
+        too few groups.
     """
     groups = table["group"].to_numpy(dtype=object) if "group" in table else np.arange(len(table))
     if len(set(groups)) < LAPSE_FOLDS:
-        return {m: 0.0 for m in modalities}, {"folds": 0, "shared": {}, "per_modality": {}}
+        return {m: 0.0 for m in modalities}, 1.0, {"folds": 0, "shared": {}, "per_modality": {}, "neutral_say": {}}
     fold = group_folds(groups, folds=LAPSE_FOLDS, seed=seed)
     y = np.array([EMOTIONS.index(label) for label in labels])
     memo: dict[tuple, float] = {}
 
-    def held_out_loss(lapse: dict) -> float:
-        key = tuple(lapse[m] for m in modalities)
+    def held_out_loss(lapse: dict, neutral_say: float) -> float:
+        key = (*(lapse[m] for m in modalities), neutral_say)
         if key not in memo:
             total = 0.0
             for f in range(LAPSE_FOLDS):
-                probabilities, present = fit(fold != f, lapse).fuse(table[fold == f])
+                probabilities, present = fit(fold != f, lapse, neutral_say).fuse(table[fold == f])
                 rows = np.flatnonzero(fold == f)[present]
                 picked = probabilities[present][np.arange(len(rows)), y[rows]]
                 total += float((weights[rows] * -np.log(np.clip(picked, 1e-12, 1.0))).sum())
             memo[key] = total / float(weights.sum())
         return memo[key]
 
-    shared = {v: held_out_loss({m: v for m in modalities}) for v in LAPSE_GRID}
+    neutral_say = 1.0
+    shared = {v: held_out_loss({m: v for m in modalities}, neutral_say) for v in LAPSE_GRID}
     best = min(shared, key=shared.get)
     lapse = {m: best for m in modalities}
     per_modality: dict = {}
+    says: dict = {}
     for _ in range(LAPSE_ROUNDS):
         for m in modalities:
-            per_modality[m] = {v: held_out_loss({**lapse, m: v}) for v in LAPSE_GRID}
+            per_modality[m] = {v: held_out_loss({**lapse, m: v}, neutral_say) for v in LAPSE_GRID}
             lapse[m] = min(per_modality[m], key=per_modality[m].get)
-    return lapse, {"folds": LAPSE_FOLDS, "shared": shared, "per_modality": per_modality}
+        if "text" in modalities and len(modalities) > 1:
+            says = {v: held_out_loss(lapse, v) for v in NEUTRAL_SAY_GRID}
+            neutral_say = min(says, key=says.get)
+    return lapse, neutral_say, {"folds": LAPSE_FOLDS, "shared": shared, "per_modality": per_modality, "neutral_say": says}
 
 
 def item_sources(table: pd.DataFrame) -> np.ndarray:
@@ -310,7 +323,9 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ_m) p_m + λ_m π_m`, `p_m` the branch's "
         "calibrated probabilities, `π_m` its prior, `λ_m` its lapse (the chance that the branch's reading of a segment says "
         "nothing about it: it cannot veto a class by more than `log λ_m`, while its evidence for a class is not capped), `q_m` the segment's quality for that "
-        "modality (the face: frames seen, 0.05 for a static face) and no class bias. Learned by `mser train fusion` (`multimodal_ser/training/fusion/late.py`).",
+        "modality (the face: frames seen, 0.05 for a static face) and no class bias; where another branch is present, the words keep only "
+        "the share `κ_text` of their evidence that a segment is neutral rather than emotional. Learned by `mser train fusion` "
+        "(`multimodal_ser/training/fusion/late.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
         "held-out items, averaged over the sources below (each source counts the same): "
@@ -336,7 +351,11 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
               f"The lapses were chosen by {choice.get('folds')}-fold group cross-validation inside the fitting items, "
               "for the lowest held-out log-loss of the fused predictions with every branch present: first one lapse for all "
               f"branches ({losses(choice.get('shared', {}))}), then each branch's own in turn, the others held (last round: "
-              + "; ".join(f"{m} {losses(v)}" for m, v in choice.get("per_modality", {}).items()) + ").", "", "## Data", ""]
+              + "; ".join(f"{m} {losses(v)}" for m, v in choice.get("per_modality", {}).items()) + ").", "",
+              (f"The words' neutral say κ_text = {described.get('neutral_say', {}).get('text', 1.0):g}: where another branch is present, "
+               "the share of the words' evidence that a segment is neutral rather than emotional that is kept (their evidence on "
+               "which emotion, and all of it where the words are alone, is always kept); chosen with the lapses, last round "
+               f"({losses(choice.get('neutral_say', {}))})."), "", "## Data", ""]
     lines += [data_note.strip(), ""] if data_note else []
     lines += [
         "Items per source: " + ", ".join(f"{s} {n}" for s, n in provenance.get("data", {}).items()) + ".",
