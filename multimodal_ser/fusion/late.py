@@ -67,6 +67,9 @@ LATE_FUSION_VERSION = 5
 branch, version 5 ``neutral_say``; older files are read with uniform priors, no lapse and a full
 neutral say."""
 
+NEUTRAL = EMOTIONS.index("neutral")
+"""Index of the class a branch's neutral say (``κ_m``) is about."""
+
 MAX_EFFECTIVE_WEIGHT = 50.0
 """Upper bound of a stacked weight over temperature, ``w_m / T`` (keeps the optimiser finite)."""
 
@@ -230,8 +233,6 @@ def evidence(
         return np.zeros((0, n, len(EMOTIONS))), presence
     return np.stack(logs), presence
 
-
-NEUTRAL = EMOTIONS.index("neutral")
 
 
 def emotional_evidence(log_ratio: np.ndarray, prior: np.ndarray) -> np.ndarray:
