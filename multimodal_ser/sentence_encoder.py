@@ -283,7 +283,7 @@ class E5Encoder:
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="encoding texts", unit="batch", disable=not progress):
             batch = texts[start : start + batch_size]
-            out[start : start + len(batch)] = self._model.query(batch) if len(batch) > 1 else self._model.query(batch[0])[None]
+            out[start : start + len(batch)] = self._model.query(batch)  # a list in, (len, 384) out, one text too
         return out
 
 
