@@ -297,16 +297,20 @@ def test_a_lapse_per_branch_lets_words_add_evidence_but_not_veto():
         LateFusion(lapse={"smell": 0.5})
 
 
-def test_neutral_words_lose_their_say_on_whether_only_beside_another_branch():
-    # a voice between sad and neutral, with words that read as neutral
+def test_neutral_words_lose_their_say_only_beside_another_branch():
+    # a voice between sad and neutral, with words that read as neutral and, faintly, as not sad
     voice = np.full(len(EMOTIONS), 0.2 / 5)
     voice[EMOTIONS.index("sad")], voice[EMOTIONS.index("neutral")] = 0.45, 0.35
     words = _p("neutral", 0.8)
+    words[EMOTIONS.index("sad")] = 0.01
+    words /= words.sum()
     seg = _segments([voice, voice], [words, words], [True, False], [True, True])
     full, withdrawn = LateFusion(), LateFusion(neutral_say={"text": 0.0})
     assert list(fused_columns(seg, full)["label"]) == ["neutral", "neutral"]
     assert list(fused_columns(seg, withdrawn)["label"]) == ["sad", "neutral"]  # alone, the words decide as before
     np.testing.assert_allclose(full.fuse(seg[1:])[0], withdrawn.fuse(seg[1:])[0])
+    voice_alone = LateFusion().fuse(_segments([voice], [words], [True], [False]))[0]
+    np.testing.assert_allclose(withdrawn.fuse(seg[:1])[0], voice_alone)  # neither for neutral nor against sad
     half = LateFusion(neutral_say={"text": 0.5}).fuse(seg[:1])[0][0, EMOTIONS.index("neutral")]
     assert withdrawn.fuse(seg[:1])[0][0, EMOTIONS.index("neutral")] < half < full.fuse(seg[:1])[0][0, EMOTIONS.index("neutral")]
 
@@ -326,6 +330,10 @@ def test_the_lapse_is_saved_and_older_files_read_without_one(tmp_path):
     assert load_late_fusion(path).lapse == {"audio": 0.2, "text": 0.7, "face": 0.0}
     assert load_late_fusion(path).neutral_say == {"audio": 1.0, "text": 0.5, "face": 1.0}
     document = json.loads(path.read_text())
+    document.update(version=5)  # version 5: a neutral say under an earlier rule
+    path.write_text(json.dumps(document))
+    with pytest.raises(ModelError, match="version 5.*learn it again"):
+        load_late_fusion(path)
     document.update(version=4)  # version 4: no neutral say, every branch has its full say
     del document["neutral_say"]
     path.write_text(json.dumps(document))

@@ -14,13 +14,13 @@ For the modalities ``m`` present on a segment::
 - ``π_m``: the branch's prior, its mean calibrated prediction on held-out data: the evidence is
   what the branch says about *this* segment beyond what it says about everything. A branch that
   repeats its usual distribution (the words of a neutral sentence) moves the result little;
-- ``κ_m`` in [0, 1]: the branch's say on *whether* a segment is emotional, where another branch
-  is present. ``e_m`` splits into the branch's evidence that the segment is emotional rather than
-  neutral, ``b_m = log(p̃_m(¬neutral) / π_m(¬neutral)) − e_m(neutral)``, and its evidence on which
-  emotion. Where ``b_m < 0`` (the branch reads the segment as neutral) and another branch is
-  present, ``(1 − κ_m) b_m`` of it is withdrawn. With ``κ_words < 1``, neutral words count for
-  little against a voice that sounds angry (most sentences of any feeling are neutral in words),
-  while emotional words keep their full say; alone, the words decide as before;
+- ``κ_m`` in [0, 1]: the branch's *neutral say*, its say on a segment it reads as neutral, where
+  another branch is present. ``b_m = log(p̃_m(¬neutral) / π_m(¬neutral)) − e_m(neutral)`` is the
+  branch's evidence that the segment is emotional rather than neutral; where ``b_m < 0`` and
+  another branch is present, all of ``e_m`` is scaled by ``κ_m``. With ``κ_words = 0``, neutral
+  words say nothing beside a voice (most sentences of any feeling are neutral in words, and what a
+  neutral sentence seems to say against one emotion or another is noise), while emotional words
+  keep their full say; alone, the words decide as before;
 - ``q_m`` in [0, 1]: the segment's ``<m>_quality`` column where there is one (the face: frames
   seen, a static face counts for little; see :mod:`multimodal_ser.face.segments`), else 1;
 - ``w_m >= 0``: reliability weights and ``T``: a temperature, learned on held-out predictions
@@ -62,10 +62,10 @@ from .base import EPS, modality_probabilities, modality_quality, targets, valid_
 log = logging.getLogger(__name__)
 
 LATE_FUSION_FORMAT = "multimodal-ser/late-fusion"
-LATE_FUSION_VERSION = 5
+LATE_FUSION_VERSION = 6
 """Version 2 added ``priors``, version 3 ``lapse`` (one for every branch), version 4 a lapse per
-branch, version 5 ``neutral_say``; older files are read with uniform priors, no lapse and a full
-neutral say."""
+branch, version 6 ``neutral_say``; older files are read with uniform priors, no lapse and a full
+neutral say. Version 5 files, whose neutral say withdrew only the evidence for neutral, are refused."""
 
 NEUTRAL = EMOTIONS.index("neutral")
 """Index of the class a branch's neutral say (``κ_m``) is about."""
@@ -225,8 +225,8 @@ def evidence(
         log_p = log_ratio.copy() if m in priors else log_mixed
         if says[m] < 1.0:
             others = np.delete(presence, i, axis=0).any(axis=0)
-            withdrawn = (1.0 - says[m]) * np.minimum(emotional_evidence(log_ratio, prior), 0.0)
-            log_p[:, NEUTRAL] += np.where(others, withdrawn, 0.0)
+            reads_neutral = emotional_evidence(log_ratio, prior) < 0.0
+            log_p *= np.where(others & reads_neutral, says[m], 1.0)[:, None]
         quality = modality_quality(segments, m)
         logs.append(np.where(present[:, None], quality[:, None] * log_p, 0.0))
     if not logs:
@@ -266,6 +266,8 @@ def load_late_fusion(path: str | os.PathLike) -> LateFusion:
         raise ModelError(f"{path}: format must be {LATE_FUSION_FORMAT!r}, found {found!r}")
     if document.get("version") not in range(1, LATE_FUSION_VERSION + 1):
         raise ModelError(f"{path}: version must be 1 to {LATE_FUSION_VERSION}, found {document.get('version')!r}")
+    if document.get("version") == 5:
+        raise ModelError(f"{path}: version 5, whose neutral say followed an earlier rule: learn it again with 'mser train fusion'")
     if document.get("labels") != list(EMOTIONS):
         raise ModelError(f"{path}: labels must be {list(EMOTIONS)}, found {document.get('labels')}")
     provenance = dict(document.get("provenance") or {})

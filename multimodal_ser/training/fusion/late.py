@@ -14,7 +14,7 @@ words, FER2013 faces; :func:`multimodal_ser.training.fusion.packaged_training_ma
    corpus built to make it useless. It is still pooled at analysis time: being read against its
    prior, a branch that says what it says about everything moves the result little.
 3. **Lapses and the words' neutral say.** The chance ``λ_m`` that a branch's reading of an item
-   says nothing about it, and the words' say ``κ_text`` on whether an item is emotional at all when
+   says nothing about it, and the say ``κ_text`` of words that read an item as neutral when
    another branch is present (see :mod:`multimodal_ser.fusion.late`), are chosen from
    :data:`LAPSE_GRID` and :data:`NEUTRAL_SAY_GRID` by group cross-validation inside the fitting
    items, for the lowest held-out log-loss of the fused predictions with every branch present
@@ -323,8 +323,8 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
         "`logit(y) = Σ_m w_m · q_m · (log p̃_m(y) − log π_m(y)) / T` with `p̃_m = (1 − λ_m) p_m + λ_m π_m`, `p_m` the branch's "
         "calibrated probabilities, `π_m` its prior, `λ_m` its lapse (the chance that the branch's reading of a segment says "
         "nothing about it: it cannot veto a class by more than `log λ_m`, while its evidence for a class is not capped), `q_m` the segment's quality for that "
-        "modality (the face: frames seen, 0.05 for a static face) and no class bias; where another branch is present, the words keep only "
-        "the share `κ_text` of their evidence that a segment is neutral rather than emotional. Learned by `mser train fusion` "
+        "modality (the face: frames seen, 0.05 for a static face) and no class bias; where another branch is present, words that read a segment as "
+        "neutral keep the share `κ_text` of their say. Learned by `mser train fusion` "
         "(`multimodal_ser/training/fusion/late.py`).",
         "",
         f"`--fusion default` runs **{result['default']} fusion**: of the two, it has the higher unweighted accuracy on "
@@ -353,8 +353,8 @@ def card(result: dict, *, data_note: str, out_name: str) -> str:
               f"branches ({losses(choice.get('shared', {}))}), then each branch's own in turn, the others held (last round: "
               + "; ".join(f"{m} {losses(v)}" for m, v in choice.get("per_modality", {}).items()) + ").", "",
               (f"The words' neutral say κ_text = {described.get('neutral_say', {}).get('text', 1.0):g}: where another branch is present, "
-               "the share of the words' evidence that a segment is neutral rather than emotional that is kept (their evidence on "
-               "which emotion, and all of it where the words are alone, is always kept); chosen with the lapses, last round "
+               "words that read a segment as neutral keep this share of their say (emotional words, and words alone, keep all of "
+               "it); chosen with the lapses, last round "
                f"({losses(choice.get('neutral_say', {}))})."), "", "## Data", ""]
     lines += [data_note.strip(), ""] if data_note else []
     lines += [
