@@ -126,6 +126,7 @@ def test_frames_table_values(tmp_path, analyzer, face_rgb):
     assert table["gaze_on_camera"].between(0, 1).all() and table["engagement"].between(0, 1).all()
     assert not table["blink"].any()
     assert table["mouth_openness"].between(0, 0.3).all()
+    assert (table["shape_mouth_corner_lift"] > 0.05).all() and table["shape_mouth_width"].between(0.7, 1.4).all()
 
 
 @pytest.mark.models

@@ -30,8 +30,9 @@ from ..video import DEFAULT_FPS, has_video, iter_frames, probe_video
 from .crops import aligned_crop
 from .detection import MEDIAPIPE_ROLES, Face, MediaPipeGraphs, add_landmarks, check_mediapipe_models, clip_box, detect_faces
 from .expression import ExpressionModel
-from .frames import PROB_COLUMNS, frames_table, still_frames_table
+from .frames import PROB_COLUMNS, SHAPE_COLUMNS, frames_table, still_frames_table
 from .geometry import face_geometry
+from .shape import expression_shape
 from .tracking import FaceTracker
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,7 @@ class FaceAnalyzer:
             row = {"time": time, "face_id": face_id, "box_x": bx, "box_y": by, "box_w": bw, "box_h": bh, "face_present": True}
             if face.landmarks is not None:
                 row.update(face_geometry(face.landmarks, width, height, self.gaze_tolerance_deg))
+                row.update(zip(SHAPE_COLUMNS, expression_shape(face.landmarks)))
             rows.append(row)
         return rows
 
@@ -222,8 +224,9 @@ class FaceAnalyzer:
             0 turned toward the image's right, pitch > 0 up, roll > 0 clockwise in the image),
             ``eye_openness`` (eye aspect ratio, mean of both eyes), ``blink`` (nullable bool),
             ``gaze_on_camera`` (score in [0, 1]), ``mouth_openness`` (inner-lip gap / face
-            height), ``engagement`` (heuristic score in [0, 1]), ``face_embedding`` (float32
-            array of 128). A sampled frame without a face is one row with
+            height), ``engagement`` (heuristic score in [0, 1]), ``shape_<name>`` (the mesh's
+            expression shape, :data:`~multimodal_ser.face.shape.SHAPE_FEATURES`, mostly in eye
+            distances), ``face_embedding`` (float32 array of 128). A sampled frame without a face is one row with
             ``face_present=False`` and nulls; geometry is null for a face without a mesh.
 
         Raises:

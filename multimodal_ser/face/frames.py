@@ -2,7 +2,8 @@
 
 A sampled frame without a face is one row with ``face_present=False``, ``face_id=-1`` and nulls.
 The per-face time series ``blink`` and ``engagement`` (definitions in ``docs/engagement.md``) are
-filled here from the per-frame geometry of :mod:`multimodal_ser.face.geometry`.
+filled here from the per-frame geometry of :mod:`multimodal_ser.face.geometry`; the ``shape_*``
+columns are the mesh's expression shape (:mod:`multimodal_ser.face.shape`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..labels import EMOTIONS
+from .shape import SHAPE_FEATURES
 
 ENGAGEMENT_WEIGHTS = {"gaze_on_camera": 0.4, "head_facing": 0.4, "eyes_open": 0.2}
 """Weights of the per-frame engagement terms (they sum to 1); see docs/engagement.md."""
@@ -33,6 +35,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "gaze_on_camera",
     "mouth_openness",
     "engagement",
+    *(f"shape_{name}" for name in SHAPE_FEATURES),
     "face_present",
     "face_embedding",
 )
@@ -41,12 +44,15 @@ FRAME_COLUMNS: tuple[str, ...] = (
 PROB_COLUMNS = [f"face_{label}" for label in EMOTIONS]
 """The expression probability columns, ``face_<label>`` in EMOTIONS order."""
 
+SHAPE_COLUMNS = [f"shape_{name}" for name in SHAPE_FEATURES]
+"""The expression shape columns, ``shape_<name>`` in :data:`~multimodal_ser.face.shape.SHAPE_FEATURES` order."""
+
 
 def _typed_table(rows: list[dict]) -> pd.DataFrame:
     """The rows as a table of FRAME_COLUMNS plus the working column ``head_facing``, with their dtypes."""
     table = pd.DataFrame(rows, columns=[*FRAME_COLUMNS, "head_facing"])
     floats = ["time", "box_x", "box_y", "box_w", "box_h", "face_confidence", *PROB_COLUMNS, "yaw", "pitch",
-              "roll", "eye_openness", "gaze_on_camera", "mouth_openness", "engagement", "head_facing"]
+              "roll", "eye_openness", "gaze_on_camera", "mouth_openness", "engagement", *SHAPE_COLUMNS, "head_facing"]
     table[floats] = table[floats].astype(np.float64)
     table["face_id"] = table["face_id"].astype(np.int64)
     table["face_present"] = table["face_present"].astype(bool)
