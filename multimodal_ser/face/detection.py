@@ -1,10 +1,13 @@
 """Faces and their landmarks in one frame, with MediaPipe's bundled models.
 
 1. **Detection.** MediaPipe's legacy ``solutions.face_detection``: the full-range model
-   (``model_selection=1``, faces up to about 5 m away), plus the short-range model for the
-   close-ups the sparse full-range model misses (on one talking-head clip it found the face in
-   75% of frames alone, 100% with both). Boxes of the two overlapping by IoU >=
-   :data:`SAME_FACE_IOU` are one face. Faces whose box is smaller than ``min_face_px`` on its
+   (``model_selection=1``, faces up to about 5 m away), and, in a frame where it finds no face,
+   the short-range model for the close-ups the sparse full-range model misses (on one
+   talking-head clip it found the face in 75% of frames alone, 100% with both). Run on every frame
+   of the seven talking heads, the sample interview and the sample classroom at 4 fps, the
+   short-range model found a face the full-range one had missed only in frames where that found
+   none, so it runs only there: the face branch then samples 42-43 frames/s instead of 39 on
+   those videos (``benchmarks/face_speed.py``, 2 threads, both versions in turn, twice). Faces whose box is smaller than ``min_face_px`` on its
    shorter side are skipped; at most ``max_faces`` faces per frame are kept, largest first.
 2. **Landmarks.** ``solutions.face_mesh`` with ``refine_landmarks=True`` (478 points: 468 mesh
    points plus 5 per iris), run in static-image mode on a square crop of
@@ -96,7 +99,7 @@ class MediaPipeGraphs:
     """The MediaPipe graphs of one analysis (a context manager that closes them).
 
     ``far``: full-range face detector (``model_selection=1``); ``near``: short-range detector
-    (``model_selection=0``), which finds close-ups the sparse full-range model misses;
+    (``model_selection=0``), for frames where the full-range one finds no face (close-ups it misses);
     ``mesh``: face mesh with iris refinement, static-image mode (it runs on per-face crops).
     """
 
@@ -134,8 +137,8 @@ def clip_box(box: np.ndarray, width: int, height: int) -> tuple[float, float, fl
 
 
 def detect_faces(rgb: np.ndarray, graphs: MediaPipeGraphs, *, min_face_px: int, max_faces: int) -> list[Face]:
-    """Faces of one RGB frame ``(h, w, 3)``, largest first: full-range detections, plus near-range
-    ones it missed; boxes shorter than ``min_face_px`` pixels are skipped, at most ``max_faces`` kept."""
+    """Faces of one RGB frame ``(h, w, 3)``, largest first: full-range detections, or near-range
+    ones where it finds none; boxes shorter than ``min_face_px`` pixels are skipped, at most ``max_faces`` kept."""
     height, width = rgb.shape[:2]
     detected: list[Face] = []
     for detector in (graphs.far, graphs.near):
@@ -146,6 +149,8 @@ def detect_faces(rgb: np.ndarray, graphs: MediaPipeGraphs, *, min_face_px: int, 
                 keypoints = detection.location_data.relative_keypoints
                 eyes = np.array([[keypoints[i].x * width, keypoints[i].y * height] for i in (0, 1)])
                 detected.append(Face(box=box, eyes=eyes))
+        if detected:
+            break
     faces = [f for f in detected if min(clip_box(f.box, width, height)[2:]) >= min_face_px]
     faces.sort(key=lambda f: f.box[2] * f.box[3], reverse=True)
     if len(faces) > max_faces:
