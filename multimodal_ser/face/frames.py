@@ -17,6 +17,12 @@ from .shape import SHAPE_FEATURES
 ENGAGEMENT_WEIGHTS = {"gaze_on_camera": 0.4, "head_facing": 0.4, "eyes_open": 0.2}
 """Weights of the per-frame engagement terms (they sum to 1); see docs/engagement.md."""
 
+PROB_COLUMNS = [f"face_{label}" for label in EMOTIONS]
+"""The expression probability columns, ``face_<label>`` in EMOTIONS order."""
+
+SHAPE_COLUMNS = [f"shape_{name}" for name in SHAPE_FEATURES]
+"""The expression shape columns, ``shape_<name>`` in :data:`~multimodal_ser.face.shape.SHAPE_FEATURES` order."""
+
 FRAME_COLUMNS: tuple[str, ...] = (
     "time",
     "face_id",
@@ -26,7 +32,7 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "box_h",
     "face_label",
     "face_confidence",
-    *(f"face_{label}" for label in EMOTIONS),
+    *PROB_COLUMNS,
     "yaw",
     "pitch",
     "roll",
@@ -35,17 +41,11 @@ FRAME_COLUMNS: tuple[str, ...] = (
     "gaze_on_camera",
     "mouth_openness",
     "engagement",
-    *(f"shape_{name}" for name in SHAPE_FEATURES),
+    *SHAPE_COLUMNS,
     "face_present",
     "face_embedding",
 )
 """Columns of the frames table, in order."""
-
-PROB_COLUMNS = [f"face_{label}" for label in EMOTIONS]
-"""The expression probability columns, ``face_<label>`` in EMOTIONS order."""
-
-SHAPE_COLUMNS = [f"shape_{name}" for name in SHAPE_FEATURES]
-"""The expression shape columns, ``shape_<name>`` in :data:`~multimodal_ser.face.shape.SHAPE_FEATURES` order."""
 
 
 def _typed_table(rows: list[dict]) -> pd.DataFrame:

@@ -22,8 +22,8 @@ HEAD_FACING_TOLERANCE_DEG = 30.0
 # eye appears on the image's left.
 RIGHT_EYE = {"outer": 33, "inner": 133, "top": (160, 158), "bottom": (144, 153), "iris": 468}
 LEFT_EYE = {"outer": 263, "inner": 362, "top": (385, 387), "bottom": (380, 373), "iris": 473}
-_LIPS_INNER = (13, 14)  # upper and lower inner lip, on the midline
-_FOREHEAD, _CHIN = 10, 152
+INNER_LIPS = (13, 14)  # upper and lower inner lip, on the midline
+_FOREHEAD, CHIN = 10, 152
 
 POSE_LANDMARKS = (1, 152, 33, 263, 61, 291)
 """Mesh indices head pose is solved from: nose tip, chin, eye outer corners, mouth corners."""
@@ -72,8 +72,8 @@ def head_pose(landmarks: np.ndarray, width: int, height: int) -> tuple[np.ndarra
     return rotation, tvec
 
 
-def _eye_aspect_ratio(landmarks: np.ndarray, eye: dict) -> float:
-    """(|top1 - bottom1| + |top2 - bottom2|) / (2 |outer - inner|), on 3-D landmarks."""
+def eye_aspect_ratio(landmarks: np.ndarray, eye: dict) -> float:
+    """(|top1 - bottom1| + |top2 - bottom2|) / (2 |outer - inner|), on landmarks of 2 or 3 coordinates."""
     p = landmarks
     vertical = sum(np.linalg.norm(p[t] - p[b]) for t, b in zip(eye["top"], eye["bottom"]))
     return float(vertical / (2 * np.linalg.norm(p[eye["outer"]] - p[eye["inner"]])))
@@ -116,9 +116,9 @@ def face_geometry(landmarks: np.ndarray, width: int, height: int, gaze_tolerance
     and ``head_facing`` (scores in [0, 1]) and ``mouth_openness`` (inner-lip gap / face height);
     pose, gaze and head facing are NaN when the pose cannot be solved.
     """
-    ear = (_eye_aspect_ratio(landmarks, RIGHT_EYE) + _eye_aspect_ratio(landmarks, LEFT_EYE)) / 2
-    face_height = np.linalg.norm(landmarks[_FOREHEAD] - landmarks[_CHIN])
-    mouth = float(np.linalg.norm(landmarks[_LIPS_INNER[0]] - landmarks[_LIPS_INNER[1]]) / face_height)
+    ear = (eye_aspect_ratio(landmarks, RIGHT_EYE) + eye_aspect_ratio(landmarks, LEFT_EYE)) / 2
+    face_height = np.linalg.norm(landmarks[_FOREHEAD] - landmarks[CHIN])
+    mouth = float(np.linalg.norm(landmarks[INNER_LIPS[0]] - landmarks[INNER_LIPS[1]]) / face_height)
     values = {
         "yaw": np.nan,
         "pitch": np.nan,

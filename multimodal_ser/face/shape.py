@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import LEFT_EYE, RIGHT_EYE
+from .geometry import CHIN, INNER_LIPS, LEFT_EYE, RIGHT_EYE, eye_aspect_ratio
 
 # MediaPipe face-mesh landmark indices ("right"/"left": the person's own sides).
 _MOUTH_CORNERS = (61, 291)
-_INNER_LIPS = (13, 14)  # upper and lower inner lip on the midline
 _OUTER_LIPS = (0, 17)  # upper and lower outer lip on the midline
 _NOSE_TIP = 1
-_CHIN = 152
 _BROWS_MIDDLE = (105, 334)
 _BROWS_INNER = (107, 336)
 
@@ -78,20 +76,16 @@ def expression_shape(landmarks: np.ndarray) -> np.ndarray:
     def gap(i: int, j: int) -> float:
         return float(np.hypot(*(level[i] - level[j])))
 
-    inner_lips_middle = (height(_INNER_LIPS[0]) + height(_INNER_LIPS[1])) / 2
-    apertures = [
-        np.mean([gap(t, b) for t, b in zip(eye["top"], eye["bottom"])]) / gap(eye["outer"], eye["inner"])
-        for eye in (RIGHT_EYE, LEFT_EYE)
-    ]
+    inner_lips_middle = (height(INNER_LIPS[0]) + height(INNER_LIPS[1])) / 2
     return np.array([
         gap(*_MOUTH_CORNERS),
         np.mean([height(i) for i in _MOUTH_CORNERS]) - inner_lips_middle,
-        gap(*_INNER_LIPS),
+        gap(*INNER_LIPS),
         gap(*_OUTER_LIPS),
         height(_NOSE_TIP) - height(_OUTER_LIPS[0]),
-        height(_NOSE_TIP) - height(_CHIN),
+        height(_NOSE_TIP) - height(CHIN),
         float(np.mean([height(i) for i in _BROWS_MIDDLE])),
         float(np.mean([height(i) for i in _BROWS_INNER])),
         gap(*_BROWS_INNER),
-        float(np.mean(apertures)),
+        (eye_aspect_ratio(level, RIGHT_EYE) + eye_aspect_ratio(level, LEFT_EYE)) / 2,
     ])

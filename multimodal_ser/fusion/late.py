@@ -220,19 +220,16 @@ def evidence(
     for i, (m, (probabilities, present)) in enumerate(zip(modalities, read)):
         prior = np.asarray(priors[m], dtype=np.float64) if m in priors else np.full(len(EMOTIONS), 1.0 / len(EMOTIONS))
         mixed = (1.0 - lapses[m]) * np.nan_to_num(probabilities, nan=1.0) + lapses[m] * prior
-        log_mixed = np.log(np.clip(mixed, EPS, 1.0))
-        log_ratio = log_mixed - np.log(prior)
-        log_p = log_ratio.copy() if m in priors else log_mixed
+        log_ratio = np.log(np.clip(mixed, EPS, 1.0)) - np.log(prior)
         if says[m] < 1.0:
             others = np.delete(presence, i, axis=0).any(axis=0)
             reads_neutral = emotional_evidence(log_ratio, prior) < 0.0
-            log_p *= np.where(others & reads_neutral, says[m], 1.0)[:, None]
+            log_ratio *= np.where(others & reads_neutral, says[m], 1.0)[:, None]
         quality = modality_quality(segments, m)
-        logs.append(np.where(present[:, None], quality[:, None] * log_p, 0.0))
+        logs.append(np.where(present[:, None], quality[:, None] * log_ratio, 0.0))
     if not logs:
         return np.zeros((0, n, len(EMOTIONS))), presence
     return np.stack(logs), presence
-
 
 
 def emotional_evidence(log_ratio: np.ndarray, prior: np.ndarray) -> np.ndarray:
