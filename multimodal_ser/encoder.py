@@ -224,7 +224,7 @@ class SpeechEncoder:
             x[i, : len(row)], bias[i, 0, 0, : len(b)] = row, b
         hidden = [x]
         for block in encoder.blocks:
-            x = _block_with_bias(block, x, bias)
+            x = block_with_bias(block, x, bias)
             hidden.append(x)
         states = torch.stack(hidden, dim=1)  # (batch, n_layers + 1, length, d_model)
         output = encoder.ln_post(x)
@@ -240,7 +240,7 @@ class SpeechEncoder:
         ]
 
 
-def _block_with_bias(block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def block_with_bias(block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """One Whisper encoder block over ``x``, shape ``(batch, n, d_model)``, its self-attention
     logits offset by ``bias``, shape ``(batch, 1, 1, n)`` (a weight per key; -inf: no key)."""
     attention = block.attn
