@@ -93,16 +93,20 @@ def encode_frames(corpus: Corpus, *, seed: int) -> Frames:
     return out
 
 
+def mlp_branch(n_in: int) -> nn.Sequential:
+    """The packaged MLP branch's layers on ``n_in`` inputs: dropout, ``RECIPE.hidden`` GELU units, dropout, 8 logits."""
+    return nn.Sequential(nn.Dropout(RECIPE.input_dropout), nn.Linear(n_in, RECIPE.hidden), nn.GELU(),
+                         nn.Dropout(RECIPE.dropout), nn.Linear(RECIPE.hidden, len(RAVDESS_8)))
+
+
 class AttentivePoolingHead(nn.Module):
     """Frames of every layer -> RAVDESS-8 logits: learned layer mix, attentive mean/std over time, MLP."""
 
-    def __init__(self, *, n_layers: int, d_model: int, n_hand: int, attention: int = 128, hidden: int = 256,
-                 dropout: float = 0.5, input_dropout: float = 0.2):
+    def __init__(self, *, n_layers: int, d_model: int, n_hand: int, attention: int = 128):
         super().__init__()
         self.layer_logits = nn.Parameter(torch.zeros(n_layers))
         self.score = nn.Sequential(nn.Linear(d_model, attention), nn.Tanh(), nn.Linear(attention, 1))
-        self.mlp = nn.Sequential(nn.Dropout(input_dropout), nn.Linear(2 * d_model + n_hand, hidden), nn.GELU(),
-                                 nn.Dropout(dropout), nn.Linear(hidden, len(RAVDESS_8)))
+        self.mlp = mlp_branch(2 * d_model + n_hand)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
         """``frames (B, T, L, d)`` standardised, ``mask (B, T)`` bool (real frames), ``hand (B, n_hand)`` standardised."""
@@ -240,8 +244,7 @@ class AttentionTrainer(FrameTrainer):
         return (x - self.mean) / self.std, mask, self.hand[batch]
 
     def new_model(self):
-        return AttentivePoolingHead(n_layers=self.n_layers, d_model=self.d_model, n_hand=self.n_hand, hidden=RECIPE.hidden,
-                                    dropout=RECIPE.dropout, input_dropout=RECIPE.input_dropout)
+        return AttentivePoolingHead(n_layers=self.n_layers, d_model=self.d_model, n_hand=self.n_hand)
 
 
 class TopBlockHead(nn.Module):
@@ -258,8 +261,7 @@ class TopBlockHead(nn.Module):
         self.register_buffer("top_mean", scale[0])
         self.register_buffer("top_std", scale[1])
         self.layer_logits = nn.Parameter(torch.zeros(n_layers))
-        self.mlp = nn.Sequential(nn.Dropout(RECIPE.input_dropout), nn.Linear(2 * d_model + n_hand, RECIPE.hidden), nn.GELU(),
-                                 nn.Dropout(RECIPE.dropout), nn.Linear(RECIPE.hidden, len(RAVDESS_8)))
+        self.mlp = mlp_branch(2 * d_model + n_hand)
 
     def forward(self, below: torch.Tensor, mask: torch.Tensor, pooled: torch.Tensor, hand: torch.Tensor) -> torch.Tensor:
         """``below (B, T, d)`` raw states of the layer under the top block, ``mask (B, T)``, ``pooled (B, L - 1, 2d)``
@@ -372,15 +374,10 @@ class AdversarialTrainer(FrameTrainer):
         return (w[chunk] * emotion).sum() / w[batch].sum() + self.strength * (cw[chunk] * corpus).sum() / cw[batch].sum()
 
 
-def closed_ua(probs8: np.ndarray, truth7: np.ndarray, speakers: np.ndarray) -> float:
-    """UA over the classes present in ``truth7`` of 8-class probabilities ``(n, 8)``."""
-    return score_corpus(probs8 @ voice.SHARED_SPACE, truth7, groups=speakers, n_resamples=1, seed=0)["closed"]["ua"]
-
-
-def angry_false_alarms(probs8: np.ndarray, truth7: np.ndarray) -> float:
-    """Share of the clips not labelled angry whose most probable of the 7 labels is angry."""
-    opened = np.asarray(EMOTIONS, dtype=object)[(probs8 @ voice.SHARED_SPACE).argmax(axis=1)]
-    return float(np.mean(opened[truth7 != "angry"] == "angry"))
+def ua_and_false_alarms(probs8: np.ndarray, truth7: np.ndarray, speakers: np.ndarray) -> tuple[float, float]:
+    """UA over the classes present in ``truth7``, and the angry false-alarm rate, of 8-class probabilities ``(n, 8)``."""
+    score = score_corpus(probs8 @ voice.SHARED_SPACE, truth7, groups=speakers, n_resamples=1, seed=0)
+    return score["closed"]["ua"], score["angry_false_alarm"]
 
 
 def paired_ua_difference(probs_a: np.ndarray, probs_b: np.ndarray, truth7: np.ndarray, speakers: np.ndarray) -> str:
@@ -455,7 +452,7 @@ def main() -> None:
             store = results.setdefault((name, seed), {s: np.full((len(manifest), 8), np.nan) for s in systems})
             for system in systems:
                 store[system][rows] = probs[system]
-            log.info("%s seed %d: UA %s", name, seed, {system: round(closed_ua(probs[system], truth7[rows], speakers[rows]), 3) for system in systems})
+            log.info("%s seed %d: UA %s", name, seed, {system: round(ua_and_false_alarms(probs[system], truth7[rows], speakers[rows])[0], 3) for system in systems})
 
     print(f"\nUA over each corpus's own classes / angry false alarms (mean over seeds {args.seeds}; clean condition)\n")
     print("| test set | corpus | " + " | ".join(systems) + " |")
@@ -469,8 +466,9 @@ def main() -> None:
                     p = results[(name, seed)][system]
                     rows = (corpus_names == c) & ~np.isnan(p).any(axis=1)
                     if rows.any():
-                        ua.append(closed_ua(p[rows], truth7[rows], speakers[rows]))
-                        fa.append(angry_false_alarms(p[rows], truth7[rows]))
+                        score = ua_and_false_alarms(p[rows], truth7[rows], speakers[rows])
+                        ua.append(score[0])
+                        fa.append(score[1])
                 if ua:
                     cells.append(f"{np.mean(ua):.3f} / {np.mean(fa):.3f}")
             if cells:

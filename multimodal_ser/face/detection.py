@@ -7,8 +7,9 @@
    of the seven talking heads, the sample interview and the sample classroom at 4 fps, the
    short-range model found a face the full-range one had missed only in frames where that found
    none, so it runs only there: the face branch then samples 42-43 frames/s instead of 39 on
-   those videos (``benchmarks/face_speed.py``, 2 threads, both versions in turn, twice). Faces whose box is smaller than ``min_face_px`` on its
-   shorter side are skipped; at most ``max_faces`` faces per frame are kept, largest first.
+   those videos (``benchmarks/face_speed.py``, 2 threads, both versions in turn, twice). Faces
+   whose box is smaller than ``min_face_px`` on its shorter side are skipped; at most
+   ``max_faces`` faces per frame are kept, largest first.
 2. **Landmarks.** ``solutions.face_mesh`` with ``refine_landmarks=True`` (478 points: 468 mesh
    points plus 5 per iris), run in static-image mode on a square crop of
    :data:`MESH_CROP_SCALE` times each detected box, so faces far from the camera get landmarks
@@ -32,7 +33,7 @@ from ..files import sha256_file
 logger = logging.getLogger(__name__)
 
 SAME_FACE_IOU = 0.5
-"""Detections of the two detectors overlapping this much are the same face."""
+"""Detections of one frame overlapping this much are the same face (the first is kept)."""
 
 MESH_CROP_SCALE = 1.6
 """Side of the square crop the face mesh runs on, relative to the detected box's longer side."""
