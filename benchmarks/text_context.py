@@ -2,8 +2,9 @@
 
     .venv/bin/python benchmarks/text_context.py --data ../shared/data
 
-Each head is trained as ``mser train text`` trains the packaged one (the packaged head's encoder,
-GoEmotions train + MELD train less the validation dialogues, its selected hyper-parameters, seed 0); the
+Each head is an MLP on the frozen embeddings of the packaged head's encoder (fine-tuned, for a
+fine-tuned packaged head), trained as ``mser train text --encoder e5`` trains one (GoEmotions train +
+MELD train less the validation dialogues, the packaged head's selected rows and weights, seed 0); the
 context form (:func:`multimodal_ser.text.dialogue_context`: turns, decay) is chosen on the
 validation score alone. Then, once, the head without context and the chosen one are scored on
 the held-out sets: MELD dev (emotion and sentiment weighted-F1, each utterance read with the
@@ -23,10 +24,8 @@ import numpy as np
 import torch
 
 from multimodal_ser.evaluation import metrics
-from multimodal_ser.heads import load_head
 from multimodal_ser.labels import EMOTIONS, SENTIMENTS
-from multimodal_ser.sentence_encoder import encoder_for
-from multimodal_ser.text import DEFAULT_HEAD_PATH, head_features
+from multimodal_ser.text import TextEmotionModel, head_features
 from multimodal_ser.training.text import (
     embed_cached,
     fit_head,
@@ -65,9 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _, config = load_head(DEFAULT_HEAD_PATH)
-    hp = config["training"]["selected"]
-    encoder = encoder_for(config["encoder"])
+    packaged = TextEmotionModel(calibrated=False)
+    hp, encoder = packaged.head_config["training"]["selected"], packaged.encoder
     sets = {
         "goemotions/train": load_goemotions(args.data, "train"),
         "goemotions/dev": load_goemotions(args.data, "dev"),

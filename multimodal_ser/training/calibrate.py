@@ -38,7 +38,7 @@ from ..calibration import fit_temperature, markdown_reliability, mean_prediction
 from ..evaluation import metrics as M
 from ..files import sha256_file
 from ..fusion.base import softmax
-from ..heads import in_package, load_head, update_head_config
+from ..heads import in_package, update_head_config
 from ..labels import EMOTIONS, SENTIMENTS
 from .install import card_beside, write_card
 
@@ -140,15 +140,13 @@ def calibrate_text_head(
         the ``calibration`` record stored in the head's config, plus ``reports`` (every split's
         ECE, log-loss and reliability table, before and after).
     """
-    from ..sentence_encoder import encoder_for
-    from ..text import DEFAULT_HEAD_PATH, head_from_tensors
+    from ..text import DEFAULT_HEAD_PATH, TextEmotionModel
     from .text import embed_cached, load_goemotions, load_meld, meld_validation_dialogues
 
     data_dir = Path(data_dir)
     head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
-    tensors, config = load_head(head_path)
-    head = head_from_tensors(tensors, config)
-    encoder = encoder_for(config["encoder"])
+    model = TextEmotionModel(head_path=head_path, calibrated=False)
+    head, config, encoder = model.head, model.head_config, model.encoder
     seed = int((config.get("training") or {}).get("seed", 0))
     meld_train = load_meld(data_dir, "train")
     in_val = np.isin(meld_train.groups, meld_validation_dialogues(meld_train.groups, seed=seed))

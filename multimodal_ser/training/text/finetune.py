@@ -1,0 +1,154 @@
+"""Fine-tuning the sentence encoder together with the text head (``mser train text --encoder minilm-tuned``).
+
+all-MiniLM-L6-v2's six transformer layers are trained with the head on the same rows and losses as
+a head on frozen embeddings (:func:`.head.fit_head`: soft emotion targets, sentiment where labelled,
+per-row weights); its word embeddings stay frozen, which keeps the tuned tensors small. The text is
+read exactly as in use (:meth:`~multimodal_ser.sentence_encoder.SentenceEncoder.pooled`: mean of
+the token states, L2-normalised). AdamW, a linear warm-up over :data:`WARMUP` of the steps and a
+linear decay to zero; batches of like length (little padding). The validation score of
+:func:`.head.validation_score` is taken :data:`EVALS_PER_EPOCH` times an epoch and the best state is
+kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ...heads import MLPHead
+from ...labels import EMOTIONS, SENTIMENTS
+from ...sentence_encoder import SentenceEncoder
+from ..install import KeepBest
+from .corpora import TextSet
+from .head import HIDDEN, validation_score
+
+logger = logging.getLogger(__name__)
+
+EPOCHS = 3
+ENCODER_LEARNING_RATE = 4e-5
+HEAD_LEARNING_RATE = 1e-3
+WEIGHT_DECAY = 0.01
+BATCH_SIZE = 32
+DROPOUT = 0.1
+WARMUP = 0.06
+"""share of the steps over which the learning rates rise linearly from zero."""
+EVALS_PER_EPOCH = 2
+LENGTH_POOL = 50
+"""batches drawn at random together, then cut by text length (so a batch pads little)."""
+
+
+@dataclass
+class TextRows:
+    """Training rows: texts with their targets and per-row weights."""
+
+    texts: list[str]
+    emotion: torch.Tensor  # (n, 7) float32 target distributions
+    sentiment: torch.Tensor  # (n,) int64, -1 = none
+    weight: torch.Tensor  # (n,) float32, mean 1
+
+
+def text_rows(sets: list[tuple[TextSet, float]]) -> TextRows:
+    """One :class:`TextRows` of ``(set, row weight)`` parts, in order; weights scaled to mean 1."""
+    weight = torch.from_numpy(np.concatenate([np.full(len(s), w, dtype=np.float32) for s, w in sets]))
+    return TextRows(
+        texts=[t for s, _ in sets for t in s.texts],
+        emotion=torch.from_numpy(np.concatenate([s.emotion for s, _ in sets])),
+        sentiment=torch.from_numpy(np.concatenate([s.sentiment for s, _ in sets])),
+        weight=weight / weight.mean(),
+    )
+
+
+def length_batches(lengths: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch's batches of row indices (``lengths``: tokens per row, ``(n,)``): rows shuffled,
+    each pool of :data:`LENGTH_POOL` batches sorted by length and cut, the batches shuffled."""
+    order = rng.permutation(len(lengths))
+    batches = []
+    for first in range(0, len(order), BATCH_SIZE * LENGTH_POOL):
+        pool = order[first : first + BATCH_SIZE * LENGTH_POOL]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        batches += [pool[i : i + BATCH_SIZE] for i in range(0, len(pool), BATCH_SIZE)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _embedded(encoder: SentenceEncoder, val: dict[str, TextSet]) -> dict[str, tuple[TextSet, torch.Tensor]]:
+    encoder.model.eval()
+    embedded = {name: (data, torch.from_numpy(encoder.encode(data.texts, batch_size=128))) for name, data in val.items()}
+    encoder.model.train()
+    return embedded
+
+
+def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet], *, seed: int) -> tuple[MLPHead, dict, dict]:
+    """Fine-tune ``encoder`` (in place) with a new head; both end at their best validation state.
+
+    Args:
+        encoder: a :class:`SentenceEncoder` (all-MiniLM-L6-v2 for the packaged head).
+        train: the training rows.
+        val: ``{"goemotions": ..., "meld": ...}`` validation sets (see :func:`.head.validation_score`).
+        seed: seeds the head's initialisation, dropout and the batch order.
+
+    Returns:
+        ``(head, tuned, result)``: the head; the tuned encoder tensors by ``state_dict`` key (every
+        trained one, float32); the best validation ``score`` with its components, the ``step`` and
+        ``epoch`` it came at, and ``curve`` (every evaluation).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = encoder.model
+    for name, parameter in model.named_parameters():  # the transformer layers; not the embeddings, nor the unused pooler
+        parameter.requires_grad = name.startswith("encoder.layer.")
+    tuned_names = [name for name, p in model.named_parameters() if p.requires_grad]
+    lengths = np.array([len(ids) for ids in encoder.tokenizer(train.texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"]])
+    x0 = torch.from_numpy(encoder.encode(train.texts[:: max(1, len(train.texts) // 4096)], batch_size=128))
+    head = MLPHead(encoder.dim, len(EMOTIONS) + len(SENTIMENTS), hidden=HIDDEN, dropout=DROPOUT)
+    head.mean.copy_(x0.mean(dim=0))
+    head.std.copy_(x0.std(dim=0).clamp(min=1e-6))
+    optimiser = torch.optim.AdamW(
+        [{"params": [p for p in model.parameters() if p.requires_grad], "lr": ENCODER_LEARNING_RATE},
+         {"params": head.parameters(), "lr": HEAD_LEARNING_RATE}],
+        weight_decay=WEIGHT_DECAY,
+    )
+    steps_per_epoch = math.ceil(len(train.texts) / BATCH_SIZE)
+    total, warmup = steps_per_epoch * EPOCHS, max(1, int(WARMUP * steps_per_epoch * EPOCHS))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / max(1, total - warmup))
+    )
+    both = nn.ModuleDict({"encoder": model, "head": head})
+    best = KeepBest(both, higher_is_better=True)
+    evaluate_every = math.ceil(steps_per_epoch / EVALS_PER_EPOCH)
+    k, step, curve, started = len(EMOTIONS), 0, [], time.monotonic()
+    both.train()
+    with tqdm(total=total, desc="fine-tuning the text encoder", unit="batch") as bar:
+        for _ in range(EPOCHS):
+            for rows in length_batches(lengths, rng):
+                index = torch.from_numpy(rows)
+                logits = head(encoder.pooled(encoder.tokens([train.texts[i] for i in rows])))
+                target = train.emotion[index]
+                emotion_loss = -(target * torch.log_softmax(logits[:, :k], dim=1)).sum(dim=1)
+                sentiment_loss = nn.functional.cross_entropy(logits[:, k:], train.sentiment[index], ignore_index=-1, reduction="none")
+                loss = ((emotion_loss + sentiment_loss) * train.weight[index]).mean()
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                schedule.step()
+                step += 1
+                bar.update()
+                if step % evaluate_every == 0 or step == total:
+                    head.eval()
+                    score, components = validation_score(head, _embedded(encoder, val))
+                    head.train()
+                    point = {"step": step, "epoch": round(step / steps_per_epoch, 2), "score": round(score, 4),
+                             **{key: round(v, 4) for key, v in components.items()}, "minutes": round((time.monotonic() - started) / 60, 1)}
+                    curve.append(point)
+                    logger.info("fine-tuning: %s", point)
+                    best.update(step, score, point)
+    best.restore()
+    both.eval()
+    tuned = {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if name in tuned_names}
+    return head, tuned, {**best.info, "curve": curve}
