@@ -1,7 +1,8 @@
 """Training the packaged text head on real corpora (``mser train text``), with a lexicon baseline.
 
 The modules follow the data: :mod:`.corpora` (the labelled sets), :mod:`.embeddings` (the frozen
-encoder's vectors, cached), :mod:`.head` (fitting one head, the hyper-parameter search space),
+encoder's vectors, cached), :mod:`.head` (fitting one head on them, the hyper-parameter search space)
+or :mod:`.finetune` (fine-tuning the encoder with the head: the packaged head),
 :mod:`.scoring` and :mod:`.lexicon` (held-out scores, the baseline), :mod:`.train` (the run) and
 :mod:`.card` (its model card, from ``card.md``).
 """

@@ -41,26 +41,27 @@ def _with_ci(result: dict, name: str) -> str:
     return _fmt(result[name]) + (f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "")
 
 
-def _search_table(search: list[dict]) -> str:
-    lines = ["| α | MELD weight | DAIR | best epoch | GoEmotions dev macro-F1 | MELD val weighted-F1 | MELD val sentiment wF1 | score |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [
-        f"| {s['alpha']} | {s['meld_weight']} | {s['use_dair']} | {s['epoch']} | {_fmt(s['goemotions_macro_f1'])} "
-        f"| {_fmt(s['meld_weighted_f1'])} | {_fmt(s['meld_sentiment_weighted_f1'])} | {_fmt(s['score'])} |"
-        for s in search
-    ]
+_VALIDATION_COLUMNS = (("GoEmotions dev macro-F1", "goemotions_macro_f1"), ("MELD val weighted-F1", "meld_weighted_f1"),
+                       ("MELD val sentiment wF1", "meld_sentiment_weighted_f1"), ("score", "score"))
+"""The validation scores every row of a selection table shows, after its own leading columns."""
+
+
+def _validation_table(rows: list[dict], leading: tuple[tuple[str, str], ...], trailing: tuple[tuple[str, str], ...] = ()) -> str:
+    """A Markdown table of ``rows``: the ``(header, key)`` columns ``leading``, the validation scores, ``trailing``."""
+    columns = (*leading, *_VALIDATION_COLUMNS, *trailing)
+    scores = {key for _, key in _VALIDATION_COLUMNS}
+    lines = ["| " + " | ".join(header for header, _ in columns) + " |", "|---" * len(columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(r[key]) if key in scores else str(r[key]) for _, key in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def _search_table(search: list[dict]) -> str:
+    leading = (("α", "alpha"), ("MELD weight", "meld_weight"), ("DAIR", "use_dair"), ("best epoch", "epoch"))
+    return _validation_table(search, leading)
 
 
 def _curve_table(curve: list[dict]) -> str:
-    lines = ["| step | epoch | GoEmotions dev macro-F1 | MELD val weighted-F1 | MELD val sentiment wF1 | score | minutes |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [
-        f"| {c['step']} | {c['epoch']} | {_fmt(c['goemotions_macro_f1'])} | {_fmt(c['meld_weighted_f1'])} "
-        f"| {_fmt(c['meld_sentiment_weighted_f1'])} | {_fmt(c['score'])} | {c['minutes']} |"
-        for c in curve
-    ]
-    return "\n".join(lines)
+    return _validation_table(curve, (("step", "step"), ("epoch", "epoch")), (("minutes", "minutes"),))
 
 
 def _tuned_recipe(fixed: dict) -> str:
@@ -111,12 +112,13 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
                     else "A small MLP on frozen sentence embeddings"),
         "labels": ", ".join(config["labels"]),
         "sentiment_labels": ", ".join(config["sentiment_labels"]),
-        "encoder_state": ("fine-tuned: its six transformer layers are stored in this file as float16 tensors named "
-                          "`encoder.<key>`, which replace the package's; the word embeddings stay as shipped") if tuned else "frozen",
+        "encoder_state": ("fine-tuned: its six transformer layers are stored in this file as float16 tensors named `encoder.<key>`, "
+                          "which replace the package's; the word embeddings stay as shipped") if tuned else "frozen",
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],
         "encoder_package": ENCODER_PACKAGES.get(encoder["sha256"], "A local sentence-transformers folder."),
-        "encoder_option": "minilm-tuned" if tuned else {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
+        "encoder_option": "minilm-tuned" if tuned
+        else {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
         "pooling": encoder["pooling"],
         "normalize": encoder["normalize"],
         "max_seq_length": encoder["max_seq_length"],
