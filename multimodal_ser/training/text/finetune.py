@@ -104,7 +104,7 @@ def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet]
     for name, parameter in model.named_parameters():  # the transformer layers; not the embeddings, nor the unused pooler
         parameter.requires_grad = name.startswith("encoder.layer.")
     tuned_names = [name for name, p in model.named_parameters() if p.requires_grad]
-    lengths = np.array([len(ids) for ids in encoder.tokenizer(train.texts, truncation=True, max_length=encoder.max_seq_length)["input_ids"]])
+    lengths = encoder.tokens(train.texts)["attention_mask"].sum(dim=1).numpy()  # tokens per row, as the encoder reads it
     x0 = torch.from_numpy(encoder.encode(train.texts[:: max(1, len(train.texts) // 4096)], batch_size=128))
     head = MLPHead(encoder.dim, len(EMOTIONS) + len(SENTIMENTS), hidden=HIDDEN, dropout=DROPOUT)
     head.mean.copy_(x0.mean(dim=0))
