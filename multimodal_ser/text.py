@@ -5,7 +5,7 @@ turns each text into one L2-normalised vector. A small MLP head trained by
 :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
 A head fine-tuned together with its encoder carries the tuned encoder weights in its own file
-(tensors named ``encoder.<key>``, see :func:`split_head_tensors`).
+(tensors named ``encoder.<key>``, see :func:`tuned_file_tensors`).
 A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
 a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
 
@@ -34,7 +34,7 @@ from .errors import ModelError
 from .files import sha256_file
 from .heads import MODELS_DIR, MLPHead, load_head
 from .labels import EMOTIONS, SENTIMENTS
-from .sentence_encoder import encoder_for, validate_texts
+from .sentence_encoder import LowRankDelta, TunedWeights, encoder_for, validate_texts
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,10 @@ WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
 
 TUNED_PREFIX = "encoder."
-"""Prefix of the tensors in a head file that replace its encoder's weights (stored as float16)."""
+"""Prefix of the tensors in a head file that replace or change its encoder's weights (see :func:`tuned_file_tensors`)."""
+
+DELTA_PARTS = (".delta_up", ".delta_scale", ".delta_down")
+"""Suffixes of a :class:`~multimodal_ser.sentence_encoder.LowRankDelta`'s ``up``, ``scale`` and ``down`` in a head file."""
 
 DEFAULT_LANGUAGES = ("en",)
 """ISO 639-1 codes a head reads when its config names none: the corpora it is trained on are English."""
@@ -122,11 +125,40 @@ class TextPrediction:
             )
 
 
-def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """A head file's tensors as ``(head tensors, tuned encoder tensors)``; the second, float32 and
-    keyed as the encoder's ``state_dict``, is empty for a head on a frozen encoder."""
+def tuned_file_tensors(tuned: TunedWeights) -> dict[str, torch.Tensor]:
+    """How a head file stores tuned encoder weights: whole tensors as float16 ``encoder.<key>``, a
+    :class:`LowRankDelta` as its three tensors ``encoder.<key>`` + :data:`DELTA_PARTS`, as they are."""
+    stored = {}
+    for key, value in tuned.items():
+        if isinstance(value, LowRankDelta):
+            for suffix, part in zip(DELTA_PARTS, (value.up, value.scale, value.down)):
+                stored[TUNED_PREFIX + key + suffix] = part.contiguous()
+        else:
+            stored[TUNED_PREFIX + key] = value.half()
+    return stored
+
+
+def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], TunedWeights]:
+    """A head file's tensors as ``(head tensors, tuned encoder weights)`` (see
+    :func:`tuned_file_tensors`); the second, keyed as the encoder's ``state_dict``, with whole tensors
+    as float32, is empty for a head on a frozen encoder.
+
+    Raises:
+        ModelError: a low-rank change lacks one of its parts.
+    """
     head = {k: v for k, v in tensors.items() if not k.startswith(TUNED_PREFIX)}
-    tuned = {k[len(TUNED_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(TUNED_PREFIX)}
+    stored = {k[len(TUNED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TUNED_PREFIX)}
+    tuned: dict[str, torch.Tensor | LowRankDelta] = {}
+    for name, value in stored.items():
+        suffix = next((p for p in DELTA_PARTS if name.endswith(p)), None)
+        if suffix is None:
+            tuned[name] = value.float()
+            continue
+        key = name.removesuffix(suffix)
+        parts = [stored.get(key + p) for p in DELTA_PARTS]
+        if any(part is None for part in parts):
+            raise ModelError(f"tuned tensor {TUNED_PREFIX + name} lacks its other parts (a low-rank change has all of {list(DELTA_PARTS)})")
+        tuned[key] = LowRankDelta(*parts)
     return head, tuned
 
 
@@ -196,12 +228,12 @@ class TextEmotionModel:
         self.head_path = Path(head_path) if head_path is not None else DEFAULT_HEAD_PATH
         tensors, self.head_config = load_head(self.head_path)
         self.head_sha256 = sha256_file(self.head_path)
-        head_tensors, tuned = split_head_tensors(tensors)
-        self.head = head_from_tensors(head_tensors, self.head_config)
         try:
+            head_tensors, tuned = split_head_tensors(tensors)
+            self.head = head_from_tensors(head_tensors, self.head_config)
             self.temperature = stored_temperature(self.head_config) if calibrated else 1.0
             self.sentiment_temperature = stored_temperature(self.head_config, "sentiment_temperature") if calibrated else 1.0
-        except ValueError as e:
+        except (ValueError, ModelError) as e:
             raise ModelError(f"{self.head_path}: {e}") from e
         trained_on = self.head_config["encoder"]
         try:

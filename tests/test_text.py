@@ -72,7 +72,7 @@ def test_packaged_head_is_verified_and_reported(model):
     assert ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256  # all-MiniLM-L6-v2, fine-tuned from these weights
     assert ids["text_encoder"] == f"{PACKAGED_ENCODER_ID}, fine-tuned with the head"
     assert model.head_config["encoder"]["tuned"] and model.encoder.fingerprint != PACKAGED_ENCODER_SHA256
-    assert DEFAULT_HEAD_PATH.stat().st_size < 25_000_000  # the six tuned layers as float16, and the head
+    assert DEFAULT_HEAD_PATH.stat().st_size < 5_000_000  # the six tuned layers as low-rank float16 changes, and the head
 
 
 @pytest.mark.models
@@ -373,18 +373,29 @@ def test_a_head_with_context_reads_each_segment_with_the_turns_before_it(tmp_pat
 def test_a_fine_tuned_head_carries_its_encoder_weights(tmp_path, minilm_head):
     import torch
 
-    from multimodal_ser.text import TUNED_PREFIX, split_head_tensors
+    from multimodal_ser.sentence_encoder import LowRankDelta
+    from multimodal_ser.text import split_head_tensors, tuned_file_tensors
 
     tensors, config = heads.load_head(minilm_head)
     frozen = TextEmotionModel(head_path=minilm_head, calibrated=False)
-    key = "encoder.layer.5.output.dense.weight"
-    tuned_weight = (frozen.encoder.model.state_dict()[key] * 0.5).half()
+    state = frozen.encoder.model.state_dict()
+    whole, changed = "encoder.layer.5.output.LayerNorm.weight", "encoder.layer.5.output.dense.weight"
+    generator = torch.Generator().manual_seed(0)
+    target = state[changed] + 0.05 * torch.randn(384, 2, generator=generator) @ torch.randn(2, 1536, generator=generator)
+    delta = LowRankDelta.between(target, state[changed], 2).quantized()
+    stored = tuned_file_tensors({whole: state[whole] * 0.5, changed: delta})
+    assert sorted(stored) == sorted([f"encoder.{changed}.delta_{p}" for p in ("up", "scale", "down")] + [f"encoder.{whole}"])
+    assert stored[f"encoder.{whole}"].dtype == torch.float16 and stored[f"encoder.{changed}.delta_up"].dtype == torch.int8
     config["encoder"] = {**config["encoder"], "tuned": True}
-    path = heads.save_head(tmp_path / "tuned.safetensors", {**tensors, TUNED_PREFIX + key: tuned_weight}, config)
+    path = heads.save_head(tmp_path / "tuned.safetensors", {**tensors, **stored}, config)
     head_part, tuned_part = split_head_tensors(heads.load_head(path)[0])
-    assert set(head_part) == set(tensors) and list(tuned_part) == [key] and tuned_part[key].dtype == torch.float32
+    assert set(head_part) == set(tensors) and set(tuned_part) == {changed, whole}
+    assert isinstance(tuned_part[changed], LowRankDelta) and tuned_part[whole].dtype == torch.float32
     tuned = TextEmotionModel(head_path=path, calibrated=False)
-    torch.testing.assert_close(tuned.encoder.model.state_dict()[key], tuned_weight.float())
+    loaded = tuned.encoder.model.state_dict()
+    torch.testing.assert_close(loaded[whole], (state[whole] * 0.5).half().float())
+    torch.testing.assert_close(loaded[changed], delta.applied_to(state[changed]))
+    assert (loaded[changed] - target).abs().max() < 0.01 * (target - state[changed]).abs().max()  # int8 keeps the change
     assert tuned.model_ids["text_encoder"] == f"{PACKAGED_ENCODER_ID}, fine-tuned with the head"
     assert tuned.model_ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256  # the weights it was tuned from
     assert tuned.encoder.fingerprint != frozen.encoder.fingerprint == PACKAGED_ENCODER_SHA256  # cached embeddings never mix
@@ -399,6 +410,35 @@ def test_tuned_tensors_that_are_not_the_encoders_are_refused(tmp_path, minilm_he
     path = heads.save_head(tmp_path / "foreign.safetensors", {**tensors, "encoder.layer.9.output.dense.weight": torch.zeros(384, 1536)}, config)
     with pytest.raises(ModelError, match=r"layer\.9.*not this encoder's"):
         TextEmotionModel(head_path=path)
+    key = "encoder.layer.0.output.dense.weight"
+    misfit = {f"{key}.delta_up": torch.zeros(384, 4), f"{key}.delta_scale": torch.zeros(4), f"{key}.delta_down": torch.zeros(4, 384)}
+    path = heads.save_head(tmp_path / "misfit.safetensors", {**tensors, **misfit}, config)
+    with pytest.raises(ModelError, match=r"layer\.0\.output\.dense\.weight.*not this encoder's"):
+        TextEmotionModel(head_path=path)  # a (384, 384) change to a (384, 1536) matrix
+    path = heads.save_head(tmp_path / "part.safetensors", {**tensors, f"{key}.delta_up": misfit[f"{key}.delta_up"]}, config)
+    with pytest.raises(ModelError, match=r"part\.safetensors: .*delta_up lacks its other parts"):
+        TextEmotionModel(head_path=path)
+
+
+def test_a_low_rank_delta_is_the_best_approximation_of_the_change():
+    import torch
+
+    from multimodal_ser.sentence_encoder import LowRankDelta
+
+    generator = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 30, generator=generator)
+    change = torch.randn(40, 3, generator=generator) @ torch.randn(3, 30, generator=generator)
+    exact = LowRankDelta.between(base + change, base, 3)
+    assert exact.up.shape == (40, 3) and exact.scale.shape == (3,) and exact.down.shape == (3, 30) and exact.shape == base.shape
+    torch.testing.assert_close(exact.applied_to(base), base + change, atol=1e-4, rtol=1e-4)
+    singular = torch.linalg.svdvals(change)
+    residual = LowRankDelta.between(base + change, base, 1).applied_to(base) - (base + change)
+    assert residual.norm().item() == pytest.approx(singular[1:].norm().item(), rel=1e-3)  # Eckart-Young: nothing better
+    small = exact.quantized()
+    assert small.up.dtype == small.down.dtype == torch.int8 and small.scale.dtype == torch.float32
+    assert small.up.abs().amax(dim=0).tolist() == [127] * 3 and small.down.abs().amax(dim=1).tolist() == [127] * 3
+    error = (small.applied_to(base) - (base + change)).norm() / change.norm()
+    assert 0 < error < 0.01  # a byte a number loses well under 1% of the change
 
 
 def test_fine_tuning_batches_cover_every_row_once_in_like_lengths():
@@ -436,6 +476,13 @@ def test_fine_tuning_trains_the_encoder_layers_and_keeps_the_best_state(monkeypa
     assert len(result["curve"]) == 2 * finetune.EVALS_PER_EPOCH and result["score"] == max(c["score"] for c in result["curve"])
     torch.testing.assert_close(encoder.model.state_dict()[next(iter(tuned))], tuned[next(iter(tuned))])
     assert not head.training and not encoder.model.training
+    stored = finetune.compact(tuned, before)
+    assert stored.keys() == tuned.keys()
+    for key, value in stored.items():  # matrices as rank-DELTA_RANK changes in int8, the rest whole
+        if tuned[key].ndim == 2:
+            assert value.up.shape[1] == finetune.DELTA_RANK and value.up.dtype == torch.int8
+        else:
+            torch.testing.assert_close(value, tuned[key], atol=1e-2, rtol=1e-3)
 
 
 def test_held_out_scores_carry_intervals_around_the_score():
@@ -457,3 +504,51 @@ def test_held_out_scores_carry_intervals_around_the_score():
     guessed = np.where(rng.random(absent.sum()) < 0.3, 0, subset.emotion.argmax(axis=1))  # some predicted neutral
     low, high = held_out_scores(subset, guessed, subset.sentiment)["emotion"]["macro_f1_ci"]
     assert low < held_out_scores(subset, guessed, subset.sentiment)["emotion"]["macro_f1"] < high
+
+
+def _text_corpora_slice(source, target, rows: int):
+    """The first ``rows`` rows of each file ``train_text_head`` reads from ``source`` (the real
+    corpora), in the same formats under ``target`` (labels files whole)."""
+    from multimodal_ser.training.text.corpora import REQUIRED_FILES
+
+    for name in REQUIRED_FILES:
+        src, dst = source / name, target / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith(".csv"):
+            pd.read_csv(src).head(rows).to_csv(dst, index=False)
+        else:
+            lines = src.read_text(encoding="utf-8").splitlines(keepends=True)
+            dst.write_text("".join(lines if name.endswith("labels.txt") else lines[:rows]), encoding="utf-8")
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_path, monkeypatch, shared_data):
+    """`mser train text` end to end on a slice of the real corpora, one epoch: the file it writes
+    carries int8 rank-DELTA_RANK changes, loads, and is scored and carded through them."""
+    import torch
+
+    from multimodal_ser.sentence_encoder import LowRankDelta
+    from multimodal_ser.text import split_head_tensors
+    from multimodal_ser.training.text import finetune, train_text_head
+
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(finetune, "EPOCHS", 1)
+    data = _text_corpora_slice(shared_data, tmp_path / "data", rows=240)
+    out, card = tmp_path / "head.safetensors", tmp_path / "head.md"
+    metrics = train_text_head(data, out, card_path=card, seed=0)
+
+    tensors, config = heads.load_head(out)
+    _, tuned = split_head_tensors(tensors)
+    deltas = [v for v in tuned.values() if isinstance(v, LowRankDelta)]
+    assert len(deltas) == 36 and all(d.up.dtype == torch.int8 and d.scale.shape == (finetune.DELTA_RANK,) for d in deltas)
+    assert len(tuned) - len(deltas) == 60  # biases and layer norms of the six layers, whole
+    assert config["encoder"]["tuned"] and config["training"]["fixed"]["delta_rank"] == finetune.DELTA_RANK
+    stored = config["metrics"]["validation"]["stored"]
+    assert 0 <= stored["score"] <= 1 and set(stored) >= {"goemotions_macro_f1", "meld_weighted_f1"}
+    assert config["calibration"]["temperature"] > 0 and metrics["meld_dev"]["head"]["emotion"]["n"] > 0
+    model = TextEmotionModel(head_path=out)
+    assert model.encoder.id.endswith("fine-tuned with the head") and model.predict(SENTENCES[:2]).emotions.shape == (2, 7)
+    text = card.read_text(encoding="utf-8")
+    assert f"rank-{finetune.DELTA_RANK} changes in int8" in text and f"scores {stored['score']:.3f}" in text

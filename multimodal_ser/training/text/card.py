@@ -75,11 +75,16 @@ def _tuned_recipe(fixed: dict) -> str:
     )
 
 
-def _tuned_selection(selected: dict, best: dict) -> str:
+def _tuned_selection(selected: dict, best: dict, rank: int) -> str:
+    stored = best["stored"]
     return (
         f"The rows and weights are those the search on frozen e5 embeddings chose (α={selected['alpha']}, MELD weight "
         f"{selected['meld_weight']}, DAIR {selected['use_dair']}; its table is in the previous card, git history); "
-        f"fine-tuning was run once with them and the state at step {best['step']} (epoch {best['epoch']}) kept:"
+        f"fine-tuning was run once with them and the state at step {best['step']} (epoch {best['epoch']}) kept. "
+        f"Read through the weights as this file stores them (rank-{rank} changes in int8) that state scores "
+        f"{_fmt(stored['score'])} (GoEmotions dev {_fmt(stored['goemotions_macro_f1'])}, MELD val "
+        f"{_fmt(stored['meld_weighted_f1'])}, sentiment {_fmt(stored['meld_sentiment_weighted_f1'])}); every evaluation "
+        "while training:"
     )
 
 
@@ -112,8 +117,11 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
                     else "A small MLP on frozen sentence embeddings"),
         "labels": ", ".join(config["labels"]),
         "sentiment_labels": ", ".join(config["sentiment_labels"]),
-        "encoder_state": ("fine-tuned: its six transformer layers are stored in this file as float16 tensors named `encoder.<key>`, "
-                          "which replace the package's; the word embeddings stay as shipped") if tuned else "frozen",
+        "encoder_state": (f"fine-tuned: its six transformer layers are stored in this file, each weight matrix as its "
+                          f"rank-{fixed['delta_rank']} change from the package's, in int8 (`encoder.<key>.delta_up` @ "
+                          "diag(`.delta_scale`) @ `.delta_down`; `training/text/finetune.py` says how the rank was chosen), "
+                          "biases and layer norms whole in float16 (`encoder.<key>`); the word embeddings stay as shipped")
+                         if tuned else "frozen",
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],
         "encoder_package": ENCODER_PACKAGES.get(encoder["sha256"], "A local sentence-transformers folder."),
@@ -142,7 +150,7 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "held_out_goemotions": t["held_out_sets"]["goemotions/test"],
         "held_out_meld": t["held_out_sets"]["meld/dev"],
         "held_out_dair": t["held_out_sets"]["dair/test"],
-        "selection": _tuned_selection(sel, m["validation"]) if tuned else (
+        "selection": _tuned_selection(sel, m["validation"], fixed["delta_rank"]) if tuned else (
             f"Search (selected: α={sel['alpha']}, MELD weight {sel['meld_weight']}, DAIR {sel['use_dair']}):"),
         "selection_table": _curve_table(t["search"]) if tuned else _search_table(t["search"]),
         "nrclex": t["lexicon_baseline"]["nrclex"],

@@ -7,7 +7,7 @@ read exactly as in use (:meth:`~multimodal_ser.sentence_encoder.SentenceEncoder.
 the token states, L2-normalised). AdamW, a linear warm-up over :data:`WARMUP` of the steps and a
 linear decay to zero; batches of like length (little padding). The validation score of
 :func:`.head.validation_score` is taken :data:`EVALS_PER_EPOCH` times an epoch and the best state is
-kept.
+kept. :func:`compact` then gives the tuned weights the form the head file stores.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ...heads import MLPHead
 from ...labels import EMOTIONS, SENTIMENTS
-from ...sentence_encoder import SentenceEncoder
+from ...sentence_encoder import LowRankDelta, SentenceEncoder
 from ..install import KeepBest
 from .corpora import TextSet
 from .head import HIDDEN, validation_score
@@ -42,6 +42,12 @@ WARMUP = 0.06
 EVALS_PER_EPOCH = 2
 LENGTH_POOL = 50
 """batches drawn at random together, then cut by text length (so a batch pads little)."""
+DELTA_RANK = 80
+"""Rank of the stored change to each tuned weight matrix (:func:`compact`, int8 factors): the six
+layers' 36 matrices take 3.3 MB instead of 21 MB as whole float16 tensors. On the validation texts
+(GoEmotions dev, MELD train-val; no labels read) the packaged head's emotion labels through the
+stored weights agreed with those through the whole float16 weights on 98.4% of texts (rank 32 in
+float16, the same size as rank 64 in int8: 96.0% and 98.0%; rank 96: 98.7%, 128: 99.2%)."""
 
 
 @dataclass
@@ -152,3 +158,13 @@ def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet]
     both.eval()
     tuned = {name: tensor.detach().clone() for name, tensor in model.state_dict().items() if name in tuned_names}
     return head, tuned, {**best.info, "curve": curve}
+
+
+def compact(tuned: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | LowRankDelta]:
+    """The tuned weights as a head file stores them: each weight matrix as its rank-:data:`DELTA_RANK`
+    change from ``base`` (the encoder's ``state_dict`` before fine-tuning) in int8, the rest (biases,
+    layer norms) whole, rounded to float16 as stored."""
+    return {
+        key: LowRankDelta.between(value, base[key], DELTA_RANK).quantized() if value.ndim == 2 else value.half().float()
+        for key, value in tuned.items()
+    }

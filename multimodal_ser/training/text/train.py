@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ...files import sha256_file
 from ...labels import EMOTIONS, SENTIMENTS
 from ...sentence_encoder import E5Encoder, SentenceEncoder
-from ...text import DEFAULT_LANGUAGES, TUNED_PREFIX
+from ...text import DEFAULT_LANGUAGES, tuned_file_tensors
 from ..install import install_head
 from . import finetune
 from .card import write_card
@@ -42,6 +42,7 @@ from .head import (
     fit_head,
     predict,
     stack,
+    validation_score,
 )
 from .lexicon import LexiconBaseline
 from .scoring import held_out_scores
@@ -129,9 +130,12 @@ def train_text_head(
     if tune:
         hp, parts = dict(TUNED_SETTINGS), [("goemotions/train", 1.0), ("meld/train-fit", TUNED_SETTINGS["meld_weight"])]
         val = {"goemotions": sets["goemotions/dev"], "meld": sets["meld/train-val"]}
+        base = {k: v.clone() for k, v in encoder.model.state_dict().items()}
         head, tuned, val_result = fine_tune(encoder, text_rows([(sets[n], w) for n, w in parts]), val, seed=seed)
-        tuned = {k: v.half() for k, v in tuned.items()}  # as stored; the held-out scores below are of these
+        tuned = finetune.compact(tuned, base)  # as stored; the held-out scores below are of these
         encoder = SentenceEncoder(None, tuned=tuned)
+        score, components = validation_score(head, {name: (data, torch.from_numpy(encoder.encode(data.texts, batch_size=128))) for name, data in val.items()})
+        val_result["stored"] = {"score": score, **components}  # the best state's, read through the stored weights
         search = val_result.pop("curve")
     else:
         tuned = {}
@@ -181,7 +185,7 @@ def train_text_head(
         "training": training,
         "metrics": metrics,
     }
-    install_head(out_path, {**head.state_dict(), **{TUNED_PREFIX + k: v for k, v in tuned.items()}}, config)
+    install_head(out_path, {**head.state_dict(), **tuned_file_tensors(tuned)}, config)
     elapsed = time.monotonic() - started
     logger.info("wrote %s (%d bytes) in %.0f s", out_path, out_path.stat().st_size, elapsed)
     if card_path is not None:
@@ -205,7 +209,7 @@ TUNED_FIXED = {
     "epochs": finetune.EPOCHS, "encoder_learning_rate": finetune.ENCODER_LEARNING_RATE,
     "head_learning_rate": finetune.HEAD_LEARNING_RATE, "weight_decay": finetune.WEIGHT_DECAY,
     "batch_size": finetune.BATCH_SIZE, "warmup": finetune.WARMUP, "evaluations_per_epoch": finetune.EVALS_PER_EPOCH,
-    "hidden": HIDDEN, "dropout": finetune.DROPOUT,
+    "hidden": HIDDEN, "dropout": finetune.DROPOUT, "delta_rank": finetune.DELTA_RANK,
 }
 
 
