@@ -278,7 +278,8 @@ class Analyzer:
         keep_features: bool = False,
     ) -> tuple[list[_SpeechSegment], str | None]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
-        user's transcript), the voice branch and, with ``diarise``, speaker embeddings. With
+        user's transcript) and the voice branch; with ``diarise``, speaker embeddings of each
+        window's speech regions in a thread beside them (the decoder keeps to one core). With
         ``keep_features`` each segment's voice also keeps the features the head read.
 
         Returns:
@@ -309,12 +310,18 @@ class Analyzer:
         voices = SpeakerWindows(self.models.speakers()) if diarise else None
         blocks = energy.measure(_channel_blocks(info, channel))
         language = None  # of a shared pass (prepare)
-        with tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar:
+        embedding: list[Future] = []
+        with (
+            tqdm(total=round(info.duration, 1), unit="s", desc=info.path.name, disable=not progress, leave=False) as bar,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="speakers") as embedder,
+        ):
             for window in windows(blocks, source):
                 shared = self._shared.pop((info.path, window.offset), None) if known is None and channel is None else None
                 if shared is not None and not np.array_equal(shared.audio, window.audio):
                     shared = None
                 encoded = shared.encoded if shared is not None else encoder.encode(window.audio, offset=window.offset)
+                if voices is not None:  # beside the decoding, which keeps to one core
+                    embedding.append(embedder.submit(voices.add, window.audio, window.offset, window.regions))
                 if known is None:
                     if shared is not None:
                         language, heard = language or shared.language, shared.segments
@@ -335,12 +342,12 @@ class Analyzer:
                     prediction = voice.predict(encoded, spans, collection=collection)
                     for i, (segment, (start, end)) in enumerate(zip(new, spans)):
                         voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i, keep_features)))
-                if voices is not None:
-                    voices.add(window.audio, window.offset, spans)
                 bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
         for segment in segments:
             if id(segment) in voice_pieces:
                 segment.voice = _weighted_voice(voice_pieces[id(segment)])
+        for added in embedding:
+            added.result()  # raises what the embedding raised
         if voices is not None:
             found = voices.turns(self.options.speakers)
             for segment in segments:
@@ -387,9 +394,9 @@ class Analyzer:
 
     @contextlib.contextmanager
     def _face_scan(self, info: MediaInfo, progress: bool) -> Iterator[Future | None]:
-        """The face branch's frame pass (:meth:`FaceAnalyzer.scan`) in a thread beside the speech
-        branch (it runs MediaPipe and no torch); None without a face branch or video. Leaving the
-        block early stops it."""
+        """The face branch's frames (:meth:`FaceAnalyzer.scan`, then :meth:`FaceAnalyzer.finish`'s
+        expression network) in a thread beside the speech branch; None without a face branch or
+        video. Leaving the block early stops it."""
         if "face" not in self.options.modalities or not info.has_video:
             yield None
             return
@@ -399,9 +406,13 @@ class Analyzer:
         def update(done: float, _total: float | None) -> None:
             bar.update(round(done - bar.n, 1))
 
+        def frames() -> pd.DataFrame | None:
+            scanned = analyzer.scan(info.path, progress=update, stop=stop)
+            return None if stop.is_set() else analyzer.finish(info.path, scanned)
+
         with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="face-scan") as pool:
             try:
-                yield pool.submit(analyzer.scan, info.path, progress=update, stop=stop)
+                yield pool.submit(frames)
             finally:
                 stop.set()  # harmless when it has finished
 
@@ -413,7 +424,7 @@ class Analyzer:
                 notes.append("no video stream: no face analysis")
             return pd.DataFrame(), absent_table("face", len(grid)), {}
         analyzer = self.models.face()
-        frames = analyzer.finish(info.path, face_scan.result())
+        frames = face_scan.result()
         return frames, face_segment_table(frames, grid, speech_energy=speech_energy), {"face": analyzer.model_ids}
 
     def _speech_model_ids(self) -> dict:
