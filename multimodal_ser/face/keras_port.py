@@ -157,7 +157,10 @@ class KerasGraphNet(nn.Module):
 
     ``forward(x)`` takes ``(batch, channels, height, width)`` float32 (already preprocessed)
     and returns ``(probabilities, embedding)``: the model's output ``(batch, n_classes)`` and
-    the spatially averaged input of its last weighted layer ``(batch, d)``.
+    the spatially averaged input of its last weighted layer ``(batch, d)``. Weights and
+    activations are held channels-last, as Keras holds them: oneDNN's depthwise convolutions run
+    about three times faster so on CPU (93 face crops and their mirror images: 0.57 s -> 0.20 s
+    on one thread, outputs equal to 1e-7).
     """
 
     def __init__(self, config: dict, weights: dict[str, dict[str, np.ndarray]]):
@@ -212,9 +215,11 @@ class KerasGraphNet(nn.Module):
         output = next(layer for layer in body["layers"] if layer["name"] == self.output_name)
         softmax_output = output["class_name"] == "Activation" and output["config"]["activation"] == "softmax"
         self.logits_source = self.inbound[self.output_name][0] if softmax_output else None
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     def _run(self, x: torch.Tensor, until: str) -> dict[str, torch.Tensor]:
+        x = x.contiguous(memory_format=torch.channels_last)
         outputs: dict[str, torch.Tensor] = {}
         for name in self.order:
             inputs = [outputs[i] for i in self.inbound[name]] or [x]
