@@ -225,3 +225,30 @@ def test_a_failing_speech_branch_stops_the_face_pass_beside_it(sample_media, mon
     with pytest.raises(MediaError, match="speech failed"):
         Analyzer(AnalysisOptions(language="en")).analyze(sample_media / "interview.mp4")
     assert len(scans) == 1 and len(scans[0].rows) < 23 * 4  # returned early, not after all 93 sampled frames
+
+
+@pytest.mark.models
+@pytest.mark.skipif(sys.platform != "linux", reason="the priority of one thread is a Linux setting")
+def test_the_work_beside_the_speech_branch_yields_to_it(analyzer, sample_media, monkeypatch):
+    import os
+    import threading
+
+    import torch
+
+    from multimodal_ser.diarisation import SpeakerWindows
+    from multimodal_ser.face.analyzer import FaceAnalyzer
+
+    seen = {}
+
+    def recording(name, real):
+        def run(*args, **kwargs):
+            seen[name] = (os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), torch.get_num_threads())
+            return real(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(FaceAnalyzer, "scan", recording("faces", FaceAnalyzer.scan))
+    monkeypatch.setattr(SpeakerWindows, "add", recording("speakers", SpeakerWindows.add))
+    main_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    analyzer.analyze(sample_media / "interview.mp4")
+    assert seen == {"faces": (19, 1), "speakers": (19, 1)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_nice  # the main thread keeps its own
