@@ -282,12 +282,20 @@ class CTranslate2Transcriber:
         for first in range(0, len(windows), DECODE_BATCH):
             batch = windows[first : first + DECODE_BATCH]
             outputs = _outputs(batch)
-            languages = [self.language] * len(batch)
-            if self.language is None:
-                ranked = self.model.detect_language(self._ct2.StorageView.from_array(outputs))
-                languages = [r[0][0].strip("<|>") for r in ranked]
+            languages = [self.language] * len(batch) if self.language is not None else self._detect_each(outputs)
             results += zip(languages, self._decode(batch, languages, outputs))
         return results
+
+    def _detect_each(self, outputs: np.ndarray) -> list[str]:
+        """The language of each window of ``outputs`` ``(n, 1500, d_model)``, the windows split
+        among the threads (a detection runs on one: 4 windows took 0.41-0.47 s as one call,
+        0.20-0.31 s as two at once)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = [np.ascontiguousarray(part) for part in np.array_split(outputs, min(self.threads, len(outputs)))]
+        with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="language") as pool:
+            ranked = pool.map(lambda part: self.model.detect_language(self._ct2.StorageView.from_array(part)), parts)
+            return [r[0][0].strip("<|>") for found in ranked for r in found]
 
     def _features(self, windows: Sequence[EncodedWindow]):
         return self._ct2.StorageView.from_array(_outputs(windows))

@@ -60,6 +60,21 @@ def test_both_engines_transcribe_real_speech_with_word_times(engine, whisper_bas
     assert transcriber.language is None
 
 
+@pytest.mark.models
+def test_windows_decoded_together_each_keep_their_own_language(whisper_base, interview_window, shared_data):
+    """Four windows, two English and two Turkish, detected in two halves at once: each its own language, in order."""
+    turkish = shared_data / "turev-db-16k" / "Calm"
+    if not turkish.is_dir():
+        pytest.skip(f"TurEV-DB not found at {turkish}")
+    encoder = SpeechEncoder(whisper_base)
+    words = [encoder.encode(load_audio(turkish / f"1234_sk_{word}.flac")) for word in ("acik", "algi")]
+    transcriber = CTranslate2Transcriber(ctranslate2_dir("base"), multilingual=True, threads=2)
+    heard = transcriber.transcribe_many([interview_window, words[0], words[1], interview_window])
+    assert [language for language, _ in heard] == ["en", "tr", "tr", "en"]
+    assert [re.findall(r"\w+", " ".join(s.text for s in segments).lower()) for _, segments in heard[1:3]] == [["açık"], ["algı"]]
+    assert " ".join(_words(" ".join(s.text for s in heard[3][1]))) == EXPECTED
+
+
 def test_timestamp_tokens_cut_segments():
     tokenizer = _tokenizer(True, "en")
     t = tokenizer.timestamp_begin
