@@ -30,12 +30,13 @@ from .diarisation import SpeakerWindows, speaker_of
 from .errors import MediaError, VoiceReferenceError
 from .files import sha256_file
 from .fusion import fused_columns
-from .grid import absent_table, make_grid, modality_table
+from .grid import absent_table, modality_table
 from .labels import EMOTIONS
 from .media import MediaInfo, iter_audio, probe
 from .options import AnalysisOptions
 from .registry import Models
-from .timeline import WORD_COLUMNS, Timeline
+from .speech_segments import SpeechSegment, recognised, segment_grid, split_long, voice_row, weighted_voice, words_table
+from .timeline import Timeline
 from .transcript import TranscriptSegment, read_transcript
 from .windows import AudioWindow, KnownRegions, windows
 
@@ -45,19 +46,6 @@ if TYPE_CHECKING:
     from .voice_reference import VoiceReference
 
 log = logging.getLogger(__name__)
-
-@dataclasses.dataclass
-class _SpeechSegment:
-    """A stretch of speech found while streaming, before it takes its place on the grid."""
-
-    start: float
-    end: float
-    speaker: str | None
-    text: str
-    words: list = dataclasses.field(default_factory=list)
-    voice: dict | None = None
-    """audio-branch outputs for this segment: emotions (7,), arousal, valence, embedding (d,)."""
-
 
 PREPARE_GROUP = 16
 """recordings given to one :meth:`Analyzer.prepare` by ``mser batch`` and ``mser analyze`` (each prepared
@@ -225,7 +213,7 @@ class Analyzer:
             speech, language = self._speech_segments(info, known, channel, energy, notes, progress, diarise)
             for segment in speech:
                 segment.speaker = segment.speaker or speaker
-            grid, speech_rows = _grid(speech, info.duration, self.options.gap_window)
+            grid, speech_rows = segment_grid(speech, info.duration, self.options.gap_window)
             if not speech:
                 notes.append("no speech found: the timeline has no speech segments")
             tables = [grid, self._audio_columns(grid, speech_rows, speech)]
@@ -236,7 +224,7 @@ class Analyzer:
         segments = pd.concat(tables, axis=1)
         fusion = self.models.fusion()
         segments = pd.concat([segments, fused_columns(segments, fusion)], axis=1)
-        words = _words_table(speech, speech_rows, grid)
+        words = words_table(speech, speech_rows, grid)
         metadata = {
             "package": "multimodal-ser",
             "version": __version__,
@@ -277,7 +265,7 @@ class Analyzer:
         progress: bool,
         diarise: bool,
         keep_features: bool = False,
-    ) -> tuple[list[_SpeechSegment], str | None]:
+    ) -> tuple[list[SpeechSegment], str | None]:
         """Stream the audio once: regions → windows → encoder → ASR (or word alignment of the
         user's transcript) and the voice branch; with ``diarise``, speaker embeddings of each
         window's speech regions in a thread beside them (the decoder keeps to one core). With
@@ -293,10 +281,10 @@ class Analyzer:
         if not info.has_audio:
             notes.append("no audio stream: no speech analysis")
             language = language_code(self.options.language) if self.options.language else None
-            return [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []], language
+            return [SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known or []], language
         if known is not None:
-            segments = [_SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
-            pieces, parents = _split_long(known)
+            segments = [SpeechSegment(s.start, s.end, s.speaker, s.text) for s in known]
+            pieces, parents = split_long(known)
             owner = dict(zip(pieces, parents))
             source = KnownRegions(pieces)
         else:
@@ -328,7 +316,7 @@ class Analyzer:
                         language, heard = language or shared.language, shared.segments
                     else:
                         heard = transcriber.transcribe(encoded)
-                    new = [_recognised(s, window.regions) for s in heard]
+                    new = [recognised(s, window.regions) for s in heard]
                     segments += new
                     spans = [(s.start, s.end) for s in new]
                 else:
@@ -342,11 +330,11 @@ class Analyzer:
                 if voice is not None and spans:
                     prediction = voice.predict(encoded, spans, collection=collection)
                     for i, (segment, (start, end)) in enumerate(zip(new, spans)):
-                        voice_pieces.setdefault(id(segment), []).append((end - start, _voice_row(prediction, i, keep_features)))
+                        voice_pieces.setdefault(id(segment), []).append((end - start, voice_row(prediction, i, keep_features)))
                 bar.update(round(min(window.offset + len(window.audio) / 16000, info.duration) - bar.n, 1))
         for segment in segments:
             if id(segment) in voice_pieces:
-                segment.voice = _weighted_voice(voice_pieces[id(segment)])
+                segment.voice = weighted_voice(voice_pieces[id(segment)])
         for added in embedding:
             added.result()  # raises what the embedding raised
         if voices is not None:
@@ -356,7 +344,7 @@ class Analyzer:
         language = transcriber.language or language
         return segments, language_code(language) if language else None
 
-    def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[_SpeechSegment]) -> pd.DataFrame:
+    def _audio_columns(self, grid: pd.DataFrame, speech_rows: np.ndarray, speech: list[SpeechSegment]) -> pd.DataFrame:
         n = len(grid)
         if "audio" not in self.options.modalities:
             return absent_table("audio", n)
@@ -504,98 +492,6 @@ def _channel_blocks(info: MediaInfo, channel: int | None):
     if channel is None:
         return (block[0] for block in iter_audio(info.path, channels=1))
     return (block[channel] for block in iter_audio(info.path, channels=None))
-
-
-def _voice_row(prediction, i: int, keep_features: bool = False) -> dict:
-    row = {
-        "emotions": prediction.emotions[i],
-        "arousal": float(prediction.arousal[i]),
-        "valence": float(prediction.valence[i]),
-        "embedding": prediction.embeddings[i],
-    }
-    if keep_features:
-        row["features"] = prediction.features[i]
-    return row
-
-
-def _weighted_voice(parts: list[tuple[float, dict]]) -> dict:
-    """Duration-weighted mean of the voice outputs of the pieces of one long segment."""
-    weights = np.array([w for w, _ in parts])
-    weights /= weights.sum()
-    return {key: sum(w * np.asarray(out[key]) for w, (_, out) in zip(weights, parts)) for key in parts[0][1]}
-
-
-_MAX_PIECE = 28.0
-"""seconds: transcript segments longer than this are encoded in pieces."""
-
-
-def _split_long(known: list[TranscriptSegment]) -> tuple[list[tuple[float, float]], list[int]]:
-    """Transcript segments as encoder regions of at most :data:`_MAX_PIECE` s, with each piece's
-    segment index. Only segments that fit one piece get word timings."""
-    pieces, parents = [], []
-    for index, s in enumerate(known):
-        n = int(np.ceil((s.end - s.start) / _MAX_PIECE))
-        edges = np.linspace(s.start, s.end, n + 1)
-        pieces += [(float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
-        parents += [index] * n
-    return pieces, parents
-
-
-def _recognised(segment, regions) -> _SpeechSegment:
-    """An ASR segment with its words kept inside the speech regions and its times following them."""
-    words = _clip_words(segment.words, regions)
-    start, end = (words[0].start, words[-1].end) if words else (segment.start, segment.end)
-    return _SpeechSegment(start, max(end, start + 0.02), None, segment.text, words=words)
-
-
-def _clip_words(words, regions) -> list:
-    """Keep each word inside the speech region it overlaps most (Whisper stretches words over pauses)."""
-    clipped = []
-    for w in words:
-        overlaps = [min(w.end, e) - max(w.start, s) for s, e in regions]
-        best = int(np.argmax(overlaps)) if regions else None
-        if best is None or overlaps[best] <= 0:
-            clipped.append(w)
-            continue
-        s, e = regions[best]
-        start = min(max(w.start, s), e)
-        clipped.append(dataclasses.replace(w, start=round(start, 3), end=round(max(min(w.end, e), start), 3)))
-    return clipped
-
-
-def _grid(speech: list[_SpeechSegment], duration: float, gap_window: float) -> tuple[pd.DataFrame, np.ndarray]:
-    """The segment grid: speech segments plus fixed windows over silent stretches of 0.5 s or more
-    (a recording without speech has at least one row, however short).
-
-    Returns the grid (with a ``speech`` column) and, for each speech segment, its grid row.
-    """
-    spans = [(s.start, s.end, s.speaker, s.text, i) for i, s in enumerate(speech)]
-    cursor = 0.0
-    for s in sorted(speech, key=lambda s: s.start) + [None]:
-        stop = duration if s is None else s.start
-        if stop - cursor >= 0.5 or (not spans and s is None and stop > cursor):  # a recording shorter than 0.5 s is one row
-            edges = np.linspace(cursor, stop, int(np.ceil((stop - cursor) / gap_window)) + 1)
-            spans += [(float(a), float(b), None, "", None) for a, b in zip(edges[:-1], edges[1:])]
-        if s is not None:
-            cursor = max(cursor, s.end)
-    spans.sort(key=lambda span: span[0])
-    grid = make_grid([s[0] for s in spans], [s[1] for s in spans], speakers=[s[2] for s in spans], texts=[s[3] for s in spans])
-    grid["speech"] = [s[4] is not None for s in spans]
-    rows = np.empty(len(speech), dtype=np.int64)
-    for row, span in enumerate(spans):
-        if span[4] is not None:
-            rows[span[4]] = row
-    return grid, rows
-
-
-def _words_table(speech: list[_SpeechSegment], rows: np.ndarray, grid: pd.DataFrame) -> pd.DataFrame:
-    records = [
-        {"word": w.word.strip(), "start": w.start, "end": w.end, "probability": w.probability, "segment_id": int(grid.at[row, "segment_id"]), "speaker": s.speaker}
-        for s, row in zip(speech, rows)
-        for w in s.words
-    ]
-    words = pd.DataFrame.from_records(records, columns=list(WORD_COLUMNS))
-    return words.astype({"start": "float64", "end": "float64", "probability": "float64", "segment_id": "int64"})
 
 
 def analyze(

@@ -22,8 +22,9 @@ import pytest
 from media_factory import declare_mkv_duration, tone, write_clip, write_video, write_wav
 
 from multimodal_ser.cli import main
-from multimodal_ser.pipeline import Analyzer, _grid
+from multimodal_ser.pipeline import Analyzer
 from multimodal_ser.registry import Models
+from multimodal_ser.speech_segments import segment_grid
 from multimodal_ser.timeline import load_timeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,7 +158,7 @@ def test_video_without_audio_says_so_in_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("duration", [0.1, 0.49])
 def test_a_recording_shorter_than_a_gap_window_is_one_row(duration):
-    grid, rows = _grid([], duration, gap_window=5.0)
+    grid, rows = segment_grid([], duration, gap_window=5.0)
     assert grid[["start", "end"]].values.tolist() == [[0.0, duration]]
     assert not grid["speech"].any() and len(rows) == 0
 
