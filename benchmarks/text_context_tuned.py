@@ -62,7 +62,8 @@ def sequences(encoder: SentenceEncoder, data: TextSet, turns: int) -> list[tuple
             if data.groups[j] != data.groups[i]:
                 break
             context = own[j] + [sep] + context
-        context = context[-min(CONTEXT_TOKENS, encoder.max_seq_length - 2 - len(ids)):] if context else []
+        budget = min(CONTEXT_TOKENS, encoder.max_seq_length - 2 - len(ids))
+        context = context[max(0, len(context) - budget):] if budget > 0 else []
         out.append(([cls, *context, *ids, sep], len(context)))
     return out
 
