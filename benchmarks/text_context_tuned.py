@@ -42,6 +42,7 @@ from multimodal_ser.training.install import KeepBest
 from multimodal_ser.training.text import finetune, load_meld, meld_validation_dialogues
 from multimodal_ser.training.text.corpora import TextSet
 from multimodal_ser.training.text.head import HIDDEN
+from multimodal_ser.training.text.scoring import evaluate_predictions
 
 logger = logging.getLogger("text_context_tuned")
 
@@ -99,13 +100,6 @@ def predict(encoder: SentenceEncoder, head: MLPHead, rows: list) -> tuple[np.nda
     return logits[:, :k].argmax(1).numpy(), logits[:, k:].argmax(1).numpy()
 
 
-def meld_scores(data: TextSet, emotion: np.ndarray, sentiment: np.ndarray) -> tuple[float, float]:
-    """(emotion, sentiment) weighted-F1 of label indices against ``data``."""
-    truth_e, truth_s = data.emotion.argmax(1), data.sentiment
-    return (metrics.weighted_f1([EMOTIONS[i] for i in truth_e], [EMOTIONS[i] for i in emotion], labels=EMOTIONS),
-            metrics.weighted_f1([SENTIMENTS[i] for i in truth_s], [SENTIMENTS[i] for i in sentiment], labels=SENTIMENTS))
-
-
 def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int) -> tuple[SentenceEncoder, MLPHead, dict]:
     """MiniLM and a head fine-tuned on ``train`` read with ``turns`` of context, at their best
     state on ``val``; returns them and ``{"epoch", "score", "curve"}``."""
@@ -151,7 +145,8 @@ def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int) -> tuple[
                 step += 1
                 bar.update()
                 if step % evaluate_every == 0 or step == total:
-                    e, s = meld_scores(val, *predict(encoder, head, val_rows))
+                    scored = evaluate_predictions(val, *predict(encoder, head, val_rows))
+                    e, s = scored["emotion"]["weighted_f1"], scored["sentiment"]["weighted_f1"]
                     point = {"epoch": round(step / steps_per_epoch, 2), "emotion": round(e, 4), "sentiment": round(s, 4),
                              "minutes": round((time.monotonic() - started) / 60, 1)}
                     curve.append(point)
