@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from media_factory import place
 from media_factory import write_rgb_video as write_video
 
@@ -320,6 +321,37 @@ def test_tensorflowsame_padding():
     assert same_padding(60, 3, 2, 1) == (0, 1)  # the extra pixel goes after, as in TensorFlow
     assert same_padding(15, 3, 2, 1) == (1, 1)
     assert same_padding(15, 1, 2, 1) == (0, 0)
+
+
+@pytest.mark.parametrize("kind, kernel, stride, dilation", [
+    ("Conv2D", 3, 1, 1), ("Conv2D", 5, 1, 2), ("Conv2D", 3, 2, 1), ("Conv2D", 1, 1, 1), ("SeparableConv2D", 3, 1, 1),
+])
+def test_a_same_padded_convolution_equals_one_on_the_tensorflow_padded_input(kind, kernel, stride, dilation):
+    """Stride-1 'same' convolutions pad inside the convolution; the result is TensorFlow's padding."""
+    from multimodal_ser.face.keras_port import _Conv
+
+    rng = np.random.default_rng(0)
+    config = {"kernel_size": [kernel, kernel], "strides": [stride, stride], "dilation_rate": [dilation, dilation], "padding": "same"}
+    if kind == "Conv2D":
+        weights = {"kernel": rng.standard_normal((kernel, kernel, 3, 4)).astype(np.float32), "bias": np.ones(4, np.float32)}
+    else:
+        weights = {"depthwise_kernel": rng.standard_normal((kernel, kernel, 3, 1)).astype(np.float32),
+                   "pointwise_kernel": rng.standard_normal((1, 1, 3, 4)).astype(np.float32)}
+    conv = _Conv(config, weights, separable=kind == "SeparableConv2D")
+    x = torch.from_numpy(rng.standard_normal((2, 3, 11, 12)).astype(np.float32))
+    top, bottom = same_padding(11, kernel, stride, dilation)
+    left, right = same_padding(12, kernel, stride, dilation)
+    padded = torch.nn.functional.pad(x, (left, right, top, bottom))
+    if kind == "Conv2D":
+        kernel_t = torch.from_numpy(weights["kernel"].transpose(3, 2, 0, 1).copy())
+        expected = torch.nn.functional.conv2d(padded, kernel_t, torch.ones(4), stride=stride, dilation=dilation)
+    else:
+        depthwise = torch.from_numpy(weights["depthwise_kernel"][..., 0].transpose(2, 0, 1)[:, None].copy())
+        pointwise = torch.from_numpy(weights["pointwise_kernel"].transpose(3, 2, 0, 1).copy())
+        expected = torch.nn.functional.conv2d(torch.nn.functional.conv2d(padded, depthwise, stride=stride, dilation=dilation, groups=3), pointwise)
+    with torch.inference_mode():
+        out = conv(x)
+    assert out.shape == expected.shape and torch.allclose(out, expected, atol=1e-4)
 
 
 @pytest.mark.slow

