@@ -24,12 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from multimodal_ser.face import FaceAnalyzer
-from multimodal_ser.face.expression import ExpressionModel
+from multimodal_ser.face.expression import CROPS_PER_CALL, ExpressionModel
 from multimodal_ser.video import DEFAULT_FPS, probe_video
 
 logger = logging.getLogger("face_speed")
-
-CROPS_PER_CALL = 64
 
 
 def expression_ms_per_face(weights: str | None, repeats: int = 5) -> float:

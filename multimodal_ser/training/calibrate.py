@@ -237,7 +237,7 @@ def calibrate_face_head(
         outputs = {}
         for name, folder in splits.items():
             images, labels = read_label_folder(folder, size=model.input_size)
-            probabilities = np.concatenate([model.predict(images[i : i + 512])[0] for i in range(0, len(images), 512)])
+            probabilities = model.predict(images)[0]
             outputs[name] = (probabilities, np.array([EMOTIONS.index(label) for label in labels]))
         fit_probabilities, fit_targets = outputs["FER2013 PublicTest (fit)"]
         t = fit_temperature(fit_probabilities, fit_targets)

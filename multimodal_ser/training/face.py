@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..evaluation import metrics as M
 from ..face.expression import (
+    CROPS_PER_CALL,
     FER_LABELS,
     ExpressionModel,
     read_label_folder,
@@ -147,7 +148,7 @@ def _fer_targets(labels: list[str]) -> np.ndarray:
     return np.array([order.index(label) for label in labels], dtype=np.int64)
 
 
-def _unweighted_accuracy(net, images: np.ndarray, targets: np.ndarray, *, size: int, batch: int = 512) -> float:
+def _unweighted_accuracy(net, images: np.ndarray, targets: np.ndarray, *, size: int, batch: int = CROPS_PER_CALL) -> float:
     net.eval()
     with torch.inference_mode():
         predicted = np.concatenate(
