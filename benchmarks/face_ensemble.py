@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from face_speed import expression_ms_per_face  # beside this file
 
 from multimodal_ser.evaluation import metrics
-from multimodal_ser.face.expression import ExpressionModel, read_label_folder
+from multimodal_ser.face.expression import ExpressionModel, ms_per_face, read_label_folder
 from multimodal_ser.labels import EMOTIONS
 from multimodal_ser.training.face import fer2013_root
 
@@ -68,8 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("give --weights at least twice")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     root = fer2013_root(args.data)
-    weights_files = [None if w == "packaged" else w for w in args.weights]
-    models = [ExpressionModel(weights=w) for w in weights_files]
+    models = [ExpressionModel(weights=None if w == "packaged" else w) for w in args.weights]
     splits = {}
     for split in ("val", "test"):
         images, truth = read_label_folder(root / split, size=48)
@@ -77,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     weights, val_ua = choose_weights(splits["val"][1], splits["val"][0], args.step)
     test_truth, test_members = splits["test"]
     rows = {}
-    for name, weights_file, p in zip(args.weights, weights_files, test_members, strict=True):
-        rows[name] = {"ms_per_face": expression_ms_per_face(weights_file), **_score(p, test_truth, args.seed)}
+    for name, model, p in zip(args.weights, models, test_members, strict=True):
+        rows[name] = {"ms_per_face": ms_per_face(model), **_score(p, test_truth, args.seed)}
     mixed = sum(w * p for w, p in zip(weights, test_members, strict=True))
     rows["ensemble"] = {"ms_per_face": sum(r["ms_per_face"] for r in rows.values()), "weights": weights.tolist(),
                         "publictest_ua": val_ua, **_score(mixed, test_truth, args.seed)}

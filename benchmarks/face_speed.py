@@ -21,27 +21,11 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
-
 from multimodal_ser.face import FaceAnalyzer
-from multimodal_ser.face.expression import CROPS_PER_CALL, ExpressionModel
+from multimodal_ser.face.expression import ExpressionModel, ms_per_face
 from multimodal_ser.video import DEFAULT_FPS, probe_video
 
 logger = logging.getLogger("face_speed")
-
-
-def expression_ms_per_face(weights: str | None, repeats: int = 5) -> float:
-    """Best-of-``repeats`` milliseconds per face of one :meth:`ExpressionModel.predict` call on
-    :data:`CROPS_PER_CALL` crops (mirror-averaged, the package's default)."""
-    model = ExpressionModel(weights=weights)
-    crops = np.random.default_rng(0).integers(0, 256, (CROPS_PER_CALL, model.input_size, model.input_size), dtype=np.uint8)
-    model.predict(crops)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict(crops)
-        best = min(best, time.perf_counter() - start)
-    return 1000 * best / CROPS_PER_CALL
 
 
 def branch_speed(videos: list[Path], fps: float, weights: str | None) -> None:
@@ -77,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in args.expression_weights or ["packaged"]:
         weights = None if name == "packaged" else name
-        logger.info("%s: expression network %.2f ms per face", name, expression_ms_per_face(weights))
+        logger.info("%s: expression network %.2f ms per face", name, ms_per_face(ExpressionModel(weights=weights)))
         branch_speed(args.videos, args.fps, weights)
 
 

@@ -148,6 +148,7 @@ def test_fine_tuning_on_real_fer2013_images_writes_a_head_and_its_card(shared_da
         assert 0 <= result["test"][name]["ua"] <= 1
     card = out.with_suffix(".md").read_text()
     assert "PrivateTest" in card and "| 2 |" in card and "research use" in card and "mirror-averaged" in card
+    assert result["ms_per_face"] > 0 and f"{result['ms_per_face']:.1f} ms per face" in card
     head = ExpressionModel(weights=out)
     probs, embeddings = head.predict(read_label_folder(root / "test", size=64)[0])
     assert probs.shape == (28, len(EMOTIONS)) and np.allclose(probs.sum(axis=1), 1) and embeddings.shape == (28, 128)

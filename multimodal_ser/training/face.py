@@ -45,6 +45,7 @@ from ..face.expression import (
     CROPS_PER_CALL,
     FER_LABELS,
     ExpressionModel,
+    ms_per_face,
     read_label_folder,
     save_face_head,
     score_crops,
@@ -318,8 +319,9 @@ def report_face_head(
     and the ``fer`` weights as published, all through :meth:`ExpressionModel.predict`.
 
     Returns:
-        ``{"out_path", **the head's training summary, "val": {...}, "test": {...}}``, each score a
-        :func:`~multimodal_ser.face.expression.score_crops` result.
+        ``{"out_path", "sha256", "embedding_size", "ms_per_face", **the head's training summary,
+        "val": {...}, "test": {...}}``, each score a :func:`~multimodal_ser.face.expression.score_crops`
+        result; ``ms_per_face`` from :func:`~multimodal_ser.face.expression.ms_per_face`.
     """
     head_path = Path(head_path)
     root = fer2013_root(data_dir)
@@ -332,6 +334,7 @@ def report_face_head(
         "out_path": str(head_path),
         "sha256": head.sha256,
         "embedding_size": head.embedding_size,
+        "ms_per_face": ms_per_face(head),
         **head.head_config["training"],
         "val": {
             "mirror_average": score_crops(head, *val, seed=seed),
@@ -457,6 +460,12 @@ intervals from 1000 bootstrap resamples of images.
 Confusion of this head, mirror-averaged (rows: true label):
 
 {M.markdown_confusion(np.asarray(tuned['confusion']), labels=EMOTIONS)}
+
+## Speed
+{result['ms_per_face']:.1f} ms per face, mirror-averaged, on one thread (the best of 5 calls of
+{CROPS_PER_CALL} crops, as the face branch calls it), measured when this card was written, on the
+machine that wrote it. `python benchmarks/face_speed.py VIDEO...` gives the whole face branch's
+sampled frames per second.
 
 ## Limits
 - FER2013 faces are mostly frontal, low resolution and posed or caught in strong expressions; the
