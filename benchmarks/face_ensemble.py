@@ -1,7 +1,7 @@
 """Face expression networks averaged: their mixing weight chosen on FER2013 PublicTest, scored once on PrivateTest.
 
     .venv/bin/python benchmarks/face_ensemble.py --data ../shared/data \\
-        --weights packaged --weights /work/runs/resnet/face_head.safetensors
+        --weights packaged --weights out/face_resnet/face_head.safetensors
 
 Each network reads the crops as the package does (:meth:`ExpressionModel.predict`: mirror-averaged,
 its own calibration temperature), and the ensemble is the weighted mean of their probabilities.
