@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +96,7 @@ class SpeechDetector:
             last = np.pad(self._carry, (0, CHUNK_SAMPLES - len(self._carry)))
             self._carry = np.zeros(0, dtype=np.float32)
             regions += self._step(float(self.model(torch.from_numpy(last), SAMPLE_RATE)))
-        if self._start is not None:
-            end = self._silent_since if self._silent_since is not None else self._index
-            regions += self._close(self._start, end)
-            self._start = None
-        return regions
+        return regions + self._end()
 
     def regions(self, blocks: Iterable[np.ndarray]) -> Iterator[tuple[float, float]]:
         """All speech regions of a stream of mono blocks."""
@@ -112,10 +108,33 @@ class SpeechDetector:
     def extent(self, samples: np.ndarray) -> tuple[float, float] | None:
         """Seconds from the start of the first speech region of a whole clip, shape ``(n,)``, to the
         end of its last (clipped to the clip); None when it holds no speech."""
-        found = list(self.regions([samples]))
-        if not found:
-            return None
-        return max(found[0][0], 0.0), min(found[-1][1], len(samples) / SAMPLE_RATE)
+        return _extent(list(self.regions([samples])), len(samples))
+
+    def extents(self, clips: Sequence[np.ndarray]) -> list[tuple[float, float] | None]:
+        """:meth:`extent` of each of several whole clips, their chunks read side by side: one model
+        call per chunk position for all the clips (a batch row is read on its own)."""
+        n_chunks = [-(-len(clip) // CHUNK_SAMPLES) for clip in clips]
+        chunks = np.zeros((len(clips), max(n_chunks, default=0), CHUNK_SAMPLES), dtype=np.float32)
+        for row, clip in zip(chunks, clips):
+            row.reshape(-1)[: len(clip)] = clip  # the last chunk zero-padded, as flush() pads it
+        self.model.reset_states(len(clips))
+        probabilities = [self.model(torch.from_numpy(np.ascontiguousarray(chunks[:, t])), SAMPLE_RATE)[:, 0] for t in range(chunks.shape[1])]
+        probabilities = torch.stack(probabilities, dim=1).tolist() if probabilities else [[] for _ in clips]
+        extents = []
+        for clip, p, n in zip(clips, probabilities, n_chunks, strict=True):
+            self.reset()
+            found = [region for q in p[:n] for region in self._step(q)] + self._end()
+            extents.append(_extent(found, len(clip)))
+        self.reset()
+        return extents
+
+    def _end(self) -> list[tuple[float, float]]:
+        """The region still open, closed where its silence began (or at the last chunk)."""
+        if self._start is None:
+            return []
+        end = self._silent_since if self._silent_since is not None else self._index
+        start, self._start = self._start, None
+        return self._close(start, end)
 
     def _step(self, p: float) -> list[tuple[float, float]]:
         o, index = self.options, self._index
@@ -150,3 +169,10 @@ class SpeechDetector:
         start, end = max(start - o.pad, self._previous_end), end + o.pad
         self._previous_end = end
         return [(start, end)]
+
+
+def _extent(regions: list[tuple[float, float]], n_samples: int) -> tuple[float, float] | None:
+    """From the first region's start to the last one's end, clipped to a clip of ``n_samples``; None without regions."""
+    if not regions:
+        return None
+    return max(regions[0][0], 0.0), min(regions[-1][1], n_samples / SAMPLE_RATE)

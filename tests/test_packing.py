@@ -92,6 +92,9 @@ class _Vad:
         loud = np.flatnonzero(np.abs(samples) > 0)
         return loud[0] / SAMPLE_RATE, (loud[-1] + 1) / SAMPLE_RATE
 
+    def extents(self, clips):
+        return [self.extent(samples) for samples in clips]
+
 
 class _Models:
     language = "en"

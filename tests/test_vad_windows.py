@@ -70,3 +70,16 @@ def test_silero_finds_speech_in_real_speech(shared_data):
     assert regions[0][0] > 1.0 and regions[-1][1] < len(padded) / SAMPLE_RATE
     silence = list(SpeechDetector().regions([np.zeros(5 * SAMPLE_RATE, np.float32)]))
     assert silence == []
+
+
+@pytest.mark.models
+def test_clips_read_side_by_side_get_the_extents_they_get_alone(shared_data):
+    """Silero's batch rows are read on their own: the extents of clips of unequal length read
+    together are those of each read alone, a silent clip and one shorter than a chunk included."""
+    clips = [load_audio(path) for path in sorted((shared_data / "ravdess-speech-16k" / "Actor_02").glob("*.flac"))[:12:3]]
+    clips = [clips[0][: SAMPLE_RATE], *clips[1:], np.zeros(2 * SAMPLE_RATE, np.float32), clips[0][:300]]
+    detector = SpeechDetector()
+    alone = [detector.extent(clip) for clip in clips]
+    assert detector.extents(clips) == alone
+    assert alone[-2] is None and all(extent is not None for extent in alone[1:-2])
+    assert detector.extents([]) == []

@@ -262,7 +262,7 @@ class ItemRunner:
 
         if not self.pack:
             return
-        clips, indices = [], []
+        pieces, wants, indices = [], [], []
         for index, row in rows:
             try:
                 plan = self._plan(row)
@@ -275,11 +275,14 @@ class ItemRunner:
                 continue
             if samples is None or len(samples) > MAX_PACKED_SECONDS * SAMPLE_RATE:
                 continue
-            speech = _speech_span(self.models, samples, 0.0)
-            if self.models.encoder().normalise:
-                samples = normalise_loudness(samples)
-            clips.append(Clip(samples, speech, want_features, want_asr))
+            pieces.append(samples)
+            wants.append((want_features, want_asr))
             indices.append(index)
+        normalise = self.models.encoder().normalise
+        clips = [
+            Clip(normalise_loudness(samples) if normalise else samples, speech or (0.0, len(samples) / SAMPLE_RATE), *want)
+            for samples, speech, want in zip(pieces, self.models.vad().extents(pieces), wants, strict=True)
+        ]
         for index, result in zip(indices, packed_passes(self.models, clips), strict=True):
             voice = None if result.features is None else VoiceFeatures(result.features[None], np.array([result.seconds]))
             self.packed[index] = (voice, result.transcript)
