@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from .encoder import FRAMES_PER_SECOND, EncodedWindow
+from .encoder import FRAMES_PER_SECOND, WINDOW_FRAMES, EncodedWindow
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,11 @@ class Transcriber(Protocol):
 
 
 def _outputs(windows: Sequence[EncodedWindow]) -> np.ndarray:
-    """The windows' encoder outputs as one C-contiguous array, shape ``(n, 1500, d_model)`` float32."""
-    return np.ascontiguousarray(torch.stack([w.output for w in windows]).numpy())
+    """The windows' encoder outputs as one C-contiguous array, shape ``(n, m, d_model)`` float32:
+    ``m`` the longest output's rows (1500 for a whole window), the others spread to as many
+    (:meth:`~multimodal_ser.encoder.EncodedWindow.decoder_input`)."""
+    rows = max(len(w.output) for w in windows)
+    return np.ascontiguousarray(torch.stack([w.decoder_input(rows) for w in windows]).numpy())
 
 
 def language_code(language: str) -> str:
@@ -378,7 +381,7 @@ class OpenAIWhisperTranscriber:
         if self.language is None:
             from whisper.decoding import detect_language
 
-            _, (probs,) = detect_language(self.model, window.output[None])
+            _, (probs,) = detect_language(self.model, window.decoder_input(WINDOW_FRAMES)[None])
             self.language = max(probs, key=probs.get)
             log.info("detected language %s (p=%.2f)", self.language, probs[self.language])
         return self.language
@@ -387,7 +390,7 @@ class OpenAIWhisperTranscriber:
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]:
         from whisper.decoding import DecodingOptions, decode
 
-        features = window.output[None]
+        features = window.decoder_input(WINDOW_FRAMES)[None]  # whisper reads a (1500, d_model) input as encoded
         self.detect_language(window)
         tokenizer = _tokenizer(self.multilingual, self.language)
         (result,) = decode(
@@ -435,7 +438,7 @@ class OpenAIWhisperTranscriber:
         ]
         try:
             with disable_sdpa():
-                logits = self.model.decoder(tokens[None], window.output[None])[0]
+                logits = self.model.decoder(tokens[None], window.decoder_input(WINDOW_FRAMES)[None])[0]
         finally:
             for hook in hooks:
                 hook.remove()

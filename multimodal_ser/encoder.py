@@ -59,15 +59,39 @@ class EncodedWindow:
     """shape ``(n_samples,)`` float32 at :data:`SAMPLE_RATE`: the window's samples as encoded
     (level-normalised when the encoder normalises), unpadded."""
     output: torch.Tensor
-    """shape ``(1500, d_model)``: the encoder's final (layer-normed) output, the ASR decoder's input."""
+    """shape ``(m, d_model)``: the encoder's final (layer-normed) output, the ASR decoder's input;
+    ``m`` is 1500, or fewer for :meth:`SpeechEncoder.encode_alone`, whose rows past the clip each
+    stand for several padding frames (``output_counts``)."""
     hidden_states: torch.Tensor
     """shape ``(n_layers + 1, n, d_model)``: the embedding (conv + positions) and each block's
     output; ``n`` is 1500, or the clip's own frames for :meth:`SpeechEncoder.encode_alone`."""
+    output_counts: np.ndarray | None = None
+    """shape ``(m,)`` int: window frames each row of ``output`` stands for, summing to 1500 (None: one each)."""
 
     @property
     def n_frames(self) -> int:
         """Encoder frames that cover real audio (the rest is padding)."""
         return max(1, min(seconds_to_frames(self.duration), self.hidden_states.shape[1]))
+
+    def decoder_input(self, length: int) -> torch.Tensor:
+        """``output`` as a memory of ``length`` rows for the ASR decoder, shape ``(length, d_model)``.
+
+        Every row of ``output`` is kept once and the rest of ``length`` is spread evenly over the
+        copies the rows stand for: ``length`` 1500 gives the whole window (each row repeated its
+        count), ``len(output)`` gives ``output`` itself. A decoder reads fewer rows faster, each
+        padding row then weighing less in its cross-attention than the frames it stands for.
+        """
+        rows = len(self.output)
+        if not rows <= length <= WINDOW_FRAMES:
+            raise ValueError(f"a memory of {length} rows: this window has {rows} rows for {WINDOW_FRAMES} frames")
+        if length == rows:
+            return self.output
+        counts = np.ones(rows, dtype=np.int64) if self.output_counts is None else self.output_counts
+        row_of_frame = np.repeat(np.arange(rows), counts)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        copies = np.setdiff1d(np.arange(len(row_of_frame)), first)  # frames past each row's first
+        chosen = copies[np.round(np.linspace(0, len(copies) - 1, length - rows)).astype(np.int64)] if length > rows else []
+        return self.output[row_of_frame[np.sort(np.concatenate([first, chosen]))]]
 
     def frames(self, start: float, end: float) -> torch.Tensor:
         """Hidden states of every layer between two recording times (seconds).
@@ -176,8 +200,8 @@ class SpeechEncoder:
         Alone in its window, a clip of ``n`` frames shares the encoder's self-attention with
         ``1500 - n`` frames of padding, which cost most of the pass. Here every ``stride``-th
         padding frame stands for the ``stride`` around it: it is attended with a bias of
-        ``log stride`` on its logits, as that many near-equal keys would be, and its output is
-        repeated over them for the decoder. The clips of a call run in batches of
+        ``log stride`` on its logits, as that many near-equal keys would be, and it is one row of
+        the window's output (:attr:`EncodedWindow.output_counts`). The clips of a call run in batches of
         :data:`ALONE_BATCH` clips of like length. With ``stride=1`` the result is that of
         :meth:`encode` (up to rounding); :data:`PADDING_STRIDE` keeps the voice and the ASR
         within the noise of a 10-ms shift of the clip.
@@ -216,7 +240,7 @@ class SpeechEncoder:
             rows.append(self._convolved_alone(audio, exact, positions[exact:]) + encoder.positional_embedding[positions])
             biases.append(torch.from_numpy(np.log(count)).float())
             n_real.append(frames)
-            counts.append(torch.from_numpy(count))
+            counts.append(count)
         length = max(len(r) for r in rows)
         x = torch.zeros(len(rows), length, self.d_model)
         bias = torch.full((len(rows), 1, 1, length), -math.inf)
@@ -233,8 +257,9 @@ class SpeechEncoder:
                 offset=offset,
                 duration=len(audio) / SAMPLE_RATE,
                 audio=audio,
-                output=output[i, : len(count)].repeat_interleave(count, dim=0),
+                output=output[i, : len(count)].clone(),
                 hidden_states=states[i, :, :n].clone(),
+                output_counts=count,
             )
             for i, (audio, offset, n, count) in enumerate(zip(clips, offsets, n_real, counts))
         ]

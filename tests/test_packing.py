@@ -10,7 +10,7 @@ import soundfile as sf
 import torch
 
 from multimodal_ser.asr import AsrSegment, Word
-from multimodal_ser.encoder import WINDOW_SAMPLES, EncodedWindow
+from multimodal_ser.encoder import WINDOW_FRAMES, WINDOW_SAMPLES, EncodedWindow
 from multimodal_ser.evaluation.cache import PredictionCache
 from multimodal_ser.evaluation.items import ItemRunner
 from multimodal_ser.media import SAMPLE_RATE
@@ -32,6 +32,22 @@ def test_pack_puts_every_piece_whole_in_one_window_in_order():
 def test_pack_refuses_a_piece_longer_than_a_window():
     with pytest.raises(ValueError, match="piece 1"):
         pack([SAMPLE_RATE, WINDOW_SAMPLES + 1])
+
+
+def test_a_compact_output_is_spread_to_any_memory_length_keeping_every_row_in_order():
+    """A window encoded with others has 100 rows of its own frames and 280 rows of 5 padding frames each."""
+    counts = np.concatenate([np.ones(100, np.int64), np.full(280, 5)])
+    output = torch.arange(len(counts), dtype=torch.float32)[:, None].expand(-1, 3)
+    window = EncodedWindow(0.0, 2.0, np.zeros(32000, np.float32), output, output[None, :100], output_counts=counts)
+    assert window.decoder_input(380) is output
+    torch.testing.assert_close(window.decoder_input(WINDOW_FRAMES), output.repeat_interleave(torch.from_numpy(counts), dim=0))
+    for length in (381, 500, 1499):
+        rows = window.decoder_input(length)[:, 0].long()
+        assert len(rows) == length and torch.equal(rows.unique_consecutive(), torch.arange(380))  # every row, in order
+        repeats = torch.bincount(rows, minlength=380)
+        assert (repeats[:100] == 1).all() and repeats.max() <= 5  # the clip's frames once, none past its count
+    with pytest.raises(ValueError, match="379 rows"):
+        window.decoder_input(379)
 
 
 class _Encoder:

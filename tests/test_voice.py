@@ -10,7 +10,7 @@ import torch
 from head_factory import saved_voice_head
 
 from multimodal_ser import heads, voice
-from multimodal_ser.encoder import EncodedWindow
+from multimodal_ser.encoder import WINDOW_FRAMES, EncodedWindow
 from multimodal_ser.errors import ModelError
 from multimodal_ser.evaluation.datasets import ravdess_manifest
 from multimodal_ser.labels import EMOTIONS, RAVDESS_8
@@ -208,7 +208,7 @@ def test_clips_encoded_alone_match_their_own_windows(encoder, ravdess, packaged_
     moved, noise = [], []
     for clip, whole, shifted, one, ten in zip(clips, solo, later, exact, strided, strict=True):
         n = -(-len(clip) // 320)
-        assert one.hidden_states.shape == (encoder.n_layers, n, encoder.d_model) and ten.output.shape == whole.output.shape
+        assert one.hidden_states.shape == (encoder.n_layers, n, encoder.d_model) and ten.decoder_input(WINDOW_FRAMES).shape == whole.output.shape
         torch.testing.assert_close(one.hidden_states, whole.hidden_states[:, :n], rtol=1e-4, atol=1e-2)
         torch.testing.assert_close(one.output, whole.output, rtol=1e-4, atol=1e-3)
         segment = [(0.2, len(clip) / SAMPLE_RATE - 0.2)]

@@ -139,7 +139,8 @@ def predict_manifest(
         from ..asr import DECODE_BATCH
         from ..encoder import PADDING_STRIDE
 
-        layout = {"max_seconds": MAX_PACKED_SECONDS, "padding_stride": PADDING_STRIDE, "decode_batch": DECODE_BATCH}
+        layout = {"max_seconds": MAX_PACKED_SECONDS, "padding_stride": PADDING_STRIDE, "decode_batch": DECODE_BATCH,
+                  "decoder_memory": "one row per padding stride"}
         if "audio" in ids:
             ids["audio"]["features"]["packed"] = layout
         if "asr" in ids:
