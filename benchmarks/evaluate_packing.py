@@ -1,10 +1,11 @@
 """Short clips encoded several at a time (``pack=True``) versus one window per clip, in ``mser evaluate``'s item stage.
 
-    .venv/bin/python benchmarks/evaluate_packing.py --data ../shared/data --n 60
+    .venv/bin/python benchmarks/evaluate_packing.py --data ../shared/data --n 60 [--corpus urdu]
 
 Runs :func:`multimodal_ser.evaluation.predict_manifest` (voice and ASR text, no cache) on ``--n``
-RAVDESS clips drawn with a seed across actors (their own sentence text withheld, so that the
-ASR runs), once with ``pack=False`` and once with ``pack=True``, in one process. Each call loads its models, so a one-clip call of each mode is
+clips drawn with a seed across speakers: RAVDESS (3.3-4.1 s of English, their own sentence text
+withheld, so that the ASR runs) or URDU (2-3 s of Urdu talk-show speech, the length of the
+issue's clips; no sentence text to score the transcripts against), once with ``pack=False`` and once with ``pack=True``, in one process. Each call loads its models, so a one-clip call of each mode is
 timed too and the time per clip is the marginal one: ``(t(n) - t(1)) / (n - 1)``. Agreement of
 the two paths per clip: the voice argmax, the absolute differences of the voice probabilities,
 and the word error rate of the packed transcript against the solo one. As a yardstick of noise,
@@ -25,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from multimodal_ser.evaluation import predict_manifest
-from multimodal_ser.evaluation.datasets import ravdess_manifest
+from multimodal_ser.evaluation.datasets import ravdess_manifest, urdu_manifest
 from multimodal_ser.labels import EMOTIONS
+from multimodal_ser.media import SAMPLE_RATE, load_audio
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -55,14 +57,15 @@ def _timed(manifest, *, pack: bool, threads: int):
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Packed versus one-window-per-clip item stage of mser evaluate.")
-    parser.add_argument("--data", type=Path, required=True, help="folder with ravdess-speech-16k/")
+    parser.add_argument("--data", type=Path, required=True, help="folder with ravdess-speech-16k/ (or urdu-16k/)")
+    parser.add_argument("--corpus", choices=("ravdess", "urdu"), default="ravdess")
     parser.add_argument("--n", type=int, default=60, help="clips")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
-    table = ravdess_manifest(args.data / "ravdess-speech-16k")
+    table = ravdess_manifest(args.data / "ravdess-speech-16k") if args.corpus == "ravdess" else urdu_manifest(args.data / "urdu-16k")
     # without RAVDESS's own sentence text, so that the ASR runs and its transcripts are compared
     manifest = table.sample(n=args.n, random_state=args.seed).sort_values("path").reset_index(drop=True).assign(text=None)
     times, tables = {}, {}
@@ -76,14 +79,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     p_solo, p_packed, p_shifted = (t[columns].to_numpy() for t in (solo, packed, shifted))
     errors = [word_errors(a, b) for a, b in zip(solo["text"].fillna(""), packed["text"].fillna(""), strict=True)]
     shift_errors = [word_errors(a, b) for a, b in zip(solo["text"].fillna(""), shifted["text"].fillna(""), strict=True)]
-    sentences = table.set_index("path").loc[solo["path"], "text"].to_numpy()  # what was said
+    # what was said (URDU has no transcripts)
+    sentences = table.set_index("path").loc[solo["path"], "text"].to_numpy() if args.corpus == "ravdess" else None
 
-    def wer(hypotheses) -> float:
+    def wer(hypotheses) -> float | None:
+        if sentences is None:
+            return None
         counts = [word_errors(reference, hypothesis) for reference, hypothesis in zip(sentences, hypotheses.fillna(""), strict=True)]
         return sum(e for e, _ in counts) / max(sum(n for _, n in counts), 1)
     labels = solo["label"].to_numpy()
     report = {
+        "corpus": args.corpus,
         "clips": args.n,
+        "seconds_per_clip": float(np.mean([len(load_audio(path)) for path in manifest["path"]]) / SAMPLE_RATE),
         "solo": times[False],
         "packed": times[True],
         "speed_up_per_clip": times[False]["per_clip_s"] / times[True]["per_clip_s"],

@@ -21,6 +21,20 @@ from .encoder import FRAMES_PER_SECOND, WINDOW_FRAMES, EncodedWindow
 
 log = logging.getLogger(__name__)
 
+MAX_NEW_TOKENS = 448
+"""tokens a 30-s window's decoding may write (CTranslate2's and faster-whisper's limit)."""
+TOKENS_PER_SECOND = 24
+"""a shorter window may write 32 tokens and this many per second of it: no transcript measured
+here came near (at most 22 a second, Urdu as Whisper writes it, on 2-s clips; English at most 3),
+while a repetition loop (Whisper base loops on about a third of the URDU clips) stops at 80
+tokens on a 2-s clip instead of 448."""
+
+
+def max_new_tokens(seconds: float) -> int:
+    """Tokens the decoding of a window of ``seconds`` may write (:data:`TOKENS_PER_SECOND`)."""
+    return min(MAX_NEW_TOKENS, 32 + int(np.ceil(TOKENS_PER_SECOND * seconds)))
+
+
 DECODE_BATCH = 4
 """windows CTranslate2 decodes together in :meth:`CTranslate2Transcriber.transcribe_many`: 4 halved
 the decoding time per short clip here (0.24 s to 0.12 s); 8 gained nothing more."""
@@ -114,7 +128,8 @@ def _tokenizer(multilingual: bool, language: str | None):
 
 
 def _split_segments(tokens: list[int], tokenizer, duration: float) -> list[tuple[float, float, list[int]]]:
-    """Cut a decoded token sequence at its timestamp tokens: ``(start, end, text tokens)`` in window seconds."""
+    """Cut a decoded token sequence at its timestamp tokens: ``(start, end, text tokens)`` in window
+    seconds. Other special tokens (a language token the decoder wrote mid-text) are no text."""
     begin = tokenizer.timestamp_begin
     segments, text, start = [], [], None
     for token in tokens:
@@ -129,7 +144,7 @@ def _split_segments(tokens: list[int], tokenizer, duration: float) -> list[tuple
                 text, start = [], None
             else:
                 start = t
-        else:
+        elif token < tokenizer.eot:
             text.append(token)
     if text:
         segments.append((start or 0.0, duration, text))
@@ -318,7 +333,7 @@ class CTranslate2Transcriber:
                 beam_size=self.options.beam_size,
                 return_scores=True,
                 return_no_speech_prob=True,
-                max_length=448,
+                max_length=max_new_tokens(max(windows[i].duration for i in part)),
                 suppress_blank=True,
                 suppress_tokens=[-1],
                 max_initial_timestamp_index=50,
@@ -396,7 +411,8 @@ class OpenAIWhisperTranscriber:
         (result,) = decode(
             self.model,
             features,
-            DecodingOptions(language=self.language, beam_size=self.options.beam_size, fp16=False, without_timestamps=False),
+            DecodingOptions(language=self.language, beam_size=self.options.beam_size, fp16=False, without_timestamps=False,
+                            sample_len=min(max_new_tokens(window.duration), self.model.dims.n_text_ctx // 2)),  # whisper's own limit is half its context
         )
         if result.no_speech_prob > self.options.no_speech_threshold and result.avg_logprob < self.options.logprob_threshold:
             return []

@@ -1,10 +1,20 @@
 """ASR on real speech: both engines decode the one shared encoder pass."""
 
 import re
+import zlib
 
 import pytest
 
-from multimodal_ser.asr import CTranslate2Transcriber, OpenAIWhisperTranscriber, _split_segments, _tokenizer
+from multimodal_ser.asr import (
+    MAX_NEW_TOKENS,
+    TOKENS_PER_SECOND,
+    AsrOptions,
+    CTranslate2Transcriber,
+    OpenAIWhisperTranscriber,
+    _split_segments,
+    _tokenizer,
+    max_new_tokens,
+)
 from multimodal_ser.encoder import FRAMES_PER_SECOND, SpeechEncoder
 from multimodal_ser.errors import ModelError
 from multimodal_ser.media import load_audio
@@ -81,6 +91,26 @@ def test_timestamp_tokens_cut_segments():
     hello, world = tokenizer.encode(" hello"), tokenizer.encode(" world")
     tokens = [t + 0, *hello, t + 50, t + 60, *world, t + 100, tokenizer.eot]
     assert _split_segments(tokens, tokenizer, 5.0) == [(0.0, 1.0, hello), (1.2, 2.0, world)]
+    gujarati = tokenizer.encode(" <|gu|>", allowed_special="all")[-1]  # a language token written mid-text is no word
+    assert _split_segments([t + 0, *hello, gujarati, *world, t + 100], tokenizer, 5.0) == [(0.0, 2.0, hello + world)]
+
+
+def test_a_short_window_may_write_fewer_tokens():
+    assert max_new_tokens(2.0) == 32 + 2 * TOKENS_PER_SECOND < max_new_tokens(8.0) < MAX_NEW_TOKENS == max_new_tokens(30.0)
+
+
+@pytest.mark.models
+def test_a_repetition_loop_on_a_short_clip_stops_at_its_token_limit(whisper_base, shared_data):
+    """Whisper base loops on this 2-s Urdu talk-show clip ("आज्में आज्में ..."): the beam stops at the
+    2-s window's limit, not at 448 tokens."""
+    clip = shared_data / "urdu-16k" / "Angry" / "SM1_F1_A01.flac"
+    if not clip.is_file():
+        pytest.skip(f"URDU clip not found at {clip}")
+    window = SpeechEncoder(whisper_base).encode(load_audio(clip))
+    transcriber = CTranslate2Transcriber(ctranslate2_dir("base"), multilingual=True, options=AsrOptions(language="hi"), threads=2)
+    text = " ".join(segment.text for segment in transcriber.transcribe(window))
+    assert len(text.encode()) / len(zlib.compress(text.encode())) > 2.4, text  # a loop
+    assert len(_tokenizer(True, "hi").encode(" " + text)) <= max_new_tokens(window.duration) < 100
 
 
 @pytest.mark.models

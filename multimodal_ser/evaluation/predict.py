@@ -134,7 +134,10 @@ def predict_manifest(
             "features": {"recipe": FEATURE_RECIPE, "span": "vad-first-to-last, voice.segment_span"},
         }
     if "text" in modalities:
-        ids["asr"] = {"engine": "ctranslate2", **models.whisper_id(), "language": language, "beam_size": 5}
+        from ..asr import MAX_NEW_TOKENS, TOKENS_PER_SECOND
+
+        ids["asr"] = {"engine": "ctranslate2", **models.whisper_id(), "language": language, "beam_size": 5,
+                      "max_new_tokens": {"per_second": TOKENS_PER_SECOND, "at_most": MAX_NEW_TOKENS}}
     if pack:  # a packed item's results differ from its results alone, within the noise
         from ..asr import DECODE_BATCH
         from ..encoder import PADDING_STRIDE
