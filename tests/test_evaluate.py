@@ -15,6 +15,7 @@ import pytest
 
 from multimodal_ser import evaluation
 from multimodal_ser.evaluation import systems as systems_module
+from multimodal_ser.evaluation.cache import PredictionCache
 from multimodal_ser.evaluation.items import BranchOutput, ItemPrediction
 from multimodal_ser.evaluation.predict import prediction_table
 from multimodal_ser.fusion import AttentionOptions
@@ -338,6 +339,32 @@ def test_evaluation_gives_no_text_emotion_in_a_language_the_text_head_cannot_rea
     items = [ItemPrediction(index=0, group=None, kind="none", text="Ich bin wütend.")]
     _text_branches(models, items, SimpleNamespace(get=refuse, put=refuse, key=refuse), {})
     assert not items[0].branches["text"].present
+
+
+def test_an_item_heard_in_a_language_the_text_head_does_not_read_gets_no_text_emotion():
+    """Without --language each item's language is detected: Urdu heard as Hindi is not read by an
+    English head (the English item still is), and the warning names the languages."""
+    from types import SimpleNamespace
+
+    from multimodal_ser.evaluation.predict import _text_branches
+
+    read = []
+
+    def predict(texts):
+        read.extend(texts)
+        return SimpleNamespace(emotions=np.full((len(texts), 7), 1 / 7), embeddings=np.zeros((len(texts), 4)))
+
+    models = SimpleNamespace(language=None, text=lambda: SimpleNamespace(languages=("en",), predict=predict))
+    items = [
+        ItemPrediction(index=0, group=None, kind="audio", text="आज मैं", text_source="asr", text_language="hi"),
+        ItemPrediction(index=1, group=None, kind="audio", text="I am angry.", text_source="asr", text_language="en"),
+        ItemPrediction(index=2, group=None, kind="audio", text="अरे", text_source="asr", text_language="hi"),
+        ItemPrediction(index=3, group=None, kind="none", text="Fine, thanks.", text_source="manifest"),
+    ]
+    (warning,) = _text_branches(models, items, PredictionCache(None), {})
+    assert read == ["Fine, thanks.", "I am angry."]
+    assert [item.branches["text"].present for item in items] == [False, True, False, True]
+    assert "2 items" in warning and "hi (2)" in warning
 
 
 # --- the voice read against its collection -------------------------------------------------------------

@@ -118,6 +118,17 @@ class ItemPrediction:
     """what the text branch reads (None: no text branch for this item)."""
     text_source: str | None = None
     """``manifest`` or ``asr`` (None with no text)."""
+    text_language: str | None = None
+    """the language the ASR wrote the text in (told or detected; None for a manifest's text)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcript:
+    """An item's ASR text."""
+
+    text: str
+    language: str | None
+    """the language it was decoded in (the option, else detected on the item); None: no sound to decode."""
 
 
 def _item_audio(path: Path, start: float, end: float, memo: dict) -> np.ndarray | None:
@@ -148,7 +159,7 @@ def _speech_span(models: Models, samples: np.ndarray, offset: float) -> tuple[fl
 
 def _speech_passes(
     models: Models, samples: np.ndarray, start: float, *, want_features: bool, want_asr: bool
-) -> tuple[VoiceFeatures | None, str | None]:
+) -> tuple[VoiceFeatures | None, Transcript | None]:
     """Encode the item once per window; voice features and/or the ASR transcript from the same passes."""
     from ..voice import segment_features, segment_span
 
@@ -169,7 +180,7 @@ def _speech_passes(
         if want_asr:
             texts += [s.text.strip() for s in models.transcriber().transcribe(encoded)]
     voice = VoiceFeatures(np.stack(features), np.asarray(weights)) if want_features else None
-    return voice, (" ".join(t for t in texts if t) if want_asr else None)
+    return voice, (Transcript(" ".join(t for t in texts if t), models.transcriber().language) if want_asr else None)
 
 
 def _face_branch(models: Models, path: Path, start: float, end: float, memo: dict) -> BranchOutput:
@@ -229,7 +240,7 @@ class ItemRunner:
         self.hashes: dict = {}
         self.audio_memo: dict = {}
         self.face_memo: dict = {"crops": images_are_face_crops}
-        self.packed: dict[int, tuple[VoiceFeatures | None, str | None]] = {}
+        self.packed: dict[int, tuple[VoiceFeatures | None, Transcript | None]] = {}
         """``{row index: (voice features, transcript)}`` computed by :meth:`prepare`, taken by :meth:`run`."""
 
     def _plan(self, row: pd.Series) -> _Plan:
@@ -300,13 +311,13 @@ class ItemRunner:
             if plan.given_text.strip():
                 item.text, item.text_source = plan.given_text, "manifest"
             elif plan.want_asr:
-                item.text, item.text_source = transcript, "asr"
+                item.text, item.text_source, item.text_language = transcript.text, "asr", transcript.language
         if "face" in self.modalities:
             face = plan.kind in ("image", "video")
             item.branches["face"] = self._face(plan.path, plan.key, plan.start, plan.end) if face else BranchOutput()
         return item
 
-    def _cached_speech(self, plan: _Plan) -> tuple[VoiceFeatures | None, str | None, str | None, str | None]:
+    def _cached_speech(self, plan: _Plan) -> tuple[VoiceFeatures | None, Transcript | None, str | None, str | None]:
         """``(voice features, transcript, features key, ASR key)``: what the cache holds (None: not
         wanted or not cached) and where the item's results go."""
         voice, transcript, features_key, asr_key = None, None, None, None
@@ -318,10 +329,11 @@ class ItemRunner:
         if plan.want_asr:
             asr_key = self.cache.key("asr", plan.key, plan.start, plan.end, self.ids["asr"])
             cached = self.cache.get("asr", asr_key)
-            transcript = None if cached is None else str(cached["text"])
+            if cached is not None and "language" in cached:  # older entries lack the language: decoded again
+                transcript = Transcript(str(cached["text"]), str(cached["language"]) or None)
         return voice, transcript, features_key, asr_key
 
-    def _speech(self, plan: _Plan, packed: tuple[VoiceFeatures | None, str | None] | None):
+    def _speech(self, plan: _Plan, packed: tuple[VoiceFeatures | None, Transcript | None] | None):
         """Voice features and the ASR transcript: from the cache, from :meth:`prepare`'s ``packed``
         pass, or from one encoder pass per window of the item alone."""
         voice, transcript, features_key, asr_key = self._cached_speech(plan)
@@ -333,7 +345,7 @@ class ItemRunner:
         else:
             samples = _item_audio(plan.path, plan.start, plan.end, self.audio_memo)
             if samples is None:  # a video without sound
-                computed_voice, computed_text = NO_VOICE, ""
+                computed_voice, computed_text = NO_VOICE, Transcript("", None)
             else:
                 offset = 0.0 if np.isnan(plan.start) else plan.start
                 computed_voice, computed_text = _speech_passes(
@@ -344,7 +356,7 @@ class ItemRunner:
             self.cache.put("voice-features", features_key, **voice.arrays())
         if need_asr:
             transcript = computed_text
-            self.cache.put("asr", asr_key, text=np.array(transcript))
+            self.cache.put("asr", asr_key, text=np.array(transcript.text), language=np.array(transcript.language or ""))
         return voice, transcript
 
     def _face(self, path: Path, key, start: float, end: float) -> BranchOutput:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..registry import Models
+from .items import Transcript
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,8 @@ class ClipResult:
     """shape ``(F,)`` float32: :func:`multimodal_ser.voice.segment_features` of its speech span (None: not wanted)."""
     seconds: float
     """seconds of the span the features were read over (0 when not wanted)."""
-    transcript: str | None
-    """its ASR text (None: not wanted)."""
+    transcript: Transcript | None
+    """its ASR text and the language it was decoded in (None: not wanted)."""
 
 
 def packed_passes(models: Models, clips: Sequence[Clip]) -> list[ClipResult]:
@@ -53,8 +54,8 @@ def packed_passes(models: Models, clips: Sequence[Clip]) -> list[ClipResult]:
     encoded = dict(zip(wanted, models.encoder().encode_alone([clips[k].samples for k in wanted]), strict=True))
     heard = [k for k in wanted if clips[k].want_asr]
     transcripts = {
-        k: " ".join(t for t in (s.text.strip() for s in segments) if t)
-        for k, (_, segments) in zip(heard, models.transcriber().transcribe_many([encoded[k] for k in heard]), strict=True)
+        k: Transcript(" ".join(t for t in (s.text.strip() for s in segments) if t), language)
+        for k, (language, segments) in zip(heard, models.transcriber().transcribe_many([encoded[k] for k in heard]), strict=True)
     }
     results = []
     for k, clip in enumerate(clips):

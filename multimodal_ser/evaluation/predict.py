@@ -50,7 +50,8 @@ class Predictions:
     table: pd.DataFrame
     """one row per manifest row that did not fail: ``path``, ``start``, ``end`` (seconds; NaN = the
     whole file), ``label``, ``group`` (str; the item's own index when the manifest has none),
-    ``text`` (what the text branch read), ``text_source`` (``manifest``, ``asr`` or None), the
+    ``text`` (what the text branch read), ``text_source`` (``manifest``, ``asr`` or None),
+    ``text_language`` (the language the ASR wrote ``text`` in; None for a manifest's text), the
     manifest's other columns (``source``, ``actor``, ...), and for each requested modality the
     columns of :func:`multimodal_ser.grid.modality_table`."""
     failures: list[dict]
@@ -180,7 +181,7 @@ def predict_manifest(
         _voice_branches(models, items, heads, voice_reference)
     if "text" in modalities:
         ids["text"] = models.text().model_ids
-        _text_branches(models, items, cache, ids["text"])
+        warnings += _text_branches(models, items, cache, ids["text"])
     out = prediction_table(table, items, modalities)
     if failures:
         log.warning("%d of %d items failed; they are left out of every score", len(failures), len(table))
@@ -277,16 +278,26 @@ def _voice_branches(models: Models, items: list[ItemPrediction], heads: dict, re
         item.branches["audio"] = BranchOutput(probabilities / probabilities.sum(), embedding.astype(np.float32))
 
 
-def _text_branches(models: Models, items: list[ItemPrediction], cache: PredictionCache, text_ids: dict) -> None:
+def _text_branches(models: Models, items: list[ItemPrediction], cache: PredictionCache, text_ids: dict) -> list[str]:
     """Text emotion for every distinct non-blank text, from the cache or in one batch; none at all
-    when ``models.language`` is one the text head does not read (see :func:`multimodal_ser.text.text_table`)."""
+    when ``models.language`` is one the text head does not read (see :func:`multimodal_ser.text.text_table`),
+    and none for an item whose ASR text is in such a language (detected).
+
+    Returns:
+        A warning naming the languages the text head left unread, if any.
+    """
     from ..asr import language_code
 
-    if models.language is not None and language_code(models.language) not in models.text().languages:
+    readable = models.text().languages
+    if models.language is not None and language_code(models.language) not in readable:
         for item in items:
             item.branches["text"] = BranchOutput()
-        return
-    texts = sorted({item.text.strip() for item in items if item.text and item.text.strip()})
+        return []
+    unread: dict[str, int] = {}
+    for item in items:
+        if item.text_language is not None and language_code(item.text_language) not in readable:
+            unread[item.text_language] = unread.get(item.text_language, 0) + 1
+    texts = sorted({item.text.strip() for item in items if item.text and item.text.strip() and item.text_language not in unread})
     found: dict[str, BranchOutput] = {}
     missing = []
     for text in texts:
@@ -302,7 +313,12 @@ def _text_branches(models: Models, items: list[ItemPrediction], cache: Predictio
             cache.put("text", cache.key("text", text, text_ids), **found[text].arrays())
     for item in items:
         text = (item.text or "").strip()
-        item.branches["text"] = found[text] if text else BranchOutput()
+        item.branches["text"] = found[text] if text and item.text_language not in unread else BranchOutput()
+    if not unread:
+        return []
+    heard = ", ".join(f"{language} ({n})" for language, n in sorted(unread.items(), key=lambda kv: -kv[1]))
+    return [(f"{sum(unread.values())} items were transcribed in languages the text head does not read ({heard}; it reads "
+             f"{', '.join(readable)}): they have no text emotion. Give --language if the detection is wrong.")]
 
 
 def prediction_table(manifest: pd.DataFrame, items: Sequence[ItemPrediction], modalities: Sequence[str]) -> pd.DataFrame:
@@ -330,6 +346,7 @@ def prediction_table(manifest: pd.DataFrame, items: Sequence[ItemPrediction], mo
             "group": pd.Series(groups, dtype=object),
             "text": pd.Series([item.text for item in items], dtype=object),
             "text_source": pd.Series([item.text_source for item in items], dtype=object),
+            "text_language": pd.Series([item.text_language for item in items], dtype=object),
         }
     )
     extra = [
