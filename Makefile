@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/batch_bench.py
 	if test -d $(DATA)/ravdess-speech-16k; then $(PY) benchmarks/evaluate_packing.py --data $(DATA) --n 60; \
 	else echo "evaluate_packing skipped: no $(DATA)/ravdess-speech-16k"; fi
+	if test -d $(DATA)/urdu-16k; then $(PY) benchmarks/evaluate_packing.py --data $(DATA) --n 60 --corpus urdu; \
+	else echo "evaluate_packing (2-s clips) skipped: no $(DATA)/urdu-16k"; fi
 	if test -d $(DATA)/talking-heads; then $(PY) benchmarks/face_speed.py $(DATA)/talking-heads/*.mp4; \
 	else echo "face_speed skipped: no $(DATA)/talking-heads"; fi
 
