@@ -141,7 +141,8 @@ def test_packed_items_get_their_own_features_and_words_back(tmp_path):
     table = pd.DataFrame(rows)
     models = _Models()
     ids = {"audio": {"encoder": "fake", "features": {}}, "asr": {}}
-    runner = ItemRunner(models, PredictionCache(None), ids, ("audio", "text"), images_are_face_crops=False, pack=True)
+    cache = PredictionCache(tmp_path / "cache")
+    runner = ItemRunner(models, cache, ids, ("audio", "text"), images_are_face_crops=False, pack=True)
     runner.prepare(list(table.iterrows()))
     encoder = models.encoder()
     assert encoder.windows == []  # the 14 short items are encoded together, whole, for the voice and the ASR
@@ -150,8 +151,15 @@ def test_packed_items_get_their_own_features_and_words_back(tmp_path):
     for index in np.random.default_rng(2).permutation(len(table)):
         item = runner.run(table.iloc[index], int(index))
         assert item.voice.features[0, 0] == pytest.approx(levels[index], abs=1e-6)
-        assert item.text == str(round(levels[index] * 100))
+        assert item.text == str(round(levels[index] * 100)) and item.text_language == "en"
     assert encoder.windows == [pytest.approx(10.0)]  # item 7, too long, had a window of its own
+    again = _Models()  # a second run reads every item's features, words and language from the cache
+    runner = ItemRunner(again, cache, ids, ("audio", "text"), images_are_face_crops=False, pack=True)
+    runner.prepare(list(table.iterrows()))
+    for index in range(len(table)):
+        item = runner.run(table.iloc[index], index)
+        assert item.text == str(round(levels[index] * 100)) and item.text_language == "en"
+    assert again.encoder().windows == again.encoder().alone == []
 
 
 @pytest.mark.slow

@@ -329,8 +329,7 @@ class ItemRunner:
         if plan.want_asr:
             asr_key = self.cache.key("asr", plan.key, plan.start, plan.end, self.ids["asr"])
             cached = self.cache.get("asr", asr_key)
-            if cached is not None and "language" in cached:  # older entries lack the language: decoded again
-                transcript = Transcript(str(cached["text"]), str(cached["language"]) or None)
+            transcript = None if cached is None else Transcript(str(cached["text"]), str(cached["language"]) or None)
         return voice, transcript, features_key, asr_key
 
     def _speech(self, plan: _Plan, packed: tuple[VoiceFeatures | None, Transcript | None] | None):
