@@ -5,7 +5,8 @@
 Runs :func:`multimodal_ser.evaluation.predict_manifest` (voice and ASR text, no cache) on ``--n``
 clips drawn with a seed across speakers: RAVDESS (3.3-4.1 s of English, their own sentence text
 withheld, so that the ASR runs) or URDU (2-3 s of Urdu talk-show speech, the length of the
-issue's clips; no sentence text to score the transcripts against), once with ``pack=False`` and once with ``pack=True``, in one process. Each call loads its models, so a one-clip call of each mode is
+issue's clips; no sentence text to score the transcripts against), once with ``pack=False`` and
+once with ``pack=True``, in one process. Each call loads its models, so a one-clip call of each mode is
 timed too and the time per clip is the marginal one: ``(t(n) - t(1)) / (n - 1)``. Agreement of
 the two paths per clip: the voice argmax, the absolute differences of the voice probabilities,
 and the word error rate of the packed transcript against the solo one. As a yardstick of noise,
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     table = ravdess_manifest(args.data / "ravdess-speech-16k") if args.corpus == "ravdess" else urdu_manifest(args.data / "urdu-16k")
-    # without RAVDESS's own sentence text, so that the ASR runs and its transcripts are compared
+    # without the clips' own text, so that the ASR runs and its transcripts are compared
     manifest = table.sample(n=args.n, random_state=args.seed).sort_values("path").reset_index(drop=True).assign(text=None)
     times, tables = {}, {}
     for pack in (False, True):
