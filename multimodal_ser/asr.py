@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -100,7 +100,7 @@ class Transcriber(Protocol):
 
     def transcribe(self, window: EncodedWindow) -> list[AsrSegment]: ...
 
-    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]: ...
+    def transcribe_many(self, windows: Sequence[EncodedWindow], *, only: Collection[str] | None = None) -> list[tuple[str, list[AsrSegment]]]: ...
 
     def align(self, window: EncodedWindow, texts: list[str], spans: list[tuple[float, float]]) -> list[tuple[Word, ...]]: ...
 
@@ -291,17 +291,20 @@ class CTranslate2Transcriber:
         """The window's segments, in the recording's language (:meth:`detect_language`)."""
         return self._decode([window], [self.detect_language(window)])[0]
 
-    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]:
+    def transcribe_many(self, windows: Sequence[EncodedWindow], *, only: Collection[str] | None = None) -> list[tuple[str, list[AsrSegment]]]:
         """Each window a recording of its own, its language the option or else detected on it,
         decoded :data:`DECODE_BATCH` at a time (faster per window than one by one):
-        ``(language, segments)`` per window. Forgets the current recording's language."""
+        ``(language, segments)`` per window; with ``only``, a window in another language is not
+        decoded (no segments). Forgets the current recording's language."""
         self.new_recording()
         results = []
         for first in range(0, len(windows), DECODE_BATCH):
             batch = windows[first : first + DECODE_BATCH]
             outputs = _outputs(batch)
             languages = [self.language] * len(batch) if self.language is not None else self._detect_each(outputs)
-            results += zip(languages, self._decode(batch, languages, outputs))
+            chosen = [i for i, language in enumerate(languages) if only is None or language in only]
+            decoded = dict(zip(chosen, self._decode([batch[i] for i in chosen], [languages[i] for i in chosen], outputs[chosen]) if chosen else []))
+            results += [(language, decoded.get(i, [])) for i, language in enumerate(languages)]
         return results
 
     def _detect_each(self, outputs: np.ndarray) -> list[str]:
@@ -421,14 +424,15 @@ class OpenAIWhisperTranscriber:
         words = self._align(window, tokenizer, text_tokens) if self.options.word_timestamps and text_tokens else []
         return _assemble(window, tokenizer, segments, words, float(result.avg_logprob), float(result.no_speech_prob))
 
-    def transcribe_many(self, windows: Sequence[EncodedWindow]) -> list[tuple[str, list[AsrSegment]]]:
+    def transcribe_many(self, windows: Sequence[EncodedWindow], *, only: Collection[str] | None = None) -> list[tuple[str, list[AsrSegment]]]:
         """Each window a recording of its own, its language the option or else detected on it,
-        decoded one by one: ``(language, segments)`` per window. Forgets the current recording's language."""
+        decoded one by one: ``(language, segments)`` per window; with ``only``, a window in another
+        language is not decoded (no segments). Forgets the current recording's language."""
         results = []
         for window in windows:
             self.new_recording()
-            segments = self.transcribe(window)
-            results.append((self.language, segments))
+            language = self.detect_language(window)
+            results.append((language, self.transcribe(window) if only is None or language in only else []))
         self.new_recording()
         return results
 

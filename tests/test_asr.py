@@ -83,6 +83,9 @@ def test_windows_decoded_together_each_keep_their_own_language(whisper_base, int
     assert [language for language, _ in heard] == ["en", "tr", "tr", "en"]
     assert [re.findall(r"\w+", " ".join(s.text for s in segments).lower()) for _, segments in heard[1:3]] == [["açık"], ["algı"]]
     assert " ".join(_words(" ".join(s.text for s in heard[3][1]))) == EXPECTED
+    english_only = transcriber.transcribe_many([interview_window, words[0]], only=("en",))
+    assert [language for language, _ in english_only] == ["en", "tr"] and english_only[1][1] == []
+    assert english_only[0][1] == heard[0][1]
 
 
 def test_timestamp_tokens_cut_segments():

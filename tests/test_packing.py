@@ -79,17 +79,24 @@ class _Encoder:
 
 
 class _Transcriber:
-    """One word per stretch of sound, at its place: the stretch's level in hundredths."""
-
-    language = "en"
+    """One word per stretch of sound, at its place: the stretch's level in hundredths. Sound above
+    0.105 is heard as Urdu, the rest as English."""
 
     def __init__(self):
         self.batches: list[int] = []
+        self.decoded = 0
+        self.language = None
 
     def new_recording(self):
-        """The language stays English."""
+        self.language = None
+
+    def detect_language(self, window):
+        self.language = self.language or ("ur" if np.abs(window.audio).max() > 0.105 else "en")
+        return self.language
 
     def transcribe(self, window):
+        self.detect_language(window)
+        self.decoded += 1
         loud = np.abs(window.audio) > 0
         edges = np.flatnonzero(np.diff(np.concatenate([[0], loud.astype(int), [0]])))
         words = [
@@ -98,9 +105,14 @@ class _Transcriber:
         ]
         return [AsrSegment(words[0].start, words[-1].end, "".join(w.word for w in words), tuple(words), 0.0, 0.0)] if words else []
 
-    def transcribe_many(self, windows):
+    def transcribe_many(self, windows, only=None):
         self.batches.append(len(windows))
-        return [(self.language, self.transcribe(window)) for window in windows]
+        results = []
+        for window in windows:
+            self.new_recording()
+            language = self.detect_language(window)
+            results.append((language, self.transcribe(window) if only is None or language in only else []))
+        return results
 
 
 class _Vad:
@@ -128,7 +140,8 @@ class _Models:
         return self._vad
 
 
-def test_packed_items_get_their_own_features_and_words_back(tmp_path):
+def _level_clips(tmp_path) -> tuple[pd.DataFrame, np.ndarray]:
+    """15 clips, each a steady level between silences (item 7 too long to pack), and their levels."""
     rng = np.random.default_rng(1)
     levels = np.arange(1, 16) / 100
     rows = []
@@ -138,7 +151,11 @@ def test_packed_items_get_their_own_features_and_words_back(tmp_path):
         audio[int(0.6 * SAMPLE_RATE) : -int(0.5 * SAMPLE_RATE)] = level  # speech: a steady level between silences
         sf.write(tmp_path / f"clip{i}.wav", audio, SAMPLE_RATE, subtype="FLOAT")
         rows.append({"path": str(tmp_path / f"clip{i}.wav"), "start": np.nan, "end": np.nan, "group": "a", "text": None})
-    table = pd.DataFrame(rows)
+    return pd.DataFrame(rows), levels
+
+
+def test_packed_items_get_their_own_features_and_words_back(tmp_path):
+    table, levels = _level_clips(tmp_path)
     models = _Models()
     ids = {"audio": {"encoder": "fake", "features": {}}, "asr": {}}
     cache = PredictionCache(tmp_path / "cache")
@@ -151,14 +168,14 @@ def test_packed_items_get_their_own_features_and_words_back(tmp_path):
     for index in np.random.default_rng(2).permutation(len(table)):
         item = runner.run(table.iloc[index], int(index))
         assert item.voice.features[0, 0] == pytest.approx(levels[index], abs=1e-6)
-        assert item.text == str(round(levels[index] * 100)) and item.text_language == "en"
+        assert item.text == str(round(levels[index] * 100)) and item.text_language == ("ur" if levels[index] > 0.105 else "en")
     assert encoder.windows == [pytest.approx(10.0)]  # item 7, too long, had a window of its own
     again = _Models()  # a second run reads every item's features, words and language from the cache
     runner = ItemRunner(again, cache, ids, ("audio", "text"), images_are_face_crops=False, pack=True)
     runner.prepare(list(table.iterrows()))
     for index in range(len(table)):
         item = runner.run(table.iloc[index], index)
-        assert item.text == str(round(levels[index] * 100)) and item.text_language == "en"
+        assert item.text == str(round(levels[index] * 100)) and item.text_language == ("ur" if levels[index] > 0.105 else "en")
     assert again.encoder().windows == again.encoder().alone == []
 
 
@@ -182,3 +199,18 @@ def test_packed_and_solo_predictions_of_ravdess_clips_agree(shared_data):
     assert np.abs(p_solo - p_packed).mean() < 0.015
     assert np.mean(p_solo.argmax(1) == p_packed.argmax(1)) >= 0.9
     assert (solo["text"] == packed["text"]).sum() >= 8, list(zip(solo["text"], packed["text"]))
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_only_the_words_of_items_in_a_language_the_text_head_reads_are_decoded(tmp_path, pack):
+    """Packed or alone, an item heard in another language keeps its language and gets no words."""
+    table, levels = _level_clips(tmp_path)
+    models = _Models()
+    ids = {"audio": {"encoder": "fake", "features": {}}, "asr": {}}
+    runner = ItemRunner(models, PredictionCache(None), ids, ("audio", "text"), images_are_face_crops=False, pack=pack, asr_languages=("en",))
+    runner.prepare(list(table.iterrows()))
+    items = [runner.run(table.iloc[index], index) for index in range(len(table))]
+    english = levels <= 0.105
+    assert [item.text_language for item in items] == ["en" if e else "ur" for e in english]
+    assert [item.text for item in items] == [str(round(level * 100)) if e else "" for level, e in zip(levels, english)]
+    assert models.transcriber().decoded == english.sum()

@@ -21,7 +21,7 @@ error. A row whose media file does not exist but that has ``text`` is a text-onl
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +158,10 @@ def _speech_span(models: Models, samples: np.ndarray, offset: float) -> tuple[fl
 
 
 def _speech_passes(
-    models: Models, samples: np.ndarray, start: float, *, want_features: bool, want_asr: bool
+    models: Models, samples: np.ndarray, start: float, *, want_features: bool, want_asr: bool, only: Collection[str] | None = None
 ) -> tuple[VoiceFeatures | None, Transcript | None]:
-    """Encode the item once per window; voice features and/or the ASR transcript from the same passes."""
+    """Encode the item once per window; voice features and/or the ASR transcript from the same
+    passes (with ``only``, its language's words only when it is one of them)."""
     from ..voice import segment_features, segment_span
 
     n_windows = int(np.ceil(len(samples) / (MAX_WINDOW_SECONDS * SAMPLE_RATE)))
@@ -177,7 +178,7 @@ def _speech_passes(
             span_start, span_end, _ = segment_span(encoded, *_speech_span(models, piece, offset))
             features.append(segment_features(encoded, span_start, span_end))
             weights.append(span_end - span_start)
-        if want_asr:
+        if want_asr and (only is None or models.transcriber().detect_language(encoded) in only):
             texts += [s.text.strip() for s in models.transcriber().transcribe(encoded)]
     voice = VoiceFeatures(np.stack(features), np.asarray(weights)) if want_features else None
     return voice, (Transcript(" ".join(t for t in texts if t), models.transcriber().language) if want_asr else None)
@@ -232,11 +233,14 @@ class ItemRunner:
         modalities: the branches to run.
         images_are_face_crops: classify whole images instead of detecting faces in them.
         pack: let :meth:`prepare` encode short items several to a window (:mod:`.packed`).
+        asr_languages: decode the words of items in these languages only (the text head's: the
+            others would feed nothing); their language is still detected. None: every item's.
     """
 
     def __init__(self, models: Models, cache: PredictionCache, ids: dict, modalities: tuple[str, ...], *,
-                 images_are_face_crops: bool, pack: bool):
+                 images_are_face_crops: bool, pack: bool, asr_languages: Collection[str] | None = None):
         self.models, self.cache, self.ids, self.modalities, self.pack = models, cache, ids, modalities, pack
+        self.asr_languages = asr_languages
         self.hashes: dict = {}
         self.audio_memo: dict = {}
         self.face_memo: dict = {"crops": images_are_face_crops}
@@ -294,7 +298,7 @@ class ItemRunner:
             Clip(normalise_loudness(samples) if normalise else samples, speech or (0.0, len(samples) / SAMPLE_RATE), *want)
             for samples, speech, want in zip(pieces, self.models.vad().extents(pieces), wants, strict=True)
         ]
-        for index, result in zip(indices, packed_passes(self.models, clips), strict=True):
+        for index, result in zip(indices, packed_passes(self.models, clips, only=self.asr_languages), strict=True):
             voice = None if result.features is None else VoiceFeatures(result.features[None], np.array([result.seconds]))
             self.packed[index] = (voice, result.transcript)
 
@@ -348,7 +352,7 @@ class ItemRunner:
             else:
                 offset = 0.0 if np.isnan(plan.start) else plan.start
                 computed_voice, computed_text = _speech_passes(
-                    self.models, samples, offset, want_features=need_features, want_asr=need_asr
+                    self.models, samples, offset, want_features=need_features, want_asr=need_asr, only=self.asr_languages
                 )
         if need_features:
             voice = computed_voice

@@ -10,7 +10,7 @@ the same pass, each in its own language (the option, else detected on it), sever
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -42,8 +42,9 @@ class ClipResult:
     """its ASR text and the language it was decoded in (None: not wanted)."""
 
 
-def packed_passes(models: Models, clips: Sequence[Clip]) -> list[ClipResult]:
-    """The voice features and transcripts of ``clips``, encoded several at a time.
+def packed_passes(models: Models, clips: Sequence[Clip], *, only: Collection[str] | None = None) -> list[ClipResult]:
+    """The voice features and transcripts of ``clips``, encoded several at a time (with ``only``,
+    the words of clips in those languages only; see :meth:`~multimodal_ser.asr.Transcriber.transcribe_many`).
 
     Returns:
         One :class:`ClipResult` per clip, in the order of ``clips``.
@@ -55,7 +56,7 @@ def packed_passes(models: Models, clips: Sequence[Clip]) -> list[ClipResult]:
     heard = [k for k in wanted if clips[k].want_asr]
     transcripts = {
         k: Transcript(" ".join(t for t in (s.text.strip() for s in segments) if t), language)
-        for k, (language, segments) in zip(heard, models.transcriber().transcribe_many([encoded[k] for k in heard]), strict=True)
+        for k, (language, segments) in zip(heard, models.transcriber().transcribe_many([encoded[k] for k in heard], only=only), strict=True)
     }
     results = []
     for k, clip in enumerate(clips):

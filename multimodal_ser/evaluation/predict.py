@@ -134,11 +134,14 @@ def predict_manifest(
             "encoder": models.whisper_id(),
             "features": {"recipe": FEATURE_RECIPE, "span": "vad-first-to-last, voice.segment_span"},
         }
+    asr_languages = None
     if "text" in modalities:
         from ..asr import MAX_NEW_TOKENS, TOKENS_PER_SECOND
 
+        asr_languages = models.text().languages  # the words of other languages would feed nothing
         ids["asr"] = {"engine": "ctranslate2", **models.whisper_id(), "language": language, "beam_size": 5,
-                      "max_new_tokens": {"per_second": TOKENS_PER_SECOND, "at_most": MAX_NEW_TOKENS}}
+                      "max_new_tokens": {"per_second": TOKENS_PER_SECOND, "at_most": MAX_NEW_TOKENS},
+                      "decoded_languages": list(asr_languages)}
     if pack:  # a packed item's results differ from its results alone, within the noise
         from ..asr import DECODE_BATCH
         from ..encoder import PADDING_STRIDE
@@ -152,7 +155,7 @@ def predict_manifest(
     if "face" in modalities:
         ids["face"] = {"models": models.face().model_ids, "config": models.face().config, "crops": images_are_face_crops}
 
-    runner = ItemRunner(models, cache, ids, modalities, images_are_face_crops=images_are_face_crops, pack=pack)
+    runner = ItemRunner(models, cache, ids, modalities, images_are_face_crops=images_are_face_crops, pack=pack, asr_languages=asr_languages)
     items: list[ItemPrediction] = []
     failures: list[dict] = []
     order = np.argsort(table["path"].to_numpy(dtype=str), kind="stable")  # rows of one file together
@@ -318,7 +321,7 @@ def _text_branches(models: Models, items: list[ItemPrediction], cache: Predictio
         return []
     heard = ", ".join(f"{language} ({n})" for language, n in sorted(unread.items(), key=lambda kv: -kv[1]))
     return [(f"{sum(unread.values())} items were transcribed in languages the text head does not read ({heard}; it reads "
-             f"{', '.join(readable)}): they have no text emotion. Give --language if the detection is wrong.")]
+             f"{', '.join(readable)}): they were not transcribed and have no text emotion. Give --language if the detection is wrong.")]
 
 
 def prediction_table(manifest: pd.DataFrame, items: Sequence[ItemPrediction], modalities: Sequence[str]) -> pd.DataFrame:
