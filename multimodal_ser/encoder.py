@@ -9,7 +9,6 @@ branch depends on how loud the recording happened to be.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,6 +36,14 @@ MAX_PACKED_SECONDS = 8.0
 ``mser evaluate --pack``, ``--pack`` of several recordings); longer ones keep windows of their own."""
 ALONE_BATCH = 8
 """clips per batch in :meth:`SpeechEncoder.encode_alone`."""
+LENGTH_GRID_SECONDS = 0.5
+""":meth:`SpeechEncoder.encode_alone` pads each clip with silence to a multiple of this, so that clips of
+like length share one layout of rows and their padding states."""
+SHARED_PADDING_CLIPS = 4
+"""Clips of one length group that :meth:`SpeechEncoder.encode_alone` encodes whole; the rest attend to
+their mean padding states. On 25 RAVDESS clips of 3.0 s the voice moved from the solo path 0.0094
+with the padding of 4 clips, 0.0092 with 8, 0.0113 with 2 and 0.0124 with 1, against 0.0103 for a
+10-ms cut of the clip."""
 _EXACT_TAIL = 4
 """padding frames right after a clip that :meth:`SpeechEncoder.encode_alone` keeps one by one
 (the convolutions still see the clip's last samples there)."""
@@ -194,23 +201,32 @@ class SpeechEncoder:
         )
 
     @torch.inference_mode()
-    def encode_alone(self, clips: Sequence[np.ndarray], *, offsets: Sequence[float] | None = None, stride: int = PADDING_STRIDE) -> list[EncodedWindow]:
+    def encode_alone(self, clips: Sequence[np.ndarray], *, offsets: Sequence[float] | None = None, stride: int = PADDING_STRIDE,
+                     share_padding: int = SHARED_PADDING_CLIPS) -> list[EncodedWindow]:
         """Encode short clips, each nearly as :meth:`encode` encodes it alone, at a fraction of the cost.
 
         Alone in its window, a clip of ``n`` frames shares the encoder's self-attention with
         ``1500 - n`` frames of padding, which cost most of the pass. Here every ``stride``-th
         padding frame stands for the ``stride`` around it: it is attended with a bias of
         ``log stride`` on its logits, as that many near-equal keys would be, and it is one row of
-        the window's output (:attr:`EncodedWindow.output_counts`). The clips of a call run in batches of
-        :data:`ALONE_BATCH` clips of like length. With ``stride=1`` the result is that of
-        :meth:`encode` (up to rounding); :data:`PADDING_STRIDE` keeps the voice and the ASR
-        within the noise of a 10-ms shift of the clip.
+        the window's output (:attr:`EncodedWindow.output_counts`). With ``stride=1`` and no
+        sharing the result is that of :meth:`encode` (up to rounding).
+
+        The padding's states hardly depend on the clip, only on where the padding starts. So the
+        clips are grouped by length (each zero-padded to the next :data:`LENGTH_GRID_SECONDS`);
+        the first ``share_padding`` clips of a group are encoded whole, and the others compute
+        their own frames only, attending at each layer to the mean padding states of those
+        (their output's padding rows are that mean too). A clip's result then depends a little on
+        the clips beside it. :data:`PADDING_STRIDE` and :data:`SHARED_PADDING_CLIPS` keep the
+        voice and the ASR within the noise of a 10-ms shift of the clip. Batches of :data:`ALONE_BATCH`.
 
         Args:
             clips: each shape ``(n_samples,)`` float32 at 16 kHz, at most 30 s, encoded as given
                 (bring each to the speech level first when the encoder normalises).
             offsets: seconds where each clip starts on its recording's clock (default 0).
             stride: padding frames per representative.
+            share_padding: clips of a length group encoded whole to lend their padding to the
+                rest (0: every clip whole).
 
         Returns:
             One window per clip, whose hidden states cover the clip's frames only.
@@ -218,60 +234,133 @@ class SpeechEncoder:
         offsets = [0.0] * len(clips) if offsets is None else list(offsets)
         if len(offsets) != len(clips):
             raise ValueError(f"{len(offsets)} offsets for {len(clips)} clips")
-        order = sorted(range(len(clips)), key=lambda k: len(clips[k]))  # batches of like length waste little padding
+        audios = [np.ascontiguousarray(clip, dtype=np.float32) for clip in clips]
+        for audio in audios:
+            self._checked(audio)
+        groups: dict[int, list[int]] = {}
+        for k, audio in enumerate(audios):
+            groups.setdefault(_grid_frames(audio), []).append(k)
         windows: list[EncodedWindow | None] = [None] * len(clips)
-        for first in range(0, len(order), ALONE_BATCH):
-            batch = order[first : first + ALONE_BATCH]
-            audios = [np.ascontiguousarray(clips[k], dtype=np.float32) for k in batch]
-            for k, window in zip(batch, self._alone_batch(audios, [offsets[k] for k in batch], stride)):
-                windows[k] = window
+        for frames, members in sorted(groups.items()):
+            layout = _Layout.of(frames, stride)
+            lenders = members if not 0 < share_padding < len(members) or layout.n_padding == 0 else members[:share_padding]
+            padding_states = []
+            for batch in _batches(lenders):
+                encoded, states = self._whole_batch([audios[k] for k in batch], [offsets[k] for k in batch], layout)
+                for k, window in zip(batch, encoded):
+                    windows[k] = window
+                padding_states.append(states)
+            if len(lenders) == len(members):
+                continue
+            padding = torch.cat(padding_states).mean(dim=0)  # (n_layers + 1, n_padding, d_model)
+            borrowers = members[len(lenders) :]
+            for batch in _batches(borrowers):
+                for k, window in zip(batch, self._borrowing_batch([audios[k] for k in batch], [offsets[k] for k in batch], layout, padding)):
+                    windows[k] = window
         return windows
 
-    def _alone_batch(self, clips: list[np.ndarray], offsets: list[float], stride: int) -> list[EncodedWindow]:
-        encoder = self.model.encoder
-        rows, biases, n_real, counts = [], [], [], []
-        for audio in clips:
-            self._checked(audio)
-            frames = -(-len(audio) // (2 * HOP_LENGTH))
-            exact = min(frames + _EXACT_TAIL, WINDOW_FRAMES)
-            starts = np.arange(exact, WINDOW_FRAMES, stride)
-            count = np.concatenate([np.ones(exact, dtype=np.int64), np.minimum(stride, WINDOW_FRAMES - starts)])
-            positions = np.concatenate([np.arange(exact), starts + count[exact:] // 2])
-            rows.append(self._convolved_alone(audio, exact, positions[exact:]) + encoder.positional_embedding[positions])
-            biases.append(torch.from_numpy(np.log(count)).float())
-            n_real.append(frames)
-            counts.append(count)
-        length = max(len(r) for r in rows)
-        x = torch.zeros(len(rows), length, self.d_model)
-        bias = torch.full((len(rows), 1, 1, length), -math.inf)
-        for i, (row, b) in enumerate(zip(rows, biases)):
-            x[i, : len(row)], bias[i, 0, 0, : len(b)] = row, b
-        hidden = [x]
-        for block in encoder.blocks:
-            x = block_with_bias(block, x, bias)
-            hidden.append(x)
-        states = torch.stack(hidden, dim=1)  # (batch, n_layers + 1, length, d_model)
-        output = encoder.ln_post(x)
+    def _embedded(self, audios: list[np.ndarray], layout: _Layout) -> torch.Tensor:
+        """Conv front end plus positions at the layout's rows, shape ``(batch, n_rows, d_model)``."""
+        padded = layout.n_exact - _EXACT_TAIL
+        rows = [
+            self._convolved_alone(np.pad(audio, (0, max(0, padded * 2 * HOP_LENGTH - len(audio)))), layout.n_exact, layout.positions[layout.n_exact :])
+            for audio in audios
+        ]
+        return torch.stack(rows) + self.model.encoder.positional_embedding[layout.positions]
+
+    def _windows(self, audios, offsets, layout: _Layout, output: torch.Tensor, hidden: list[torch.Tensor]) -> list[EncodedWindow]:
+        states = torch.stack(hidden, dim=1)  # (batch, n_layers + 1, rows, d_model)
         return [
             EncodedWindow(
                 offset=offset,
                 duration=len(audio) / SAMPLE_RATE,
                 audio=audio,
-                output=output[i, : len(count)].clone(),
-                hidden_states=states[i, :, :n].clone(),
-                output_counts=count,
+                output=output[i].clone(),
+                hidden_states=states[i, :, : _frames(audio)].clone(),
+                output_counts=layout.counts,
             )
-            for i, (audio, offset, n, count) in enumerate(zip(clips, offsets, n_real, counts))
+            for i, (audio, offset) in enumerate(zip(audios, offsets))
         ]
 
+    def _whole_batch(self, audios, offsets, layout: _Layout) -> tuple[list[EncodedWindow], torch.Tensor]:
+        """Clips encoded with every row of ``layout``; also their padding rows' states, shape
+        ``(batch, n_layers + 1, n_padding, d_model)``."""
+        encoder = self.model.encoder
+        x = self._embedded(audios, layout)
+        hidden = [x]
+        for block in encoder.blocks:
+            x = block_with_bias(block, x, layout.bias)
+            hidden.append(x)
+        padding = torch.stack([h[:, layout.n_exact :] for h in hidden], dim=1)
+        return self._windows(audios, offsets, layout, encoder.ln_post(x), hidden), padding
 
-def block_with_bias(block, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    def _borrowing_batch(self, audios, offsets, layout: _Layout, padding: torch.Tensor) -> list[EncodedWindow]:
+        """Clips that compute their own rows only and attend to ``padding``, shape ``(n_layers + 1, n_padding, d_model)``,
+        the states of their layout's padding rows lent by other clips."""
+        encoder = self.model.encoder
+        x = self._embedded(audios, layout)[:, : layout.n_exact]
+        hidden = [x]
+        for block, lent in zip(encoder.blocks, padding):
+            x = block_with_bias(block, x, layout.bias, lent=lent)
+            hidden.append(x)
+        output = encoder.ln_post(torch.cat([x, padding[-1].expand(len(audios), -1, -1)], dim=1))
+        return self._windows(audios, offsets, layout, output, hidden)
+
+
+def _frames(audio: np.ndarray) -> int:
+    """Encoder frames that ``audio`` covers (its last, partial one included)."""
+    return -(-len(audio) // (2 * HOP_LENGTH))
+
+
+def _grid_frames(audio: np.ndarray) -> int:
+    """:func:`_frames` rounded up to the length grid of :meth:`SpeechEncoder.encode_alone`."""
+    grid = seconds_to_frames(LENGTH_GRID_SECONDS)
+    return min(-(-_frames(audio) // grid) * grid, WINDOW_FRAMES)
+
+
+def _batches(members: list[int]) -> list[list[int]]:
+    return [members[i : i + ALONE_BATCH] for i in range(0, len(members), ALONE_BATCH)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """The rows :meth:`SpeechEncoder.encode_alone` computes for clips of up to ``frames`` frames."""
+
+    n_exact: int
+    """rows one per frame from the window start: the clip's frames and :data:`_EXACT_TAIL` more."""
+    positions: np.ndarray
+    """shape ``(rows,)`` int: the window frame each row stands at (a padding row at the middle of its frames)."""
+    counts: np.ndarray
+    """shape ``(rows,)`` int: window frames each row stands for, summing to 1500."""
+    bias: torch.Tensor
+    """shape ``(1, 1, 1, rows)``: ``log counts``, each row's weight as a key."""
+
+    @classmethod
+    def of(cls, frames: int, stride: int) -> _Layout:
+        exact = min(frames + _EXACT_TAIL, WINDOW_FRAMES)
+        starts = np.arange(exact, WINDOW_FRAMES, stride)
+        counts = np.concatenate([np.ones(exact, dtype=np.int64), np.minimum(stride, WINDOW_FRAMES - starts)])
+        positions = np.concatenate([np.arange(exact), starts + counts[exact:] // 2])
+        return cls(exact, positions, counts, torch.from_numpy(np.log(counts)).float()[None, None, None])
+
+    @property
+    def n_padding(self) -> int:
+        return len(self.counts) - self.n_exact
+
+
+def block_with_bias(block, x: torch.Tensor, bias: torch.Tensor, *, lent: torch.Tensor | None = None) -> torch.Tensor:
     """One Whisper encoder block over ``x``, shape ``(batch, n, d_model)``, its self-attention
-    logits offset by ``bias``, shape ``(batch, 1, 1, n)`` (a weight per key; -inf: no key)."""
+    logits offset by ``bias``, shape ``(batch or 1, 1, 1, keys)`` (a weight per key; -inf: no key).
+    The keys are ``x``'s rows, then ``lent``'s, shape ``(m, d_model)``: rows every row attends to
+    whose states are given, not computed here (``keys`` is ``n + m``)."""
     attention = block.attn
     h = block.attn_ln(x)
     batch, n, width = h.shape
-    q, k, v = (t.view(batch, n, attention.n_head, -1).transpose(1, 2) for t in (attention.query(h), attention.key(h), attention.value(h)))
+    keys = attention.key(h), attention.value(h)
+    if lent is not None:
+        h_lent = block.attn_ln(lent)
+        keys = tuple(torch.cat([own, project(h_lent).expand(batch, -1, -1)], dim=1) for own, project in zip(keys, (attention.key, attention.value)))
+    q, k, v = (t.view(batch, t.shape[1], attention.n_head, -1).transpose(1, 2) for t in (attention.query(h), *keys))
     mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=bias)
     x = x + attention.out(mixed.transpose(1, 2).reshape(batch, n, width))
     return x + block.mlp(block.mlp_ln(x))

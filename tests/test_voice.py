@@ -203,7 +203,7 @@ def test_clips_encoded_alone_match_their_own_windows(encoder, ravdess, packaged_
     clips = [load_audio(path)[: int((2.0 + k) * SAMPLE_RATE)] for k, path in enumerate(rows["path"])]
     solo = [encoder.encode(clip, normalise=False) for clip in clips]
     later = [encoder.encode(clip[160:], offset=0.01, normalise=False) for clip in clips]
-    exact = encoder.encode_alone(clips, stride=1)
+    exact = encoder.encode_alone(clips, stride=1, share_padding=0)
     strided = encoder.encode_alone(clips)
     moved, noise = [], []
     for clip, whole, shifted, one, ten in zip(clips, solo, later, exact, strided, strict=True):
@@ -216,6 +216,35 @@ def test_clips_encoded_alone_match_their_own_windows(encoder, ravdess, packaged_
         moved.append(np.abs(packaged_model.predict(ten, segment).emotions - reference).mean())
         noise.append(np.abs(packaged_model.predict(shifted, segment).emotions - reference).mean())
     assert np.mean(moved) <= 1.5 * np.mean(noise) + 0.005, (moved, noise)
+
+
+@pytest.mark.models
+def test_clips_of_like_length_borrow_padding_states_within_the_noise(encoder, ravdess, packaged_model):
+    """Seven clips in one 0.5-s length group: the first four are encoded whole and lend their mean
+    padding states to the other three, whose voice moves no more than when cut 10 ms later. Clips
+    that lend each other their own padding (copies of one clip) get exactly the whole result."""
+    rows = ravdess[(ravdess["actor"] == 8) & (ravdess["repetition"] == 2)].iloc[[1, 5, 9, 13, 17, 21, 25]]
+    clips = [load_audio(path)[: int((3.1 + 0.05 * k) * SAMPLE_RATE)] for k, path in enumerate(rows["path"])]
+    whole = encoder.encode_alone(clips, share_padding=0)
+    shared = encoder.encode_alone(clips, share_padding=4)
+    for one, other in zip(whole[:4], shared[:4], strict=True):  # the lenders are encoded whole
+        torch.testing.assert_close(one.hidden_states, other.hidden_states)
+    moved, noise = [], []
+    for clip, one in zip(clips[4:], shared[4:], strict=True):
+        n = -(-len(clip) // 320)
+        assert one.hidden_states.shape == (encoder.n_layers, n, encoder.d_model)
+        assert one.output.shape == (len(one.output_counts), encoder.d_model) and one.output_counts.sum() == WINDOW_FRAMES
+        segment = [(0.2, len(clip) / SAMPLE_RATE - 0.2)]
+        reference = packaged_model.predict(encoder.encode(clip, normalise=False), segment).emotions
+        shifted = encoder.encode(clip[160:], offset=0.01, normalise=False)
+        moved.append(np.abs(packaged_model.predict(one, segment).emotions - reference).mean())
+        noise.append(np.abs(packaged_model.predict(shifted, segment).emotions - reference).mean())
+    assert np.mean(moved) <= 1.5 * np.mean(noise) + 0.005, (moved, noise)
+
+    copies = encoder.encode_alone([clips[0]] * 6, share_padding=4)
+    for borrowed in copies[4:]:
+        torch.testing.assert_close(borrowed.hidden_states, whole[0].hidden_states, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(borrowed.output, whole[0].output, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.models

@@ -2,8 +2,8 @@
 
 Each clip, brought to the speech level on its own, is encoded whole by
 :meth:`~multimodal_ser.encoder.SpeechEncoder.encode_alone`: as if alone in a zero-padded window,
-with the padding's share of the attention kept by a fraction of its frames, several clips per
-batch. Its voice features are read over its speech span, as alone; its transcript is decoded from
+with the padding's share of the attention kept by a fraction of its frames, and most clips
+borrowing the padding states of a few clips of like length, several clips per batch. Its voice features are read over its speech span, as alone; its transcript is decoded from
 the same pass, each in its own language (the option, else detected on it), several at a time.
 """
 

@@ -144,9 +144,10 @@ def predict_manifest(
                       "decoded_languages": list(asr_languages)}
     if pack:  # a packed item's results differ from its results alone, within the noise
         from ..asr import DECODE_BATCH
-        from ..encoder import PADDING_STRIDE
+        from ..encoder import LENGTH_GRID_SECONDS, PADDING_STRIDE, SHARED_PADDING_CLIPS
 
         layout = {"max_seconds": MAX_PACKED_SECONDS, "padding_stride": PADDING_STRIDE, "decode_batch": DECODE_BATCH,
+                  "shared_padding": {"lenders": SHARED_PADDING_CLIPS, "length_grid_s": LENGTH_GRID_SECONDS},
                   "decoder_memory": "one row per padding stride"}
         if "audio" in ids:
             ids["audio"]["features"]["packed"] = layout
