@@ -4,7 +4,7 @@ Each configuration runs in a fresh Python process on a fresh output folder: reco
 with 1 and with 2 local workers (wall clock from the call to ``run_batch`` to its return, worker
 start included), the speed-up, the peak resident memory of the largest worker; then a worker's
 cold start: importing the pipeline and analysing a first recording (models loaded on the way)
-against analysing it again. Last, ``--short`` short clips (RAVDESS, 3-5 s each, when
+against analysing it again, and the light start of ``mser --help`` (best of 3). Last, ``--short`` short clips (RAVDESS, 3-5 s each, when
 ``../shared/data`` has them) with 2 workers, without and with the ``pack`` option.
 """
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +58,17 @@ def _run(code: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _help_seconds(repeats: int = 3) -> float:
+    """Fastest of ``repeats`` wall-clock runs of ``mser --help`` (the installed command, a fresh process each)."""
+    command = shutil.which("mser", path=str(Path(sys.executable).parent)) or "mser"
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([command, "--help"], capture_output=True, check=True)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def _short_clips(n: int) -> list[Path]:
     """``n`` RAVDESS clips, every actor in turn (none without the data)."""
     actors = sorted(RAVDESS.glob("Actor_*"))
@@ -80,6 +93,8 @@ def main() -> None:
     cold = _run(_COLD, str(media[0]))
     print(f"worker cold start on {media[0].name}: import {cold['import']:.1f} s; first recording {cold['first']:.1f} s "
           f"against {cold['again']:.1f} s warm: {cold['first'] - cold['again']:.1f} s to start")
+    cold["mser_help"] = _help_seconds()
+    print(f"mser --help: {cold['mser_help']:.2f} s (target under 0.5 s; torch is not imported)")
     short = _short_clips(args.short)
     if short:
         print(f"{len(short)} short clips ({short[0].parent.parent.name}), audio+text, 'language en', 2 workers")
