@@ -1,13 +1,14 @@
-"""Pitch-shifted training clips against unseen corpora: does a head that has heard higher and lower voices carry over?
+"""More versions of the training clips against unseen corpora: does a head that has heard each speaker
+higher and lower (pitch) or faster and slower (tempo) carry over to a corpus it never heard?
 
 Leaves each corpus out in turn (``mser crossval --leave-out-corpus``, seed 0) with the shipped recipe,
-and with the same recipe plus the training clips shifted by ``--shifts`` semitones (each shift one
-more encoded version of every clip, packed as the clean ones), for the plain head (reference
+and with the same recipe plus ``--versions`` of the training clips (condition names; each one more
+encoded version of every clip, packed as the clean ones), for the plain head (reference
 ``none``) and the collection head (reference ``collection``). Printed per unseen corpus: UA over its
 own labels (clean clips), the angry false-alarm rate, UA through the telephone channel, and male /
 female UA where the corpus gives the speaker's sex.
 
-    python benchmarks/voice_pitch_loco.py --data ../shared/data [--shifts -2 2]
+    python benchmarks/voice_augment_loco.py --data ../shared/data [--versions pitch@+2st pitch@-2st]
 
 The features are cached under ``$MSER_CACHE``; from an empty cache, encoding the three corpora in
 five versions takes about 35 min on 2 cores, then each leave-one-corpus-out run 1-2 min.
@@ -20,6 +21,7 @@ import dataclasses
 from pathlib import Path
 
 from multimodal_ser.training.audio import leave_one_corpus_out
+from multimodal_ser.training.audio.conditions import Condition
 from multimodal_ser.training.audio.corpus import corpus_folders
 from multimodal_ser.training.audio.crossval import HEAD_NAME, TESTED, Data
 from multimodal_ser.training.audio.head import RECIPE
@@ -32,9 +34,10 @@ def _cell(value: float | None) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="real data folder (../shared/data layout)")
-    parser.add_argument("--shifts", type=float, nargs="+", default=[2.0, -2.0], help="semitones (default: +2 -2)")
+    parser.add_argument("--versions", nargs="+", default=["pitch@+2st", "pitch@-2st"],
+                        help="condition names of the added versions (default: pitch@+2st pitch@-2st; e.g. tempo@x0.9 tempo@x1.1)")
     args = parser.parse_args()
-    shifted = tuple(f"pitch@{s:+g}st" for s in args.shifts)
+    shifted = tuple(Condition.parse(name).name for name in args.versions)
     widest = dataclasses.replace(RECIPE, augment=RECIPE.augment + shifted)
     data = Data.load(corpus_folders(args.data, None), recipe=widest, seed=0, tested=TESTED)
     print("| head | training versions | unseen corpus | UA | angry false alarms | UA telephone | male UA | female UA |")
