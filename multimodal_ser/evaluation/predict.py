@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -297,10 +298,7 @@ def _text_branches(models: Models, items: list[ItemPrediction], cache: Predictio
         for item in items:
             item.branches["text"] = BranchOutput()
         return []
-    unread: dict[str, int] = {}
-    for item in items:
-        if item.text_language is not None and language_code(item.text_language) not in readable:
-            unread[item.text_language] = unread.get(item.text_language, 0) + 1
+    unread = Counter(item.text_language for item in items if item.text_language is not None and language_code(item.text_language) not in readable)
     texts = sorted({item.text.strip() for item in items if item.text and item.text.strip() and item.text_language not in unread})
     found: dict[str, BranchOutput] = {}
     missing = []
@@ -320,7 +318,7 @@ def _text_branches(models: Models, items: list[ItemPrediction], cache: Predictio
         item.branches["text"] = found[text] if text and item.text_language not in unread else BranchOutput()
     if not unread:
         return []
-    heard = ", ".join(f"{language} ({n})" for language, n in sorted(unread.items(), key=lambda kv: -kv[1]))
+    heard = ", ".join(f"{language} ({n})" for language, n in unread.most_common())
     return [(f"{sum(unread.values())} items were transcribed in languages the text head does not read ({heard}; it reads "
              f"{', '.join(readable)}): they were not transcribed and have no text emotion. Give --language if the detection is wrong.")]
 
