@@ -1,6 +1,6 @@
 """Does dialogue context help a text encoder fine-tuned on the dialogue? Measured on MELD.
 
-    .venv/bin/python benchmarks/text_context_tuned.py --data ../shared/data [--turns 0 3]
+    .venv/bin/python benchmarks/text_context_tuned.py --data ../shared/data [--turns 0 3] [--encoder FOLDER] [--int8]
 
 The sibling of ``text_context.py``, which adds context to frozen sentence embeddings. Here the
 encoder itself reads the context: each utterance is one token sequence ``[CLS] turn-k [SEP] ...
@@ -10,13 +10,17 @@ states of ``[CLS]``, the utterance's tokens and the last ``[SEP]``, so the conte
 utterance's states through attention but is not averaged in. With k = 0 this is exactly how the
 package reads a text.
 
-For each k: all-MiniLM-L6-v2 and a new head are fine-tuned together on MELD train less the
+For each k: the encoder (all-MiniLM-L6-v2 as the package loads it, or the sentence-transformers
+folder ``--encoder``, for example all-mpnet-base-v2 from ``benchmarks/mpnet_folder.py``) and a new head are fine-tuned together on MELD train less the
 validation dialogues (the recipe of ``training/text/finetune.py``: its epochs, learning rates,
 batches of like length, warm-up; seed 0), scored on the validation dialogues twice an epoch, and the
 state with the best mean of MELD validation emotion and sentiment weighted-F1 is kept. Then, once,
 each kept state is scored on MELD dev (emotion and sentiment weighted-F1, 95% intervals from
-resampling whole dialogues), with the paired difference of each k against k = 0. Prints Markdown.
-About 4 min without context and 13 min with three turns on 2 cores.
+resampling whole dialogues), with the paired difference of each k against k = 0, and the encoder's
+time per utterance of MELD dev (the first 200, batches of 32 of like length, best of 3). With
+``--int8`` the kept encoder's linear layers are then quantised to int8 (``torch`` dynamic
+quantisation) and dev is scored and timed again. Prints Markdown. About 4 min (MiniLM) and 28 min
+(mpnet) without context, 13 min (MiniLM) with three turns, on 2 cores.
 """
 
 from __future__ import annotations
@@ -100,12 +104,26 @@ def predict(encoder: SentenceEncoder, head: MLPHead, rows: list) -> tuple[np.nda
     return logits[:, :k].argmax(1).numpy(), logits[:, k:].argmax(1).numpy()
 
 
-def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int) -> tuple[SentenceEncoder, MLPHead, dict]:
-    """MiniLM and a head fine-tuned on ``train`` read with ``turns`` of context, at their best
-    state on ``val``; returns them and ``{"epoch", "score", "curve"}``."""
+def ms_per_utterance(encoder: SentenceEncoder, rows: list, *, n: int = 200, batch: int = 32, repeats: int = 3) -> float:
+    """Milliseconds per utterance to read the first ``n`` :func:`sequences` rows in batches of like length (best of ``repeats``)."""
+    rows = rows[:n]
+    order = np.argsort([len(ids) for ids, _ in rows], kind="stable")
+    best = math.inf
+    with torch.inference_mode():
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for start in range(0, len(rows), batch):
+                pooled(encoder, [rows[i] for i in order[start : start + batch]])
+            best = min(best, time.perf_counter() - started)
+    return 1000 * best / len(rows)
+
+
+def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int, folder: Path | None = None) -> tuple[SentenceEncoder, MLPHead, dict]:
+    """The encoder of ``folder`` (None: the packaged MiniLM) and a head fine-tuned on ``train`` read
+    with ``turns`` of context, at their best state on ``val``; returns them and ``{"epoch", "score", "curve"}``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    encoder = SentenceEncoder()
+    encoder = SentenceEncoder() if folder is None else SentenceEncoder(folder)
     rows, val_rows = sequences(encoder, train, turns), sequences(encoder, val, turns)
     for name, parameter in encoder.model.named_parameters():
         parameter.requires_grad = name.startswith("encoder.layer.")
@@ -162,23 +180,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder with meld/")
     parser.add_argument("--turns", type=int, nargs="+", default=[0, 3], help="preceding turns read (0 = none; the first is the reference)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--encoder", type=Path, help="a sentence-transformers folder to fine-tune (default: the packaged MiniLM)")
+    parser.add_argument("--int8", action="store_true", help="also score and time each kept encoder quantised to int8")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     meld, dev = load_meld(args.data, "train"), load_meld(args.data, "dev")
     in_val = np.isin(meld.groups, meld_validation_dialogues(meld.groups, seed=args.seed))
     train, val = meld.subset(~in_val, "meld/train-fit"), meld.subset(in_val, "meld/train-val")
     truth = {"emotion": (dev.emotion.argmax(1), EMOTIONS), "sentiment": (dev.sentiment, SENTIMENTS)}
-    preds, kept = {}, {}
+    preds, kept, int8, speed = {}, {}, {}, {}
     for turns in args.turns:
-        encoder, head, kept[turns] = fine_tuned(train, val, turns, seed=args.seed)
-        emotion, sentiment = predict(encoder, head, sequences(encoder, dev, turns))
+        encoder, head, kept[turns] = fine_tuned(train, val, turns, seed=args.seed, folder=args.encoder)
+        dev_rows = sequences(encoder, dev, turns)
+        emotion, sentiment = predict(encoder, head, dev_rows)
         preds[turns] = {"emotion": emotion, "sentiment": sentiment}
-    print("| preceding turns read | state kept (epoch) | MELD val emotion / sentiment wF1 | MELD dev emotion weighted-F1 | MELD dev sentiment weighted-F1 |")
-    print("|---|---|---|---|---|")
+        speed[turns] = {"float32": ms_per_utterance(encoder, dev_rows)}
+        if args.int8:
+            encoder.model = torch.ao.quantization.quantize_dynamic(encoder.model, {nn.Linear}, dtype=torch.qint8)
+            emotion, sentiment = predict(encoder, head, dev_rows)
+            int8[turns] = {"emotion": emotion, "sentiment": sentiment}
+            speed[turns]["int8"] = ms_per_utterance(encoder, dev_rows)
+    print("| preceding turns read | state kept (epoch) | MELD val emotion / sentiment wF1 | MELD dev emotion weighted-F1 | MELD dev sentiment weighted-F1 | encoder ms per utterance |")
+    print("|---|---|---|---|---|---|")
     for turns in args.turns:
         info = kept[turns]
-        cells = [_with_interval(t, preds[turns][k], labels, metrics.weighted_f1, dev.groups) for k, (t, labels) in truth.items()]
-        print(f"| {turns} | {info['epoch']} | {info['emotion']:.3f} / {info['sentiment']:.3f} | {' | '.join(cells)} |")
+        for weights, predicted in (("", preds[turns]), (", int8", int8.get(turns))):
+            if predicted is None:
+                continue
+            cells = [_with_interval(t, predicted[k], labels, metrics.weighted_f1, dev.groups) for k, (t, labels) in truth.items()]
+            ms = speed[turns]["int8" if weights else "float32"]
+            print(f"| {turns}{weights} | {info['epoch']} | {info['emotion']:.3f} / {info['sentiment']:.3f} | {' | '.join(cells)} | {ms:.1f} |")
     reference = args.turns[0]
     for turns in args.turns[1:]:
         cells = []
