@@ -2,8 +2,9 @@
 or ``mpnet-tuned``).
 
 The encoder's transformer layers (all six of all-MiniLM-L6-v2, or those kept of all-mpnet-base-v2)
-are trained with the head on the same rows and losses as a head on frozen embeddings (:func:`.head.fit_head`: soft emotion targets, sentiment where labelled,
-per-row weights); its word embeddings stay frozen, which keeps the tuned tensors small. The text is
+are trained with the head on the same rows and losses as a head on frozen embeddings
+(:func:`.head.fit_head`: soft emotion targets, sentiment where labelled, per-row weights); its word
+embeddings stay frozen, which keeps the tuned tensors small. The text is
 read exactly as in use (:meth:`~multimodal_ser.sentence_encoder.SentenceEncoder.pooled`: mean of
 the token states, L2-normalised). AdamW, a linear warm-up over :data:`WARMUP` of the steps and a
 linear decay to zero; batches of like length (little padding). The validation score of
@@ -49,7 +50,9 @@ DELTA_RANK = 80
 layers' 36 matrices take 3.3 MB instead of 21 MB as whole float16 tensors. On the validation texts
 (GoEmotions dev, MELD train-val; no labels read) the packaged head's emotion labels through the
 stored weights agreed with those through the whole float16 weights on 98.4% of texts (rank 32 in
-float16, the same size as rank 64 in int8: 96.0% and 98.0%; rank 96: 98.7%, 128: 99.2%)."""
+float16, the same size as rank 64 in int8: 96.0% and 98.0%; rank 96: 98.7%, 128: 99.2%). For the first
+10 layers of all-mpnet-base-v2 (60 matrices, 768 wide; a 12.9 MB head) the validation score through the
+stored weights was 0.637 against 0.638 through the tuned ones."""
 
 
 @dataclass
