@@ -48,7 +48,7 @@ from multimodal_ser.training.text import finetune, load_meld, meld_validation_di
 from multimodal_ser.training.text.corpora import TextSet
 from multimodal_ser.training.text.head import HIDDEN
 from multimodal_ser.training.text.scoring import evaluate_predictions
-from multimodal_ser.training.text.train import FROZEN_ENCODERS
+from multimodal_ser.training.text.train import training_encoder
 
 logger = logging.getLogger("text_context_tuned")
 
@@ -118,14 +118,6 @@ def ms_per_utterance(encoder: SentenceEncoder, rows: list, *, n: int = 200, batc
                 pooled(encoder, [rows[i] for i in order[start : start + batch]])
             best = min(best, time.perf_counter() - started)
     return 1000 * best / len(rows)
-
-
-def starting_encoder(name: str, layers: int | None) -> SentenceEncoder:
-    """``minilm`` or ``mpnet`` (:data:`FROZEN_ENCODERS`, as the package loads them) or a sentence-transformers
-    folder, cut to its first ``layers`` (None: all)."""
-    if name in FROZEN_ENCODERS:
-        return SentenceEncoder(None, sha256=FROZEN_ENCODERS[name], layers=layers)
-    return SentenceEncoder(Path(name), layers=layers)
 
 
 def fine_tuned(train: TextSet, val: TextSet, turns: int, *, seed: int, encoder: SentenceEncoder) -> tuple[SentenceEncoder, MLPHead, dict]:
@@ -200,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     truth = {"emotion": (dev.emotion.argmax(1), EMOTIONS), "sentiment": (dev.sentiment, SENTIMENTS)}
     preds, kept, int8, speed = {}, {}, {}, {}
     for turns in args.turns:
-        start = starting_encoder(args.encoder, args.layers)
+        start = training_encoder(args.encoder, layers=args.layers)
         encoder, head, kept[turns] = fine_tuned(train, val, turns, seed=args.seed, encoder=start)
         dev_rows = sequences(encoder, dev, turns)
         emotion, sentiment = predict(encoder, head, dev_rows)

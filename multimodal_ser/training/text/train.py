@@ -77,16 +77,17 @@ FROZEN_ENCODERS = {"minilm": PACKAGED_ENCODER_SHA256, "mpnet": MPNET_SHA256}
 """``--encoder`` values that embed with a packaged encoder as it ships."""
 
 
-def training_encoder(name: str) -> E5Encoder | SentenceEncoder:
+def training_encoder(name: str, *, layers: int | None = None) -> E5Encoder | SentenceEncoder:
     """The encoder :func:`train_text_head` starts from (``mser train text --encoder``): ``"e5"``, a key
-    of :data:`FROZEN_ENCODERS` or :data:`TUNED_ENCODERS`, or a sentence-transformers folder."""
+    of :data:`FROZEN_ENCODERS` or :data:`TUNED_ENCODERS` (with its recipe's layers), or a
+    sentence-transformers folder; ``layers`` cuts a frozen choice or a folder to its first layers."""
     if name == "e5":
         return E5Encoder()
     if name in TUNED_ENCODERS:
         return SentenceEncoder(None, sha256=TUNED_ENCODERS[name].sha256, layers=TUNED_ENCODERS[name].layers)
     if name in FROZEN_ENCODERS:
-        return SentenceEncoder(None, sha256=FROZEN_ENCODERS[name])
-    return SentenceEncoder(Path(name))
+        return SentenceEncoder(None, sha256=FROZEN_ENCODERS[name], layers=layers)
+    return SentenceEncoder(Path(name), layers=layers)
 
 
 def train_text_head(
