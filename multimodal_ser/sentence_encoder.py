@@ -11,6 +11,7 @@
   ``max_seq_length``, mean of the token states under the attention mask, then L2 normalisation).
   A head fine-tuned with its encoder carries the tuned transformer weights, which replace the
   folder's (``tuned``): small ones whole, the weight matrices as low-rank changes (:class:`LowRankDelta`).
+  A head may also run most of its encoder's linear layers in int8 (``int8_ranges``, :mod:`multimodal_ser.int8_encoder`).
 
 Weights are sha256-checked before they are read. :func:`encoder_for` gives the encoder a head was
 trained on.
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import int8_encoder
 from .errors import ModelError
 from .files import cache_dir, installed_file_sha256, sha256_file
 
@@ -215,6 +217,9 @@ class SentenceEncoder:
             :attr:`id` then ends in ", fine-tuned with the head".
         layers: keep only the first ``layers`` transformer layers (the sentence vector is then the
             mean of the last kept layer's token states); None keeps all.
+        int8_ranges: run the linear layers :data:`~multimodal_ser.int8_encoder.QUANTISED` in int8,
+            smoothed by these input ranges (see :meth:`quantise`); None keeps float32.
+        int8_alpha: the smoothing's share of each range moved into the weights (the head's record).
 
     Attributes:
         fingerprint: hex digest of the weights in use (the folder's sha256, or a digest of it and
@@ -233,6 +238,8 @@ class SentenceEncoder:
         sha256: str | None = None,
         tuned: TunedWeights | None = None,
         layers: int | None = None,
+        int8_ranges: Mapping[str, torch.Tensor] | None = None,
+        int8_alpha: float = int8_encoder.ALPHA,
     ):
         packaged = path is None
         if packaged:
@@ -273,6 +280,10 @@ class SentenceEncoder:
             self.id = f"{self.id}, fine-tuned with the head"
         self.model.eval()
         self.dim = int(self.model.config.hidden_size)
+        self.int8_ranges: dict[str, torch.Tensor] = {}
+        """the input ranges its int8 layers are smoothed by; empty while it runs in float32"""
+        if int8_ranges:
+            self.quantise(int8_ranges, alpha=int8_alpha)
 
     def _keep_layers(self, layers: int | None) -> int:
         """Cut the model to its first ``layers`` transformer layers; returns how many it keeps."""
@@ -297,6 +308,34 @@ class SentenceEncoder:
         digest = hashlib.sha256(self.fingerprint.encode())
         for key in sorted(weights):
             digest.update(key.encode() + weights[key].detach().to(torch.float32).contiguous().numpy().tobytes())
+        self.fingerprint = digest.hexdigest()
+
+    def int8_calibration(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Input ranges of the layers :meth:`quantise` would run in int8, measured while this (float32)
+        encoder embeds ``texts`` (see :func:`~multimodal_ser.int8_encoder.activation_ranges`)."""
+        if self.int8_ranges:
+            raise ModelError(f"{self.id}: already runs in int8; calibrate the float32 encoder")
+        return int8_encoder.activation_ranges(self.model, lambda: self.encode(texts))
+
+    def quantise(self, ranges: Mapping[str, torch.Tensor], *, alpha: float = int8_encoder.ALPHA) -> None:
+        """Run the linear layers :data:`~multimodal_ser.int8_encoder.QUANTISED` in int8 from now on, each
+        input channel smoothed by its range in ``ranges`` (:meth:`int8_calibration`) to the power ``alpha``;
+        updates :attr:`id` and :attr:`fingerprint`.
+
+        Raises:
+            ModelError: the encoder already runs in int8, or ``ranges`` do not fit its layers.
+        """
+        if self.int8_ranges:
+            raise ModelError(f"{self.id}: already runs in int8")
+        try:
+            int8_encoder.quantise(self.model, ranges, alpha=alpha)
+        except ValueError as e:
+            raise ModelError(f"{self.path}: {e}") from e
+        self.int8_ranges = {name: ranges[name].float() for name in sorted(ranges)}
+        self.id = f"{self.id}, int8"
+        digest = hashlib.sha256(f"{self.fingerprint} int8 alpha {alpha}".encode())
+        for name, value in self.int8_ranges.items():
+            digest.update(name.encode() + value.contiguous().numpy().tobytes())
         self.fingerprint = digest.hexdigest()
 
     def _read_pipeline(self) -> tuple[str, bool]:
@@ -474,7 +513,11 @@ class E5Encoder:
 
 
 def encoder_for(
-    trained_on: dict, path: str | os.PathLike | None = None, *, tuned: TunedWeights | None = None
+    trained_on: dict,
+    path: str | os.PathLike | None = None,
+    *,
+    tuned: TunedWeights | None = None,
+    int8_ranges: Mapping[str, torch.Tensor] | None = None,
 ) -> E5Encoder | SentenceEncoder:
     """The encoder a head was trained on, from the head config's ``encoder`` entry (``id``, ``sha256``,
     and ``layers`` when it was cut to its first layers).
@@ -483,6 +526,8 @@ def encoder_for(
         trained_on: the head's ``encoder`` config.
         path: a sentence-transformers folder, for a head trained on one; None for the packaged encoders.
         tuned: the fine-tuned transformer weights a head carries (they replace the folder's).
+        int8_ranges: the input ranges of the int8 layers a head carries (see :meth:`SentenceEncoder.quantise`),
+            smoothed with the ``alpha`` of the config's ``int8`` entry.
 
     Raises:
         ModelError: the head names an encoder that is neither packaged nor given as ``path``, or
@@ -490,9 +535,11 @@ def encoder_for(
     """
     sha256 = trained_on.get("sha256")
     if path is None and sha256 == E5_SHA256:
-        if tuned:
-            raise ModelError("the e5 engine runs its own 4-bit weights: a head cannot carry tuned e5 weights")
+        if tuned or int8_ranges:
+            raise ModelError("the e5 engine runs its own 4-bit weights: a head cannot carry tuned or int8 e5 weights")
         return E5Encoder()
     if path is None and sha256 not in PACKAGED_ENCODERS:
         raise ModelError(f"head was trained on encoder {trained_on.get('id')} (sha256 {sha256}); pass that folder as encoder_path")
-    return SentenceEncoder(path, sha256=sha256, tuned=tuned, layers=trained_on.get("layers"))
+    int8 = trained_on.get("int8") or {}
+    return SentenceEncoder(path, sha256=sha256, tuned=tuned, layers=trained_on.get("layers"),
+                           int8_ranges=int8_ranges, int8_alpha=int8.get("alpha", int8_encoder.ALPHA))

@@ -5,7 +5,8 @@ turns each text into one L2-normalised vector. A small MLP head trained by
 :func:`multimodal_ser.training.text.train_text_head` maps that vector to
 :data:`~multimodal_ser.labels.EMOTIONS` and :data:`~multimodal_ser.labels.SENTIMENTS` probabilities.
 A head fine-tuned together with its encoder carries the tuned encoder weights in its own file
-(tensors named ``encoder.<key>``, see :func:`tuned_file_tensors`).
+(tensors named ``encoder.<key>``, see :func:`tuned_file_tensors`), and, for an encoder run in int8,
+the input ranges its int8 layers are smoothed by (``int8_range.<layer>``).
 A head trained with dialogue context also reads the preceding turns (:func:`dialogue_context`);
 a head reads only the languages it was trained on (:attr:`TextEmotionModel.languages`).
 
@@ -46,6 +47,10 @@ WEIGHTS_FILE = "model.safetensors"
 
 TUNED_PREFIX = "encoder."
 """Prefix of the tensors in a head file that replace or change its encoder's weights (see :func:`tuned_file_tensors`)."""
+
+INT8_PREFIX = "int8_range."
+"""Prefix of the tensors in a head file that give its encoder's int8 layers their input ranges
+(see :meth:`~multimodal_ser.sentence_encoder.SentenceEncoder.quantise`)."""
 
 DELTA_PARTS = (".delta_up", ".delta_scale", ".delta_down")
 """Suffixes of a :class:`~multimodal_ser.sentence_encoder.LowRankDelta`'s ``up``, ``scale`` and ``down`` in a head file."""
@@ -138,15 +143,17 @@ def tuned_file_tensors(tuned: TunedWeights) -> dict[str, torch.Tensor]:
     return stored
 
 
-def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], TunedWeights]:
-    """A head file's tensors as ``(head tensors, tuned encoder weights)`` (see
-    :func:`tuned_file_tensors`); the second, keyed as the encoder's ``state_dict``, with whole tensors
-    as float32, is empty for a head on a frozen encoder.
+def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], TunedWeights, dict[str, torch.Tensor]]:
+    """A head file's tensors as ``(head tensors, tuned encoder weights, int8 ranges)`` (see
+    :func:`tuned_file_tensors` and :data:`INT8_PREFIX`). The tuned weights, keyed as the encoder's
+    ``state_dict``, with whole tensors as float32, are empty for a head on a frozen encoder; the int8
+    ranges, keyed by layer name, are empty for an encoder run in float32.
 
     Raises:
         ModelError: a low-rank change lacks one of its parts.
     """
-    head = {k: v for k, v in tensors.items() if not k.startswith(TUNED_PREFIX)}
+    head = {k: v for k, v in tensors.items() if not k.startswith((TUNED_PREFIX, INT8_PREFIX))}
+    int8_ranges = {k[len(INT8_PREFIX):]: v.float() for k, v in tensors.items() if k.startswith(INT8_PREFIX)}
     stored = {k[len(TUNED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TUNED_PREFIX)}
     tuned: dict[str, torch.Tensor | LowRankDelta] = {}
     for name, value in stored.items():
@@ -159,7 +166,7 @@ def split_head_tensors(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torc
         if any(part is None for part in parts):
             raise ModelError(f"tuned tensor {TUNED_PREFIX + name} lacks its other parts (a low-rank change has all of {list(DELTA_PARTS)})")
         tuned[key] = LowRankDelta(*parts)
-    return head, tuned
+    return head, tuned, int8_ranges
 
 
 def head_from_tensors(tensors: dict[str, torch.Tensor], config: dict) -> MLPHead:
@@ -229,7 +236,7 @@ class TextEmotionModel:
         tensors, self.head_config = load_head(self.head_path)
         self.head_sha256 = sha256_file(self.head_path)
         try:
-            head_tensors, tuned = split_head_tensors(tensors)
+            head_tensors, tuned, int8_ranges = split_head_tensors(tensors)
             self.head = head_from_tensors(head_tensors, self.head_config)
             self.temperature = stored_temperature(self.head_config) if calibrated else 1.0
             self.sentiment_temperature = stored_temperature(self.head_config, "sentiment_temperature") if calibrated else 1.0
@@ -237,7 +244,7 @@ class TextEmotionModel:
             raise ModelError(f"{self.head_path}: {e}") from e
         trained_on = self.head_config["encoder"]
         try:
-            self.encoder = encoder_for(trained_on, encoder_path, tuned=tuned)
+            self.encoder = encoder_for(trained_on, encoder_path, tuned=tuned, int8_ranges=int8_ranges)
         except ModelError as e:
             raise ModelError(f"{e} (the head {self.head_path.name} was trained on {trained_on.get('id')})") from e
         if self.encoder.dim != int(self.head_config["embedding_dim"]):

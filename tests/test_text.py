@@ -388,8 +388,8 @@ def test_a_fine_tuned_head_carries_its_encoder_weights(tmp_path, minilm_head):
     assert stored[f"encoder.{whole}"].dtype == torch.float16 and stored[f"encoder.{changed}.delta_up"].dtype == torch.int8
     config["encoder"] = {**config["encoder"], "tuned": True}
     path = heads.save_head(tmp_path / "tuned.safetensors", {**tensors, **stored}, config)
-    head_part, tuned_part = split_head_tensors(heads.load_head(path)[0])
-    assert set(head_part) == set(tensors) and set(tuned_part) == {changed, whole}
+    head_part, tuned_part, int8_part = split_head_tensors(heads.load_head(path)[0])
+    assert set(head_part) == set(tensors) and set(tuned_part) == {changed, whole} and not int8_part
     assert isinstance(tuned_part[changed], LowRankDelta) and tuned_part[whole].dtype == torch.float32
     tuned = TextEmotionModel(head_path=path, calibrated=False)
     loaded = tuned.encoder.model.state_dict()
@@ -400,6 +400,25 @@ def test_a_fine_tuned_head_carries_its_encoder_weights(tmp_path, minilm_head):
     assert tuned.model_ids["text_encoder_sha256"] == PACKAGED_ENCODER_SHA256  # the weights it was tuned from
     assert tuned.encoder.fingerprint != frozen.encoder.fingerprint == PACKAGED_ENCODER_SHA256  # cached embeddings never mix
     assert not np.allclose(tuned.predict(SENTENCES[:2]).embeddings, frozen.predict(SENTENCES[:2]).embeddings, atol=1e-3)
+
+
+@pytest.mark.models
+def test_a_head_with_int8_ranges_runs_its_encoder_in_int8(tmp_path, minilm_head):
+    from multimodal_ser.text import INT8_PREFIX, split_head_tensors
+
+    tensors, config = heads.load_head(minilm_head)
+    frozen = TextEmotionModel(head_path=minilm_head, calibrated=False)
+    ranges = frozen.encoder.int8_calibration(SENTENCES)  # all-MiniLM-L6-v2: its feed-forward's first layers
+    assert sorted(ranges) == [f"encoder.layer.{k}.intermediate.dense" for k in range(6)]
+    config["encoder"] = {**config["encoder"], "int8": {"alpha": 0.8}}
+    path = heads.save_head(tmp_path / "int8.safetensors", {**tensors, **{INT8_PREFIX + k: v for k, v in ranges.items()}}, config)
+    head_part, _, int8_part = split_head_tensors(heads.load_head(path)[0])
+    assert set(head_part) == set(tensors) and int8_part.keys() == ranges.keys()
+    int8 = TextEmotionModel(head_path=path, calibrated=False)
+    assert int8.model_ids["text_encoder"].endswith(", int8") and int8.encoder.fingerprint != frozen.encoder.fingerprint
+    a, b = int8.predict(SENTENCES), frozen.predict(SENTENCES)
+    assert np.min(np.sum(a.embeddings * b.embeddings, axis=1)) > 0.98
+    assert not np.array_equal(a.embeddings, b.embeddings)  # it does run another path
 
 
 @pytest.mark.models
@@ -568,7 +587,7 @@ def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_pat
     metrics = train_text_head(data, out, card_path=card, seed=0, encoder=encoder)
 
     tensors, config = heads.load_head(out)
-    _, tuned = split_head_tensors(tensors)
+    _, tuned, _ = split_head_tensors(tensors)
     deltas = [v for v in tuned.values() if isinstance(v, LowRankDelta)]
     layers = train.TUNED_ENCODERS[encoder].layers or 6  # MiniLM whole: six
     assert len(deltas) == 6 * layers and all(d.up.dtype == torch.int8 and d.scale.shape == (finetune.DELTA_RANK,) for d in deltas)

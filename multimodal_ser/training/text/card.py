@@ -79,6 +79,18 @@ def _tuned_recipe(fixed: dict, layers: int) -> str:
     )
 
 
+def _int8_state(int8: dict | None) -> str:
+    """What the card says of an encoder run in int8 (the config's ``encoder.int8``), or nothing."""
+    if not int8:
+        return ""
+    drawn = " and ".join(f"{n} of {name}" for name, n in int8["calibration"].items())
+    return (f". Its linear layers `*{'`, `*'.join(int8['layers'])}` run in int8 (a dynamic step for the activations, one per "
+            f"weight row), each input channel first divided by its largest magnitude on {drawn} (drawn with the seed) to "
+            f"the power {int8['alpha']}, which the weights take up (SmoothQuant; `int8_range.<layer>`, "
+            "`multimodal_ser/int8_encoder.py`); the feed-forward's second layers stay float32. Every score below is of the "
+            "encoder so run")
+
+
 def _tuned_selection(selected: dict, best: dict, rank: int) -> str:
     stored = best["stored"]
     return (
@@ -128,7 +140,8 @@ def write_card(card_path: Path, config: dict, *, out_path: Path, run: dict) -> P
         "encoder_state": (f"fine-tuned: its {encoder['layers']} transformer layers are stored in this file, each weight matrix as its "
                           f"rank-{fixed['delta_rank']} change from the package's, in int8 (`encoder.<key>.delta_up` @ "
                           "diag(`.delta_scale`) @ `.delta_down`; `training/text/finetune.py` says how the rank was chosen), "
-                          "biases and layer norms whole in float16 (`encoder.<key>`); the word embeddings stay as shipped")
+                          "biases and layer norms whole in float16 (`encoder.<key>`); the word embeddings stay as shipped"
+                          + _int8_state(encoder.get("int8")))
                          if tuned else "frozen",
         "encoder_id": encoder["id"],
         "encoder_sha256": encoder["sha256"],

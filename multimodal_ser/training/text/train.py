@@ -22,9 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ...files import sha256_file
+from ...int8_encoder import ALPHA as INT8_ALPHA
+from ...int8_encoder import QUANTISED as INT8_LAYERS
 from ...labels import EMOTIONS, SENTIMENTS
 from ...sentence_encoder import MPNET_SHA256, PACKAGED_ENCODER_SHA256, E5Encoder, SentenceEncoder
-from ...text import DEFAULT_LANGUAGES, tuned_file_tensors
+from ...text import DEFAULT_LANGUAGES, INT8_PREFIX, tuned_file_tensors
 from ..install import install_head
 from . import finetune
 from .card import write_card
@@ -62,6 +64,9 @@ class TunedEncoder:
     goemotions_per_epoch: int | None
     """GoEmotions train comments drawn afresh each epoch (the corpus keeps its share of the loss,
     :func:`.finetune.text_rows`); None reads all of them every epoch."""
+    int8: bool = False
+    """after training, run most of the encoder's linear layers in int8 (:mod:`multimodal_ser.int8_encoder`),
+    smoothed by their input ranges on :data:`INT8_CALIBRATION` texts; the head is scored and stored so."""
 
 
 TUNED_ENCODERS = {
@@ -167,11 +172,15 @@ def train_text_head(
         head, tuned, val_result = fine_tune(encoder, rows, val, seed=seed)
         tuned = finetune.compact(tuned, base)  # as stored; the held-out scores below are of these
         encoder = SentenceEncoder(None, sha256=recipe.sha256, layers=recipe.layers, tuned=tuned)
+        int8_ranges = {}
+        if recipe.int8:
+            int8_ranges = encoder.int8_calibration(int8_calibration_texts(sets, seed=seed))
+            encoder.quantise(int8_ranges)
         score, components = validation_score(head, {name: (data, torch.from_numpy(encoder.encode(data.texts, batch_size=128))) for name, data in val.items()})
         val_result["stored"] = {"score": score, **components}  # the best state's, read through the stored weights
         search = val_result.pop("curve")
     else:
-        tuned, per_epoch = {}, {}
+        tuned, per_epoch, int8_ranges = {}, {}, {}
         hp, head, val_result, parts, search = _searched_head(encoder, sets, seed=seed)
     emb = {name: embed_cached(encoder, sets[name].texts, name=name)[0] for name in HELD_OUT}
 
@@ -216,11 +225,13 @@ def train_text_head(
         "dropout": finetune.DROPOUT if tune else DROPOUT,
         "encoder": {"id": encoder.id, "sha256": encoder.sha256, "pooling": encoder.pooling,
                     "normalize": encoder.normalize, "max_seq_length": encoder.max_seq_length, "layers": encoder.layers,
-                    "tuned": tune},
+                    "tuned": tune,
+                    "int8": {"layers": list(INT8_LAYERS), "alpha": INT8_ALPHA, "calibration": dict(INT8_CALIBRATION)} if int8_ranges else None},
         "training": training,
         "metrics": metrics,
     }
-    install_head(out_path, {**head.state_dict(), **tuned_file_tensors(tuned)}, config)
+    int8_tensors = {INT8_PREFIX + name: value for name, value in int8_ranges.items()}
+    install_head(out_path, {**head.state_dict(), **tuned_file_tensors(tuned), **int8_tensors}, config)
     elapsed = time.monotonic() - started
     logger.info("wrote %s (%d bytes) in %.0f s", out_path, out_path.stat().st_size, elapsed)
     if card_path is not None:
@@ -231,6 +242,21 @@ def train_text_head(
 
     metrics["calibration"] = {k: v for k, v in calibrate_text_head(data_dir, out_path, card_path=card_path).items() if not k.endswith("reports")}
     return metrics
+
+
+INT8_CALIBRATION = (("meld/train-fit", 512), ("goemotions/train", 512))
+"""Training texts drawn (with the run's seed) to measure the int8 layers' input ranges: both registers
+the head reads, none of the validation or held-out texts."""
+
+
+def int8_calibration_texts(sets: dict, *, seed: int) -> list[str]:
+    """The :data:`INT8_CALIBRATION` texts of ``sets`` (name -> :class:`.corpora.TextSet`), in corpus order."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for name, n in INT8_CALIBRATION:
+        pool = sets[name].texts
+        texts += [pool[i] for i in np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))]
+    return texts
 
 
 HELD_OUT = {"goemotions/test": "goemotions_test", "meld/dev": "meld_dev", "dair/test": "dair_test"}
