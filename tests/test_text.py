@@ -575,7 +575,7 @@ def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_pat
     import torch
 
     from multimodal_ser.sentence_encoder import LowRankDelta
-    from multimodal_ser.text import split_head_tensors
+    from multimodal_ser.text import INT8_PREFIX, split_head_tensors
     from multimodal_ser.training.text import finetune, train, train_text_head
 
     if encoder == "mpnet-tuned":
@@ -597,11 +597,16 @@ def test_train_text_fine_tunes_and_stores_the_layers_as_low_rank_changes(tmp_pat
     assert 0 <= stored["score"] <= 1 and set(stored) >= {"goemotions_macro_f1", "meld_weighted_f1"}
     assert config["calibration"]["temperature"] > 0 and metrics["meld_dev"]["head"]["emotion"]["n"] > 0
     model = TextEmotionModel(head_path=out)
-    assert model.encoder.id.endswith("fine-tuned with the head") and model.predict(SENTENCES[:2]).emotions.shape == (2, 7)
+    int8 = train.TUNED_ENCODERS[encoder].int8
+    assert model.encoder.id.endswith("fine-tuned with the head" + (", int8" if int8 else ""))
+    assert model.predict(SENTENCES[:2]).emotions.shape == (2, 7)
     assert model.encoder.layers == config["encoder"]["layers"] == layers
     text = card.read_text(encoding="utf-8")
     assert f"rank-{finetune.DELTA_RANK} changes in int8" in text and f"scores {stored['score']:.3f}" in text
     assert f"--encoder {encoder}" in text
-    if encoder == "mpnet-tuned":  # the first 10 of 12 layers; GoEmotions drawn, 100 comments an epoch
-        assert model.encoder.id.endswith("first 10 of 12 layers, fine-tuned with the head") and model.encoder.dim == 768
+    assert bool(config["encoder"]["int8"]) == int8 == ("run in int8" in text)
+    if encoder == "mpnet-tuned":  # the first 10 of 12 layers in int8; GoEmotions drawn, 100 comments an epoch
+        assert model.encoder.id.endswith("first 10 of 12 layers, fine-tuned with the head, int8") and model.encoder.dim == 768
+        assert sorted(model.encoder.int8_ranges) == sorted(k.removeprefix(INT8_PREFIX) for k in tensors if k.startswith(INT8_PREFIX))
+        assert len(model.encoder.int8_ranges) == 5 * layers  # query, key, value, attention output, feed-forward in
         assert config["training"]["training_sets"]["goemotions/train"]["per_epoch"] == 100 and "100 drawn afresh each epoch" in text
